@@ -1,0 +1,35 @@
+"""Command-line interface: ``dhr <command>``. Commands only parse, call the public API and save.
+
+Each command group lives in its own module of this package and is registered in :func:`build_app`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import typer
+
+__all__ = ["build_app", "main"]
+
+# (module, attribute, name, help) of the sub-applications; imported lazily so `dhr --help` is fast.
+_SUBAPPS: list[tuple[str, str, str, str]] = []
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="dhr",
+        help="Put real photos into a StyleGAN2 and edit them (Domain-Specific Hybrid Refinement).",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    for module, attr, name, help_ in _SUBAPPS:
+        sub = getattr(importlib.import_module(module), attr)
+        app.add_typer(sub, name=name, help=help_)
+    return app
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    build_app()()
