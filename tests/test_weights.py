@@ -437,3 +437,12 @@ def test_progress_bar_enabled_does_not_break_download(server, capsys):
     reg = W.WeightsRegistry([_entry("g", data, [server.base + "/g.bin"])])
     assert reg.resolve("g", progress=True).read_bytes() == data
     assert capsys.readouterr().out == ""  # the bar goes to stderr only
+
+
+def test_docs_table_lists_every_entry():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "weights.md").read_text(encoding="utf-8")
+    for e in W.default_registry():
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{e.name}` |")), None)
+        assert row is not None, f"docs/weights.md has no row for {e.name}"
+        assert e.filename in row and e.licence in row
+        assert (e.sha256 or e.sha256_prefix or "unverified") in row
