@@ -27,7 +27,7 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 @dataclass
 class Route:
     data: bytes
-    mode: str = "good"  # good | 404 | truncate-once | no-range
+    mode: str = "good"  # good | 404 | truncate-once | no-range | html
     served: int = 0
 
 
@@ -61,6 +61,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = data[start:]
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Type", "text/html; charset=utf-8" if route.mode == "html" else "application/octet-stream")
         self.end_headers()
         route.served += 1
         if route.mode == "truncate-once" and route.served == 1:
@@ -446,3 +447,11 @@ def test_docs_table_lists_every_entry():
         assert row is not None, f"docs/weights.md has no row for {e.name}"
         assert e.filename in row and e.licence in row
         assert (e.sha256 or e.sha256_prefix or "unverified") in row
+
+
+def test_html_page_is_never_stored_as_weights(server):
+    server.routes["/drive"] = Route(b"<html>quota exceeded</html>", mode="html")
+    reg = W.WeightsRegistry([_entry("h", None, [server.base + "/drive"], verified=False)])
+    with pytest.raises(WeightsError, match="HTML page"):
+        reg.resolve("h", progress=False)
+    assert not list(_cache().glob("h.bin*"))

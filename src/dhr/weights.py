@@ -413,6 +413,9 @@ def _transfer(url: str, part: Path, *, expected_total: int | None, progress: boo
         raise _TransferError(f"cannot connect: {exc}") from exc
     with response:
         status = getattr(response, "status", 200)
+        if response.headers.get_content_type() == "text/html":
+            # e.g. a login, quota or virus-scan page instead of the file; never store it as weights
+            raise _UrlFailed("the server returned an HTML page instead of the file (download it in a browser and use `dhr weights add`)")
         if have and status == 206:
             content_range = response.headers.get("Content-Range", "")
             if not content_range.startswith(f"bytes {have}-"):
