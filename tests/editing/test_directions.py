@@ -19,6 +19,7 @@ from dhr.editing.directions import (
     load_direction,
     load_ganspace_pca,
     parse_edit_spec,
+    sweep_codes,
 )
 from dhr.errors import CheckpointError, EditError, ShapeError
 
@@ -98,6 +99,8 @@ def test_ganspace_absolute_matches_e4e_rule() -> None:
     wb = torch.randn(2, 1, 8).expand(-1, 5, -1)
     ob = apply_edits(wb, [(basis.direction(idx, None, mode="absolute"), target)])
     torch.testing.assert_close(((ob[:, 3] - basis.mean) @ comp) / std, torch.full((2,), target))
+    # absolute edits are idempotent when layer 0 is edited too
+    torch.testing.assert_close(apply_edits(ob, [(basis.direction(idx, (0, 5), mode="absolute"), target)]), ob)
 
 
 def test_ganspace_increment() -> None:
@@ -309,4 +312,26 @@ def test_direction_set_errors(tmp_path: Path) -> None:
     with pytest.raises(EditError, match="twice"):
         DirectionSet([Direction("age", _unit(8)), Direction("age", _unit(8))])
     with pytest.raises(CheckpointError, match="missing"):
+        DirectionSet.load(tmp_path)
+
+
+def test_sweep_codes() -> None:
+    ws = torch.randn(2, 4, 8)
+    d = Direction("a", _unit(8), layers=(0, 2))
+    codes = sweep_codes(ws, d, [-1.0, 0.0, 2.0])
+    assert len(codes) == 3
+    torch.testing.assert_close(codes[1], ws)
+    torch.testing.assert_close(codes[2], apply_edits(ws, [(d, 2.0)]))
+    with pytest.raises(EditError, match="strength"):
+        sweep_codes(ws, d, [1.0, float("nan")])
+
+
+def test_direction_set_rejects_bad_json(tmp_path: Path) -> None:
+    DirectionSet([Direction("a", _unit(8))]).save(tmp_path)
+    (tmp_path / "directions.json").write_text(json.dumps({"format": "dhr-directions", "version": 1,
+                                                          "directions": {"a": {"layers": ["x", 1]}}}))
+    with pytest.raises(CheckpointError, match="entry 'a'"):
+        DirectionSet.load(tmp_path)
+    (tmp_path / "directions.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(CheckpointError, match="format"):
         DirectionSet.load(tmp_path)

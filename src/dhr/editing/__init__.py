@@ -13,6 +13,7 @@ from dhr.editing.directions import (
     load_direction,
     load_ganspace_pca,
     parse_edit_spec,
+    sweep_codes,
     validate_edits,
 )
 from dhr.editing.ganspace import fit_ganspace, ganspace_directions, pca
@@ -41,6 +42,7 @@ __all__ = [
     "sefa",
     "sefa_directions",
     "style_layers",
+    "sweep_codes",
     "sweep_grid",
     "validate_edits",
 ]

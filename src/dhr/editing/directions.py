@@ -53,6 +53,7 @@ __all__ = [
     "Direction",
     "DirectionKind",
     "DirectionSet",
+    "GanSpaceMode",
     "GanSpaceParams",
     "GanSpacePCA",
     "Space",
@@ -60,6 +61,7 @@ __all__ = [
     "load_direction",
     "load_ganspace_pca",
     "parse_edit_spec",
+    "sweep_codes",
     "validate_edits",
 ]
 
@@ -161,9 +163,12 @@ class Direction:
         if v.numel() == 0 or not bool(torch.isfinite(v).all()):
             raise EditError(f"direction {self.name!r}: vector is empty or holds NaN/inf values")
         if self.layers is not None:
-            if len(self.layers) != 2:
-                raise EditError(f"direction {self.name!r}: layers must be (start, stop), got {self.layers!r}")
-            start, stop = (int(x) for x in self.layers)
+            try:
+                start, stop = (int(x) for x in self.layers)
+            except (TypeError, ValueError):
+                raise EditError(
+                    f"direction {self.name!r}: layers must be a pair of ints (start, stop), got {self.layers!r}"
+                ) from None
             if not 0 <= start < stop:
                 raise EditError(
                     f"direction {self.name!r}: layers=({start}, {stop}) must satisfy 0 <= start < stop "
@@ -319,6 +324,21 @@ def apply_edits(ws: torch.Tensor, edits: Sequence[tuple[Direction, float]]) -> t
         delta = _delta(out, direction, strength)
         out = torch.cat([out[:, :start], out[:, start:stop] + delta, out[:, stop:]], dim=1)
     return out
+
+
+def sweep_codes(ws: torch.Tensor, direction: Direction, strengths: Sequence[float]) -> list[torch.Tensor]:
+    """Codes for a strength sweep along one direction (e.g. the columns of a sweep grid).
+
+    Args:
+        ws: ``(B, L, D)`` W+ codes.
+        direction: The direction.
+        strengths: Strengths, e.g. ``[-3, -1.5, 0, 1.5, 3]``; all validated before any is applied.
+
+    Returns:
+        One ``(B, L, D)`` tensor per strength, in order.
+    """
+    checked = validate_edits(ws, [(direction, s) for s in strengths])
+    return [apply_edits(ws, [edit]) for edit in checked]
 
 
 # --------------------------------------------------------------------------------------------
@@ -699,7 +719,10 @@ class DirectionSet(Mapping[str, Direction]):
             raise CheckpointError(f"{jpath}: unsupported version {meta.get('version')!r}; expected {_SET_VERSION}")
         tensors = load_file(str(tpath), device="cpu")
         directions = []
-        for name, entry in meta.get("directions", {}).items():
+        entries = meta.get("directions")
+        if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
+            raise CheckpointError(f"{jpath}: 'directions' must map each name to an object")
+        for name, entry in entries.items():
             vkey = f"{name}.vector"
             if vkey not in tensors:
                 raise CheckpointError(f"{tpath} lacks tensor {vkey!r} listed in {jpath.name}")
