@@ -1,21 +1,92 @@
-"""Key mapping from foreign StyleGAN2 layouts to the native :class:`~dhr.models.stylegan2.Generator`.
+"""Import of foreign StyleGAN2 checkpoints into the native format, without executing the file.
 
-Only tensor dictionaries are handled here (pure functions); reading files safely lives in
-:mod:`dhr.models.checkpoint`.
+Supported inputs (detected from the file's content, not its name):
+
+* rosinality ``.pt``: ``{'g_ema': state_dict, 'latent_avg': (D,), optional 'g', 'd', 'g_optim', ...}``,
+  or a bare rosinality generator state dict.
+* e4e / pSp ``.pt``: ``{'state_dict': {'encoder.*', 'decoder.*'}, 'latent_avg': (n_styles, D) or (D,),
+  'opts': dict or argparse.Namespace}``; the decoder is a rosinality generator.
+* NVIDIA StyleGAN2 / StyleGAN2-ADA ``.pkl``: a plain pickle of ``{'G', 'D', 'G_ema', 'training_set_kwargs', ...}``
+  whose networks are ``torch_utils.persistence`` objects (``G_ema`` is imported).
+
+Safety. Nothing from a file is ever imported or run:
+
+* torch zip files are first read with ``torch.load(weights_only=True)`` (torch's allow-list unpickler);
+  when it rejects a global (e.g. ``opts`` stored as ``argparse.Namespace``), the zip's ``data.pkl`` is read
+  with :class:`SafeUnpickler` instead, storages coming from the zip records.
+* plain pickles (NVIDIA ``.pkl``) are read with :class:`SafeUnpickler` only.
+
+:class:`SafeUnpickler` resolves a short allow-list of globals to functions written here (tensor and
+storage rebuilding, ``OrderedDict``, plain builtin containers, numpy array reconstruction). Globals that
+would run code (``os.system``, ``builtins.eval``, ``subprocess``, ``importlib``, ...) make it refuse the
+file with :class:`~dhr.errors.CheckpointError`. Every other class becomes an inert :class:`OpaqueObject`
+that only records its constructor arguments and ``__setstate__`` data. NVIDIA's persistent objects
+(``torch_utils.persistence._reconstruct_persistent_obj(meta)``) become :class:`PersistentObject` holding
+the class name and state; the embedded source code in ``meta['module_src']`` is never executed.
+
+NVIDIA -> native mapping (``G_ema``), checked against ``training/networks.py`` of stylegan2-ada-pytorch:
+
+* ``mapping.fc{i}.weight/bias`` -> ``mapping.layers.{i}.*`` unchanged: both store the weight as
+  ``randn / lr_multiplier`` and apply ``weight * lr_multiplier / sqrt(in)`` and ``bias * lr_multiplier``
+  at run time; ``lr_multiplier`` is read from the layer's ``bias_gain`` (else ``mapping_kwargs``, else 0.01).
+* ``mapping.w_avg`` -> ``w_avg``; ``synthesis.b4.const (C,4,4)`` -> ``(1,C,4,4)``.
+* ``b{r}.conv{0,1}.{weight, affine.*, noise_strength, bias}`` -> ``b{r}.conv{0,1}.{conv.weight, conv.affine.*,
+  noise_strength, bias}``; ``noise_const (r,r)`` -> ``(1,1,r,r)``. NVIDIA applies no gain to the modulated
+  weight while ours multiplies it by ``1/sqrt(Cin*9)``; demodulation cancels that scalar (up to the 1e-8
+  epsilon). The upsampling ``conv0`` runs NVIDIA's ``conv2d_resample(up=2, flip_weight=False)``, i.e. a
+  transposed conv with the unflipped weight followed by the [1,3,3,1] filter padded (1, 1) with gain 4,
+  which is exactly our transposed conv + blur, so weights are copied without flipping.
+* ``b{r}.torgb.{weight (3,C,1,1), bias, affine.*}`` -> ``b{r}.torgb.{conv.weight, bias, conv.affine.*}``.
+  NVIDIA multiplies the *styles* by ``weight_gain = 1/sqrt(C)`` while ours multiplies the conv *weight*
+  by the same scalar; since ``conv(x * (s*g), W) == conv(x * s, W*g)`` no folding into the affine is needed.
+
+Differences that cannot be mapped and are reported in :attr:`ImportedCheckpoint.notes`:
+
+* ``conv_clamp`` (256 in the official configs) clamps every synthesis layer output to +-256 in NVIDIA's
+  code (fp32 layers included); ours does not clamp. Trained models stay far below 256 for sane inputs.
+* ``num_fp16_res``: NVIDIA runs the highest-resolution blocks in float16 at inference; we run float32,
+  so images differ by float16 rounding (about 1e-3), not systematically.
+* Conditional models (``c_dim > 0``, a ``mapping.embed`` layer), ``z_dim != w_dim``, non-'skip'
+  architectures and StyleGAN3 pickles are rejected with a clear error.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import io
+import json
+import logging
 import math
+import os
+import pickle
 import re
+import warnings
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 
 from dhr.errors import CheckpointError
 from dhr.models.stylegan2 import GeneratorConfig
 
-__all__ = ["rosinality_to_native", "infer_channel_schedule"]
+__all__ = [
+    "rosinality_to_native",
+    "infer_channel_schedule",
+    "nvidia_to_native",
+    "OpaqueObject",
+    "PersistentObject",
+    "SafeUnpickler",
+    "read_checkpoint_tree",
+    "ImportedCheckpoint",
+    "import_checkpoint",
+    "convert",
+]
 
+logger = logging.getLogger(__name__)
 
 def infer_channel_schedule(channels: dict[int, int], source: str = "checkpoint") -> dict[str, int]:
     """Finds ``channel_base / channel_max / channel_multiplier`` reproducing per-resolution widths."""
@@ -107,3 +178,677 @@ def rosinality_to_native(
     out["w_avg"] = w_avg.float()
     assert math.log2(resolution) == len(resolutions) + 1
     return config, out
+
+
+# --------------------------------------------------------------------------------------------
+# Restricted unpickling
+
+
+class OpaqueObject:
+    """Inert stand-in for an object whose class is not allow-listed.
+
+    It records what the pickle would have passed to the real class and nothing else: constructor
+    arguments (``args``, ``kwargs``), the ``__setstate__`` payload (``state``) and items or list
+    entries added by the pickle (``dict_items``, ``list_items``). ``pickle_module`` and
+    ``pickle_name`` give the global the file referred to.
+    """
+
+    pickle_module = "?"
+    pickle_name = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> OpaqueObject:
+        obj = object.__new__(cls)
+        obj.args, obj.kwargs, obj.state = args, kwargs, None
+        obj.dict_items, obj.list_items = {}, []
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # arguments were recorded in __new__
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.dict_items[key] = value
+
+    def append(self, value: Any) -> None:
+        self.list_items.append(value)
+
+    def extend(self, values: Any) -> None:
+        self.list_items.extend(values)
+
+    def __repr__(self) -> str:
+        return f"<opaque {self.pickle_module}.{self.pickle_name}>"
+
+
+@dataclass
+class PersistentObject:
+    """An NVIDIA ``torch_utils.persistence`` object: its class name and pickled state (plain data).
+
+    ``state`` is the module's ``__dict__``: ``_parameters``, ``_buffers``, ``_modules`` (children,
+    themselves :class:`PersistentObject` or :class:`OpaqueObject`), ``_init_kwargs`` and attributes.
+    """
+
+    class_name: str
+    state: dict
+    version: Any = None
+
+    @property
+    def init_kwargs(self) -> dict:
+        kw = self.state.get("_init_kwargs") or {}
+        return dict(kw) if isinstance(kw, Mapping) else {}
+
+
+class _PlainDict(dict):
+    """Stand-in for dict subclasses such as ``dnnlib.EasyDict`` (a plain dict; state is ignored)."""
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, Mapping):
+            self.update(state)
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+_STORAGE_DTYPES = {
+    "FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
+    "DoubleStorage": torch.float64, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
+}
+_TORCH_DTYPES = {n: getattr(torch, n) for n in (
+    "float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")}
+# Modules whose globals could run code, touch the system or import more code: refused outright.
+_DENIED_MODULES = (
+    "os", "posix", "nt", "subprocess", "sys", "shutil", "importlib", "runpy", "socket", "pickle", "_pickle",
+    "marshal", "types", "ctypes", "code", "codeop", "pty", "multiprocessing", "threading", "signal",
+    "webbrowser", "functools", "operator", "io", "_io", "pathlib", "tempfile", "inspect", "pydoc", "timeit",
+    "asyncio", "ssl", "http", "urllib", "requests", "shelve", "dill", "cloudpickle", "setuptools", "pip",
+    "torch.hub", "torch.serialization", "torch.jit", "torch.ops", "torch._ops", "torch.package",
+)
+_SAFE_BUILTINS = {
+    "set": set, "frozenset": frozenset, "slice": slice, "complex": complex, "bytearray": bytearray,
+    "list": list, "dict": dict, "tuple": tuple, "int": int, "float": float, "bool": bool, "str": str, "bytes": bytes,
+    "object": object, "range": range,
+}
+
+
+def _storage_tensor(storage: Any) -> torch.Tensor:
+    if isinstance(storage, torch.Tensor):
+        return storage
+    if isinstance(storage, torch.TypedStorage):
+        return torch.empty(0, dtype=storage.dtype).set_(storage._untyped_storage, 0, (storage.size(),), (1,))
+    raise pickle.UnpicklingError(f"tensor storage of unexpected type {type(storage).__name__}")
+
+
+def _rebuild_tensor(storage: Any, offset: int, size: Any, stride: Any, *_: Any) -> torch.Tensor:
+    base = _storage_tensor(storage)
+    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+    return base.as_strided(size, stride, int(offset))
+
+
+def _rebuild_parameter(data: Any, *_: Any) -> Any:
+    return data  # a plain tensor: parameters become ordinary tensors
+
+
+def _load_storage_bytes(b: bytes) -> torch.Tensor:
+    if not isinstance(b, (bytes, bytearray)):
+        raise pickle.UnpicklingError("storage payload is not bytes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        st = torch.load(io.BytesIO(bytes(b)), map_location="cpu", weights_only=True)
+        return _storage_tensor(st)
+
+
+def _codecs_encode(text: Any, encoding: str = "utf-8") -> bytes:
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
+        raise pickle.UnpicklingError("unexpected _codecs.encode call")
+    return text.encode(encoding)
+
+
+def _reconstructor(cls: Any, base: Any, state: Any = None) -> Any:
+    if isinstance(cls, type) and issubclass(cls, (OpaqueObject, _PlainDict)):
+        return cls.__new__(cls)
+    if cls is collections.OrderedDict:
+        return collections.OrderedDict()
+    raise pickle.UnpicklingError(f"copyreg._reconstructor of unexpected class {cls!r}")
+
+
+def _persistent_obj(meta: Any) -> PersistentObject:
+    if not isinstance(meta, Mapping) or "class_name" not in meta:
+        raise pickle.UnpicklingError("persistent object without a class_name")
+    state = meta.get("state")
+    if isinstance(state, OpaqueObject):
+        state = state.dict_items
+    return PersistentObject(class_name=str(meta["class_name"]), state=dict(state or {}), version=meta.get("version"))
+
+
+def _numpy_globals(module: str, name: str) -> Any:
+    if module not in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy"):
+        return None
+    import numpy as np
+
+    if module == "numpy":
+        return {"ndarray": np.ndarray, "dtype": np.dtype}.get(name)
+    if name in ("_reconstruct", "scalar"):
+        try:
+            mod = __import__("numpy._core.multiarray", fromlist=[name])
+        except ImportError:
+            mod = __import__("numpy.core.multiarray", fromlist=[name])
+        return getattr(mod, name)
+    return None
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """A pickle reader that imports and executes nothing from the file.
+
+    Allow-listed globals resolve to functions of this module (tensor rebuild, storages, containers,
+    numpy arrays); code-running globals raise; everything else becomes an :class:`OpaqueObject` subclass.
+
+    Args:
+        file: Binary stream positioned at a pickle.
+        storages: For torch zip files, a callable ``(key, dtype, numel) -> 1-D tensor`` that serves
+            ``persistent_load`` records; ``None`` for plain pickles (persistent ids are then refused).
+    """
+
+    def __init__(self, file: Any, storages: Any = None) -> None:
+        super().__init__(file)
+        self._storages = storages
+        self._opaque: dict[tuple[str, str], type] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        full = f"{module}.{name}"
+        root = module.split(".")[0]
+        if module == "torch._utils":
+            if name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
+                return _rebuild_tensor
+            if name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
+                return _rebuild_parameter
+        if full == "torch.storage._load_from_bytes":
+            return _load_storage_bytes
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _STORAGE_DTYPES[name]
+        if module == "torch" and name in _TORCH_DTYPES:
+            return _TORCH_DTYPES[name]
+        if full == "torch.Size":
+            return tuple
+        if full == "torch.device":
+            return str
+        if full == "collections.OrderedDict":
+            return collections.OrderedDict
+        if full == "_codecs.encode":
+            return _codecs_encode
+        if full == "copyreg._reconstructor":
+            return _reconstructor
+        if module in ("builtins", "__builtin__"):
+            if name in _SAFE_BUILTINS:
+                return _SAFE_BUILTINS[name]
+            raise _Refused(full)
+        if name == "_reconstruct_persistent_obj" and module.endswith("persistence"):
+            return _persistent_obj
+        if name == "EasyDict":
+            return _PlainDict
+        np_obj = _numpy_globals(module, name)
+        if np_obj is not None:
+            return np_obj
+        if module in _DENIED_MODULES or root in _DENIED_MODULES or any(module.startswith(d + ".") for d in _DENIED_MODULES):
+            raise _Refused(full)
+        key = (module, name)
+        if key not in self._opaque:
+            self._opaque[key] = type(f"Opaque_{name}", (OpaqueObject,), {"pickle_module": module, "pickle_name": name})
+        return self._opaque[key]
+
+    def persistent_load(self, pid: Any) -> Any:
+        if self._storages is None:
+            raise pickle.UnpicklingError("unexpected persistent id in a plain pickle")
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"unsupported persistent id {str(pid)[:80]}")
+        _, dtype, key, _location, numel = pid[:5]
+        if not isinstance(dtype, torch.dtype):
+            raise pickle.UnpicklingError(f"unsupported storage type {dtype!r}")
+        return self._storages(str(key), dtype, int(numel))
+
+
+def _unpickle(stream: Any, source: str, storages: Any = None) -> Any:
+    try:
+        return SafeUnpickler(stream, storages).load()
+    except _Refused as e:
+        raise CheckpointError(
+            f"{source}: refusing to load: the file calls '{e}', which could execute code. Only convert "
+            f"checkpoints from sources you trust, and never with plain pickle.load"
+        ) from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError,
+            RuntimeError, OverflowError, MemoryError, UnicodeDecodeError, zipfile.BadZipFile) as e:
+        raise CheckpointError(
+            f"{source}: cannot read this file ({type(e).__name__}: {str(e)[:200]}); it is truncated, corrupt, or "
+            f"not a PyTorch/StyleGAN checkpoint"
+        ) from None
+
+
+def _unpickle_torch_zip(path: Path, source: str) -> Any:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"{source}: corrupt zip container ({e})") from None
+    with zf:
+        names = zf.namelist()
+        pkl = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
+        if not pkl:
+            raise CheckpointError(f"{source}: zip file without data.pkl; not a torch.save checkpoint")
+        prefix = pkl[0][: -len("data.pkl")]
+        cache: dict[str, torch.Tensor] = {}
+
+        def storages(key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
+            if key not in cache:
+                try:
+                    raw = zf.read(f"{prefix}data/{key}")
+                except KeyError:
+                    raise pickle.UnpicklingError(f"storage record data/{key} is missing") from None
+                itemsize = torch.empty(0, dtype=dtype).element_size()
+                if len(raw) != numel * itemsize:
+                    raise pickle.UnpicklingError(f"storage data/{key} holds {len(raw)} bytes, expected {numel * itemsize}")
+                cache[key] = torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+            return cache[key]
+
+        try:
+            data = zf.read(pkl[0])
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise CheckpointError(f"{source}: corrupt zip record {pkl[0]} ({e})") from None
+        return _unpickle(io.BytesIO(data), source, storages)
+
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def read_checkpoint_tree(path: str | os.PathLike) -> tuple[Any, str]:
+    """Reads a checkpoint file into plain data (dicts, lists, tensors, placeholders) without running it.
+
+    Args:
+        path: A torch ``.pt`` (zip or legacy), an NVIDIA pickle or a ``.safetensors`` file.
+
+    Returns:
+        ``(tree, container)`` with container one of ``torch-zip``, ``torch-zip-restricted``,
+        ``torch-legacy``, ``pickle``, ``safetensors``.
+
+    Raises:
+        CheckpointError: If the file is missing, truncated, corrupt or would execute code.
+    """
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise CheckpointError(f"{source}: file not found")
+    if path.suffix == ".safetensors":
+        from dhr.models.checkpoint import load_state_file
+
+        return load_state_file(path), "safetensors"
+    if zipfile.is_zipfile(path):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return torch.load(path, map_location="cpu", weights_only=True), "torch-zip"
+        except pickle.UnpicklingError as e:
+            logger.info("%s: torch weights_only loader refused (%s); using the restricted reader", source, str(e)[:120])
+            return _unpickle_torch_zip(path, source), "torch-zip-restricted"
+        except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+            raise CheckpointError(f"{source}: cannot read this torch file ({type(e).__name__}: {str(e)[:200]}); "
+                                  f"it is truncated or corrupt") from None
+    with open(path, "rb") as f:
+        tree = _unpickle(f, source)
+    if isinstance(tree, int) and tree == _LEGACY_MAGIC:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return torch.load(path, map_location="cpu", weights_only=True), "torch-legacy"
+        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
+            raise CheckpointError(f"{source}: cannot read this legacy torch file ({type(e).__name__}: "
+                                  f"{str(e)[:200]})") from None
+    return tree, "pickle"
+
+
+def to_plain(obj: Any, _depth: int = 0) -> Any:
+    """Turns placeholders into plain data: ``OpaqueObject`` -> its state (dict) or args; tensors kept."""
+    if _depth > 50:
+        return None
+    if isinstance(obj, OpaqueObject):
+        if isinstance(obj.state, Mapping):
+            return {str(k): to_plain(v, _depth + 1) for k, v in obj.state.items()}
+        if obj.dict_items:
+            return {str(k): to_plain(v, _depth + 1) for k, v in obj.dict_items.items()}
+        return {"__class__": f"{obj.pickle_module}.{obj.pickle_name}", "args": to_plain(list(obj.args), _depth + 1)}
+    if isinstance(obj, PersistentObject):
+        return {"__class__": obj.class_name}
+    if isinstance(obj, Mapping):
+        return {k: to_plain(v, _depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_plain(v, _depth + 1) for v in obj) if isinstance(obj, list) else tuple(
+            to_plain(v, _depth + 1) for v in obj)
+    return obj
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else str(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist() if obj.numel() <= 16 else f"tensor{list(obj.shape)}"
+    return repr(obj)
+
+
+# --------------------------------------------------------------------------------------------
+# NVIDIA pickles
+
+
+def _module_state(obj: Any) -> dict:
+    if isinstance(obj, PersistentObject):
+        return obj.state
+    if isinstance(obj, OpaqueObject) and isinstance(obj.state, Mapping):
+        return dict(obj.state)
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    raise CheckpointError(f"expected a network object, got {type(obj).__name__}")
+
+
+def _flatten_module(obj: Any, prefix: str = "", out: dict | None = None) -> dict[str, torch.Tensor]:
+    out = {} if out is None else out
+    state = _module_state(obj)
+    for group in ("_parameters", "_buffers"):
+        for name, t in (state.get(group) or {}).items():
+            if isinstance(t, torch.Tensor):
+                out[prefix + name] = t
+    for name, sub in (state.get("_modules") or {}).items():
+        if sub is not None:
+            _flatten_module(sub, f"{prefix}{name}.", out)
+    return out
+
+
+def _child(obj: Any, name: str) -> Any:
+    return (_module_state(obj).get("_modules") or {}).get(name)
+
+
+def nvidia_to_native(g_ema: Any, *, source: str = "checkpoint") -> tuple[GeneratorConfig, dict[str, torch.Tensor], list[str]]:
+    """Maps an NVIDIA ``G_ema`` (read by :class:`SafeUnpickler`) to a native config and state dict.
+
+    Args:
+        g_ema: The :class:`PersistentObject` of the pickle's ``G_ema`` (or ``G``).
+        source: Name used in error messages.
+
+    Returns:
+        ``(config, state_dict, notes)``; ``notes`` lists the behaviours that differ (conv clamp, fp16).
+
+    Raises:
+        CheckpointError: For conditional models, StyleGAN3 / non-skip architectures, or missing tensors.
+    """
+    if not isinstance(g_ema, (PersistentObject, OpaqueObject)):
+        raise CheckpointError(f"{source}: 'G_ema' is a {type(g_ema).__name__}, not a network object")
+    kw = g_ema.init_kwargs if isinstance(g_ema, PersistentObject) else {}
+    state = _module_state(g_ema)
+    mapping_kw = dict(kw.get("mapping_kwargs") or {})
+    synth_kw = dict(kw.get("synthesis_kwargs") or {})
+    t = _flatten_module(g_ema)
+    c_dim = int(kw.get("c_dim", state.get("c_dim", 0)) or 0)
+    if c_dim > 0 or any(k.startswith("mapping.embed.") for k in t):
+        raise CheckpointError(f"{source}: this is a class-conditional generator (c_dim={c_dim}); only unconditional "
+                              f"StyleGAN2 models are supported")
+    if "synthesis.b4.const" not in t:
+        hint = " (looks like StyleGAN3)" if any(k.startswith("synthesis.input.") for k in t) else ""
+        raise CheckpointError(f"{source}: G_ema has no 'synthesis.b4.const'{hint}; only StyleGAN2 / StyleGAN2-ADA "
+                              f"generators are supported")
+    if any(re.match(r"synthesis\.b\d+\.skip\.", k) for k in t) or synth_kw.get("architecture", "skip") != "skip":
+        raise CheckpointError(f"{source}: synthesis architecture {synth_kw.get('architecture', 'resnet')!r} is not "
+                              f"supported; only 'skip' (the StyleGAN2 default) maps to the native generator")
+    if int(kw.get("img_channels", 3)) != 3:
+        raise CheckpointError(f"{source}: img_channels={kw.get('img_channels')} is not supported (RGB only)")
+    n_mapping = len({int(m.group(1)) for k in t if (m := re.match(r"mapping\.fc(\d+)\.weight$", k))})
+    if n_mapping == 0:
+        raise CheckpointError(f"{source}: G_ema has no mapping.fc0.weight; not a StyleGAN2 generator")
+    w_dim = t["mapping.fc0.weight"].shape[0]
+    z_dim = t["mapping.fc0.weight"].shape[1]
+    if z_dim != w_dim or any(t[f"mapping.fc{i}.weight"].shape != (w_dim, w_dim) for i in range(n_mapping)):
+        raise CheckpointError(f"{source}: mapping layers are not all {w_dim}x{w_dim} (z_dim={z_dim}); the native "
+                              f"generator needs z_dim == w_dim == layer_features")
+    resolutions = sorted(int(m.group(1)) for k in t if (m := re.match(r"synthesis\.b(\d+)\.conv1\.weight$", k)))
+    resolution = resolutions[-1]
+    if resolutions != [2**i for i in range(2, int(math.log2(resolution)) + 1)]:
+        raise CheckpointError(f"{source}: synthesis blocks {resolutions} are not a full 4..R pyramid")
+    for res in resolutions:
+        if f"synthesis.b{res}.torgb.weight" not in t:
+            raise CheckpointError(f"{source}: block b{res} has no torgb; only the 'skip' architecture is supported")
+    channels = {res: t[f"synthesis.b{res}.conv1.weight"].shape[0] for res in resolutions}
+    sched = infer_channel_schedule(channels, source)
+    fc0_state = _module_state(_child(_child(g_ema, "mapping"), "fc0"))
+    lr = fc0_state.get("bias_gain", mapping_kw.get("lr_multiplier", 0.01))
+    blur = tuple(int(v) for v in synth_kw.get("resample_filter", (1, 3, 3, 1)))
+    config = GeneratorConfig(resolution=resolution, style_dim=w_dim, n_mapping=n_mapping, lr_mapping=float(lr),
+                             blur_kernel=blur, **sched)
+
+    out: dict[str, torch.Tensor] = {}
+
+    def put(dst: str, src: str, shape: tuple | None = None) -> None:
+        if src not in t:
+            raise CheckpointError(f"{source}: missing tensor '{src}' in G_ema (expected for a {resolution}px generator)")
+        v = t[src].detach().float()
+        out[dst] = (v.reshape(shape) if shape is not None else v).contiguous()
+
+    for i in range(n_mapping):
+        put(f"mapping.layers.{i}.weight", f"mapping.fc{i}.weight")
+        put(f"mapping.layers.{i}.bias", f"mapping.fc{i}.bias")
+    if "mapping.w_avg" in t:
+        put("w_avg", "mapping.w_avg")
+    else:
+        out["w_avg"] = torch.zeros(w_dim)
+    put("synthesis.b4.const", "synthesis.b4.const", (1, channels[4], 4, 4))
+    for res in resolutions:
+        for conv in ("conv0", "conv1") if res > 4 else ("conv1",):
+            s, d = f"synthesis.b{res}.{conv}", f"synthesis.b{res}.{conv}"
+            put(f"{d}.conv.weight", f"{s}.weight")
+            put(f"{d}.conv.affine.weight", f"{s}.affine.weight")
+            put(f"{d}.conv.affine.bias", f"{s}.affine.bias")
+            put(f"{d}.bias", f"{s}.bias")
+            if f"{s}.noise_const" in t:
+                put(f"{d}.noise_strength", f"{s}.noise_strength", ())
+                put(f"{d}.noise_const", f"{s}.noise_const", (1, 1, res, res))
+            else:  # use_noise=False
+                out[f"{d}.noise_strength"] = torch.zeros([])
+                out[f"{d}.noise_const"] = torch.zeros(1, 1, res, res)
+        put(f"synthesis.b{res}.torgb.conv.weight", f"synthesis.b{res}.torgb.weight")
+        put(f"synthesis.b{res}.torgb.conv.affine.weight", f"synthesis.b{res}.torgb.affine.weight")
+        put(f"synthesis.b{res}.torgb.conv.affine.bias", f"synthesis.b{res}.torgb.affine.bias")
+        put(f"synthesis.b{res}.torgb.bias", f"synthesis.b{res}.torgb.bias")
+
+    notes = []
+    clamp = synth_kw.get("conv_clamp")
+    if clamp is not None:
+        notes.append(f"conv_clamp={clamp}: NVIDIA clamps every synthesis layer output to +-{clamp}; the native "
+                     f"generator does not clamp (identical unless activations exceed {clamp})")
+    n16 = int(synth_kw.get("num_fp16_res", 0) or 0)
+    if n16 > 0:
+        notes.append(f"num_fp16_res={n16}: NVIDIA runs the top {n16} resolutions in float16; the native generator "
+                     f"runs float32 (differences at float16 rounding level)")
+    for n in notes:
+        logger.info("%s: %s", source, n)
+    return config, out, notes
+
+
+# --------------------------------------------------------------------------------------------
+# Import
+
+
+Format = Literal["rosinality", "e4e", "psp", "nvidia"]
+_E4E_ENCODERS = ("Encoder4Editing", "SingleStyleCodeEncoder", "ProgressiveBackboneEncoder")
+
+
+@dataclass(frozen=True)
+class ImportedCheckpoint:
+    """A foreign checkpoint read into native pieces (plain data and tensors only).
+
+    Attributes:
+        generator_config: Architecture inferred from the tensors.
+        generator_state: Native ``Generator`` state dict (float32, includes ``w_avg``).
+        w_avg: The file's mean latent as stored: ``(D,)`` (rosinality, NVIDIA ``mapping.w_avg``) or
+            ``(n_styles, D)`` (e4e / pSp); ``None`` when the file has none (then
+            ``generator_state['w_avg']`` was computed from 4096 samples, see ``notes``).
+        encoder_state: e4e / pSp encoder tensors with the ``encoder.`` prefix stripped (official names), or None.
+        opts: Training options of e4e / pSp as a plain dict, or None.
+        source: The file path.
+        format: ``rosinality``, ``e4e``, ``psp`` or ``nvidia``.
+        notes: Behaviour differences and choices made during import.
+    """
+
+    generator_config: GeneratorConfig
+    generator_state: dict[str, torch.Tensor]
+    w_avg: torch.Tensor | None
+    encoder_state: dict[str, torch.Tensor] | None
+    opts: dict | None
+    source: str
+    format: Format
+    notes: tuple[str, ...] = ()
+
+    def build_generator(self):
+        """A float32 CPU :class:`~dhr.models.stylegan2.Generator` in eval mode holding these weights."""
+        from dhr.models.checkpoint import check_state_dict
+        from dhr.models.stylegan2 import Generator
+
+        g = Generator(self.generator_config)
+        check_state_dict(g, self.generator_state, self.source)
+        g.load_state_dict(self.generator_state, strict=True)
+        return g.eval()
+
+
+def _tensor_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _describe(tree: Any) -> str:
+    if isinstance(tree, Mapping):
+        keys = [str(k) for k in list(tree)[:8]]
+        return f"a dict with keys {keys}{' ...' if len(tree) > 8 else ''}"
+    return f"a {type(tree).__name__}"
+
+
+def import_checkpoint(path: str | os.PathLike) -> ImportedCheckpoint:
+    """Reads a rosinality / e4e / pSp ``.pt`` or NVIDIA ``.pkl`` file without executing it.
+
+    The format is detected from the content; the architecture is inferred from tensor shapes.
+
+    Args:
+        path: The checkpoint file.
+
+    Returns:
+        An :class:`ImportedCheckpoint`; ``.build_generator()`` gives the native generator.
+
+    Raises:
+        CheckpointError: Missing, truncated or corrupt file; unsafe pickle; unknown layout; architecture
+            that does not map to the native generator. The message names the file.
+    """
+    path = Path(path)
+    source = str(path)
+    tree, container = read_checkpoint_tree(path)
+    notes: list[str] = [f"container: {container}"]
+    if isinstance(tree, Mapping) and "G_ema" in tree:
+        config, state, extra = nvidia_to_native(tree["G_ema"], source=source)
+        w_avg = state["w_avg"].clone()
+        return ImportedCheckpoint(config, state, w_avg, None, None, source, "nvidia", tuple(notes + extra))
+
+    encoder_state = opts = None
+    fmt: Format = "rosinality"
+    if isinstance(tree, Mapping) and "g_ema" in tree:
+        g_state = tree["g_ema"]
+        latent = tree.get("latent_avg")
+    elif isinstance(tree, Mapping) and isinstance(tree.get("state_dict"), Mapping):
+        sd = tree["state_dict"]
+        g_state = {k[len("decoder."):]: v for k, v in sd.items() if str(k).startswith("decoder.")}
+        encoder_state = {k[len("encoder."):]: v for k, v in sd.items() if str(k).startswith("encoder.")}
+        if not g_state:
+            raise CheckpointError(f"{source}: 'state_dict' holds no 'decoder.*' tensors; not an e4e / pSp checkpoint")
+        latent = tree.get("latent_avg")
+        raw_opts = to_plain(tree.get("opts"))
+        opts = dict(raw_opts) if isinstance(raw_opts, Mapping) else None
+        enc_type = str((opts or {}).get("encoder_type", ""))
+        fmt = "e4e" if enc_type in _E4E_ENCODERS or any("progressive_stage" in k for k in encoder_state) else "psp"
+        encoder_state = {k: v.detach().float() if v.is_floating_point() else v
+                         for k, v in encoder_state.items() if isinstance(v, torch.Tensor)} or None
+    elif _tensor_dict(tree) and "style.1.weight" in tree:
+        g_state, latent = tree, None
+    else:
+        raise CheckpointError(
+            f"{source}: not a recognised StyleGAN2 checkpoint; found {_describe(tree)}. Expected a rosinality "
+            f"checkpoint ('g_ema'), an e4e/pSp checkpoint ('state_dict' with 'decoder.*') or an NVIDIA pickle ('G_ema')"
+        )
+    if not _tensor_dict(g_state):
+        raise CheckpointError(f"{source}: the generator entry is {_describe(g_state)}, not a state dict of tensors")
+    if latent is not None and not isinstance(latent, torch.Tensor):
+        raise CheckpointError(f"{source}: 'latent_avg' is a {type(latent).__name__}, expected a tensor")
+    config, state = rosinality_to_native(dict(g_state), latent, source=source)
+    if latent is None:
+        from dhr.models.stylegan2 import Generator
+
+        g = Generator(config)
+        g.load_state_dict(state, strict=False)
+        state["w_avg"] = g.mean_latent(4096, generator=torch.Generator().manual_seed(0)).float()
+        notes.append("no latent_avg in the file: w_avg = mean of 4096 mapped latents (seed 0)")
+        logger.warning("%s: no latent_avg stored; computed w_avg from 4096 samples", source)
+    elif latent.numel() != config.style_dim:
+        rows = latent.reshape(-1, config.style_dim)
+        if not torch.equal(rows, rows[:1].expand_as(rows)):
+            notes.append("latent_avg rows differ; generator w_avg uses row 0")
+    return ImportedCheckpoint(config, state, None if latent is None else latent.detach().float().clone(),
+                              encoder_state, opts, source, fmt, tuple(notes))
+
+
+def convert(path: str | os.PathLike, out_folder: str | os.PathLike, *,
+            dtype: Literal["float32", "float16"] = "float32") -> Path:
+    """Imports a foreign checkpoint and writes native folders.
+
+    Layout written under ``out_folder``::
+
+        generator/config.json, generator/model.safetensors     (load with load_generator)
+        encoder/model.safetensors     e4e / pSp encoder tensors, official key names (only if present)
+        encoder/latent_avg.safetensors   {'latent_avg': (n_styles, D) or (D,)} (only if present)
+        encoder/encoder_meta.json     format, source, sha256, opts (JSON-safe), tensor count
+
+    Args:
+        path: A rosinality / e4e / pSp ``.pt`` or NVIDIA ``.pkl`` file.
+        out_folder: Destination folder (created).
+        dtype: Storage dtype of the generator tensors (``float16`` halves the size).
+
+    Returns:
+        ``out_folder`` as a Path.
+
+    Raises:
+        CheckpointError: See :func:`import_checkpoint`.
+    """
+    from safetensors.torch import save_file
+
+    from dhr.models.checkpoint import save_pretrained, sha256_file
+
+    path, out = Path(path), Path(out_folder)
+    imported = import_checkpoint(path)
+    source_sha = sha256_file(path)
+    g = imported.build_generator()
+    meta = {"source": path.name, "source_sha256": source_sha, "source_format": imported.format,
+            "notes": list(imported.notes)}
+    save_pretrained(g, out / "generator", dtype=dtype, metadata=meta)
+    if imported.encoder_state:
+        enc = out / "encoder"
+        enc.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in imported.encoder_state.items()}, str(enc / "model.safetensors"),
+                  metadata={"format": "pt"})
+        if imported.w_avg is not None:
+            save_file({"latent_avg": imported.w_avg.contiguous()}, str(enc / "latent_avg.safetensors"))
+        enc_meta = {
+            "format": imported.format,
+            "source": path.name,
+            "source_sha256": source_sha,
+            "weights_sha256": sha256_file(enc / "model.safetensors"),
+            "n_tensors": len(imported.encoder_state),
+            "latent_avg_shape": None if imported.w_avg is None else list(imported.w_avg.shape),
+            "opts": _jsonable(imported.opts or {}),
+        }
+        (enc / "encoder_meta.json").write_text(json.dumps(enc_meta, indent=2) + "\n", encoding="utf-8")
+    logger.info("converted %s (%s) to %s", path, imported.format, out)
+    return out
