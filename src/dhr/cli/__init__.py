@@ -13,7 +13,9 @@ import typer
 __all__ = ["build_app", "main"]
 
 # (module, attribute, name, help) of the sub-applications; imported lazily so `dhr --help` is fast.
-_SUBAPPS: list[tuple[str, str, str, str]] = []
+_SUBAPPS: list[tuple[str, str, str, str]] = [
+    ("dhr.cli.weights", "app", "weights", "List, download, add and verify pretrained weights files."),
+]
 
 
 def build_app() -> typer.Typer:
