@@ -18,6 +18,12 @@ _SUBAPPS: list[tuple[str, str, str, str]] = [
 ]
 
 
+# Modules exposing ``register(app)`` that add top-level commands (``dhr run``, ``dhr example``, ...).
+_REGISTRARS: list[str] = [
+    "dhr.cli.example",
+]
+
+
 def build_app() -> typer.Typer:
     app = typer.Typer(
         name="dhr",
@@ -26,6 +32,8 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
+    for module in _REGISTRARS:
+        importlib.import_module(module).register(app)
     for module, attr, name, help_ in _SUBAPPS:
         sub = getattr(importlib.import_module(module), attr)
         app.add_typer(sub, name=name, help=help_)
