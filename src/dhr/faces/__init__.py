@@ -1,0 +1,1 @@
+"""Faces: detection, alignment, paste-back, parsing and identity."""

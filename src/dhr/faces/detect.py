@@ -1,0 +1,430 @@
+"""Face detection and 68-point landmarks with dlib.
+
+Models come from the pip package ``face-recognition-models`` (HOG needs no file; the CNN
+"mmod" detector, the 68-point shape predictor and the ResNet face descriptor are ``.dat``
+files in its ``models/`` folder). The package is located with ``importlib.util.find_spec``
+and never imported: its ``__init__`` uses ``pkg_resources``, which new setuptools removed.
+
+Loaded dlib models are cached per process (``functools.lru_cache``).
+
+Coordinates: pixel centres at integer positions, x = column, y = row (dlib's convention).
+Landmark layout (iBUG 300-W, 0-based): jaw 0-16, right brow 17-21, left brow 22-26, nose bridge
+27-30, lower nose 31-35, right eye 36-41, left eye 42-47, outer lips 48-59, inner lips 60-67
+("right"/"left" are the subject's).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from dhr.checks import check_choice
+from dhr.errors import FaceNotFoundError, WeightsError
+from dhr.io.image import Photo
+
+__all__ = [
+    "MIN_FACE_SIZE",
+    "DetectedFace",
+    "SkippedFace",
+    "Detection",
+    "dlib_models_dir",
+    "find_faces",
+    "detect_faces",
+    "detect_face",
+    "predict_landmarks",
+    "face_outline",
+    "five_points",
+    "crop_landmarks",
+    "convex_hull",
+]
+
+logger = logging.getLogger(__name__)
+
+Detector = Literal["hog", "cnn"]
+
+MIN_FACE_SIZE = 40
+"""Smallest accepted face box side in photo pixels. Smaller faces carry too little detail for a
+1024 px (or even 256 px) crop; they are reported in ``Detection.skipped`` and not aligned."""
+
+DETECT_MAX_SIDE = 1600
+"""Photos are downscaled to at most this long side for the detector (speed); landmarks are
+always predicted at full resolution."""
+
+_INSTALL_HINT = "install the face extras: pip install 'dhr[faces]' (dlib-bin and face-recognition-models)"
+
+JAW = tuple(range(0, 17))
+RIGHT_BROW = tuple(range(17, 22))
+LEFT_BROW = tuple(range(22, 27))
+NOSE = tuple(range(27, 36))
+RIGHT_EYE = tuple(range(36, 42))
+LEFT_EYE = tuple(range(42, 48))
+OUTER_LIPS = tuple(range(48, 60))
+INNER_LIPS = tuple(range(60, 68))
+NOSE_TIP = 30
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    """One detected face.
+
+    Attributes:
+        box: ``(left, top, right, bottom)`` in photo pixels (floats).
+        score: Detector confidence (HOG: SVM margin, CNN: mmod confidence).
+        landmarks: ``(68, 2)`` float64 (x, y) in photo pixels.
+        index: Rank by box size, 0 = largest.
+        detector: ``"hog"``, ``"cnn"`` or ``"given"``.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray
+    index: int = 0
+    detector: str = "hog"
+
+    @property
+    def size(self) -> float:
+        """Geometric mean of the box width and height, in pixels."""
+        left, top, right, bottom = self.box
+        return float(np.sqrt(max(right - left, 0.0) * max(bottom - top, 0.0)))
+
+
+@dataclass(frozen=True)
+class SkippedFace:
+    """A detection that was not used, and why."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Everything the detector found in one photo.
+
+    Attributes:
+        faces: Usable faces, largest first.
+        skipped: Detections that were dropped (too small), with the reason.
+        source: File name of the photo for messages.
+    """
+
+    faces: tuple[DetectedFace, ...]
+    skipped: tuple[SkippedFace, ...]
+    source: str
+
+
+def _import_dlib() -> Any:
+    try:
+        import dlib
+    except ImportError as exc:
+        raise ImportError(f"dlib is needed for face detection; {_INSTALL_HINT}") from exc
+    return dlib
+
+
+def dlib_models_dir() -> Path:
+    """Returns the ``models/`` folder of the ``face-recognition-models`` package.
+
+    Raises:
+        WeightsError: If the package is not installed.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError(f"The package face-recognition-models is not installed; {_INSTALL_HINT}")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "models"
+    if not folder.is_dir():
+        raise WeightsError(f"{folder} is missing; reinstall face-recognition-models ({_INSTALL_HINT})")
+    return folder
+
+
+def _model_file(name: str) -> str:
+    path = dlib_models_dir() / name
+    if not path.is_file():
+        raise WeightsError(f"dlib model {path} is missing; reinstall face-recognition-models ({_INSTALL_HINT})")
+    return str(path)
+
+
+@functools.lru_cache(maxsize=None)
+def _hog_detector() -> Any:
+    return _import_dlib().get_frontal_face_detector()
+
+
+@functools.lru_cache(maxsize=None)
+def _cnn_detector() -> Any:
+    return _import_dlib().cnn_face_detection_model_v1(_model_file("mmod_human_face_detector.dat"))
+
+
+@functools.lru_cache(maxsize=None)
+def _shape_predictor() -> Any:
+    return _import_dlib().shape_predictor(_model_file("shape_predictor_68_face_landmarks.dat"))
+
+
+def _downscale(pixels: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    h, w = pixels.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale >= 1.0:
+        return pixels, 1.0
+    from PIL import Image
+
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BOX))
+    return small, size[0] / w
+
+
+def _raw_detections(
+    pixels: np.ndarray, detector: str, upsample: int
+) -> list[tuple[tuple[float, float, float, float], float]]:
+    img = np.ascontiguousarray(pixels)
+    out: list[tuple[tuple[float, float, float, float], float]] = []
+    if detector == "hog":
+        rects, scores, _ = _hog_detector().run(img, upsample, 0.0)
+        for rect, score in zip(rects, scores):
+            out.append(((rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1), float(score)))
+    else:
+        for det in _cnn_detector()(img, upsample):
+            r = det.rect
+            out.append(((r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(det.confidence)))
+    return out
+
+
+def predict_landmarks(pixels: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """Runs the 68-point shape predictor inside a box.
+
+    Args:
+        pixels: ``(H, W, 3)`` uint8 RGB.
+        box: ``(left, top, right, bottom)`` in pixels (may extend past the image).
+
+    Returns:
+        ``(68, 2)`` float64 landmark positions (x, y).
+    """
+    dlib = _import_dlib()
+    left, top, right, bottom = (int(round(v)) for v in box)
+    rect = dlib.rectangle(left, top, max(left, right - 1), max(top, bottom - 1))
+    shape = _shape_predictor()(np.ascontiguousarray(pixels), rect)
+    return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+
+
+def find_faces(
+    photo: Photo,
+    *,
+    detector: Detector = "hog",
+    upsample: int = 1,
+    min_size: int = MIN_FACE_SIZE,
+    max_side: int = DETECT_MAX_SIDE,
+) -> Detection:
+    """Detects all faces of a photo, with landmarks, and reports the ones it skipped.
+
+    Args:
+        photo: The photo.
+        detector: ``"hog"`` (dlib frontal HOG+SVM, fast) or ``"cnn"`` (dlib mmod CNN, slower on
+            CPU, finds more rotated and profile faces).
+        upsample: Times the image is upsampled by 2 before detection (finds smaller faces).
+        min_size: Faces whose box side (smaller of width and height) is below this many photo
+            pixels are skipped with a reason.
+        max_side: Long side the photo is downscaled to for the detector.
+
+    Returns:
+        A :class:`Detection` (possibly with no faces; this function never raises for that).
+    """
+    check_choice(detector, ("hog", "cnn"), "detector")
+    if upsample < 0:
+        raise ValueError(f"upsample must be >= 0, got {upsample}")
+    small, scale = _downscale(photo.pixels, max_side)
+    faces: list[tuple[tuple[float, float, float, float], float]] = []
+    skipped: list[SkippedFace] = []
+    for box, score in _raw_detections(small, detector, upsample):
+        box = tuple(v / scale for v in box)  # type: ignore[assignment]
+        side = min(box[2] - box[0], box[3] - box[1])
+        if side < min_size:
+            reason = f"face box {side:.0f} px is smaller than min_size={min_size} px"
+            logger.info("%s: skipped a face at %s: %s", photo.name, np.round(box).tolist(), reason)
+            skipped.append(SkippedFace(box=box, score=score, reason=reason))
+            continue
+        faces.append((box, score))
+    faces.sort(key=lambda bs: (bs[0][2] - bs[0][0]) * (bs[0][3] - bs[0][1]), reverse=True)
+    result = tuple(
+        DetectedFace(
+            box=box,
+            score=score,
+            landmarks=predict_landmarks(photo.pixels, box),
+            index=i,
+            detector=detector,
+        )
+        for i, (box, score) in enumerate(faces)
+    )
+    return Detection(faces=result, skipped=tuple(skipped), source=photo.name)
+
+
+def _not_found(photo: Photo, detection: Detection, detector: str) -> FaceNotFoundError:
+    extra = ""
+    if detection.skipped:
+        reasons = "; ".join(s.reason for s in detection.skipped)
+        extra = f" ({len(detection.skipped)} detection(s) skipped: {reasons})"
+    return FaceNotFoundError(
+        f"No usable face found in {photo.name} with detector={detector!r}{extra}. "
+        "Try detector='cnn' or a higher upsample, use a larger or more frontal photo, "
+        "or opt in to whole-image processing (dhr.faces.align.align_whole_image)."
+    )
+
+
+def detect_faces(
+    photo: Photo,
+    *,
+    detector: Detector = "hog",
+    upsample: int = 1,
+    min_size: int = MIN_FACE_SIZE,
+) -> list[DetectedFace]:
+    """Detects all usable faces, largest first.
+
+    Args:
+        photo: The photo.
+        detector: ``"hog"`` or ``"cnn"``.
+        upsample: Detector upsampling steps.
+        min_size: Minimum face box side in pixels (smaller ones are skipped and logged).
+
+    Returns:
+        The faces (at least one), each with ``(68, 2)`` landmarks.
+
+    Raises:
+        FaceNotFoundError: If no usable face is found (the message names the file).
+    """
+    detection = find_faces(photo, detector=detector, upsample=upsample, min_size=min_size)
+    if not detection.faces:
+        raise _not_found(photo, detection, detector)
+    return list(detection.faces)
+
+
+def detect_face(
+    photo: Photo,
+    *,
+    index: int = 0,
+    detector: Detector = "hog",
+    upsample: int = 1,
+    min_size: int = MIN_FACE_SIZE,
+) -> DetectedFace:
+    """Returns one face by size rank (0 = largest).
+
+    Raises:
+        FaceNotFoundError: If there is no usable face or fewer than ``index + 1``.
+    """
+    faces = detect_faces(photo, detector=detector, upsample=upsample, min_size=min_size)
+    if not 0 <= index < len(faces):
+        raise FaceNotFoundError(
+            f"{photo.name} has {len(faces)} usable face(s); face index {index} does not exist "
+            f"(choose 0..{len(faces) - 1})."
+        )
+    return faces[index]
+
+
+def five_points(landmarks: np.ndarray) -> np.ndarray:
+    """Reduces 68 landmarks to 5 points: eye centres (right, left), nose tip, mouth corners.
+
+    Args:
+        landmarks: ``(68, 2)``.
+
+    Returns:
+        ``(5, 2)`` float64 in the order right eye, left eye, nose tip, right mouth corner (48),
+        left mouth corner (54) -- i.e. image-left first for a frontal face.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape != (68, 2):
+        raise ValueError(f"landmarks must have shape (68, 2), got {lm.shape}")
+    return np.stack(
+        [
+            lm[list(RIGHT_EYE)].mean(0),
+            lm[list(LEFT_EYE)].mean(0),
+            lm[NOSE_TIP],
+            lm[48],
+            lm[54],
+        ]
+    )
+
+
+def face_outline(landmarks: np.ndarray, *, forehead: float = 0.7) -> np.ndarray:
+    """Polygon of the whole face: jaw line plus the brows raised to the forehead.
+
+    The brows (17-26) are moved "up" (from the mouth centre towards the eye centre) by
+    ``forehead`` times the eye-to-mouth distance; with the jaw (0-16) this gives a closed outline
+    that includes the forehead, which 68 landmarks do not cover.
+
+    Args:
+        landmarks: ``(68, 2)`` positions.
+        forehead: How far to raise the brows, in units of the eye-to-mouth distance.
+
+    Returns:
+        ``(27, 2)`` float64 polygon vertices in order (jaw left to right, then brows right to left).
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape != (68, 2):
+        raise ValueError(f"landmarks must have shape (68, 2), got {lm.shape}")
+    eyes = lm[36:48].mean(0)
+    mouth = lm[48:60].mean(0)
+    up = eyes - mouth
+    brows = lm[17:27][::-1] + up * forehead
+    return np.concatenate([lm[0:17], brows], axis=0)
+
+
+def crop_landmarks(
+    pixels: np.ndarray,
+    *,
+    fallback: Literal["none", "full_image"] = "none",
+    detector: Detector = "hog",
+    upsample: int = 1,
+) -> DetectedFace | None:
+    """Landmarks of the main face in an (aligned) crop.
+
+    The crop is padded by 25% of its side with its edge colours so a face that fills it is still
+    found by the detector (whose window needs context around the face).
+
+    Args:
+        pixels: ``(S, S, 3)`` uint8 crop (any H x W works).
+        fallback: ``"full_image"``: when no face is found, predict the landmarks with the whole
+            crop as the face box (``detector="full_image"`` in the result). ``"none"``: return None.
+        detector: ``"hog"`` or ``"cnn"``.
+        upsample: Detector upsampling steps.
+
+    Returns:
+        The largest face (coordinates in the crop), or None.
+    """
+    check_choice(fallback, ("none", "full_image"), "fallback")
+    h, w = pixels.shape[:2]
+    pad = int(round(0.25 * max(h, w)))
+    padded = np.pad(np.asarray(pixels, dtype=np.uint8), ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    small, scale = _downscale(padded, DETECT_MAX_SIDE)
+    found = _raw_detections(small, detector, upsample)
+    if found:
+        box, score = max(found, key=lambda bs: (bs[0][2] - bs[0][0]) * (bs[0][3] - bs[0][1]))
+        box = tuple(v / scale - pad for v in box)  # type: ignore[assignment]
+        return DetectedFace(
+            box=box, score=score, landmarks=predict_landmarks(pixels, box), index=0, detector=detector
+        )
+    if fallback == "none":
+        return None
+    box = (0.0, 0.0, float(w), float(h))
+    return DetectedFace(box=box, score=0.0, landmarks=predict_landmarks(pixels, box), index=0, detector="full_image")
+
+
+def convex_hull(points: np.ndarray) -> np.ndarray:
+    """Monotone-chain convex hull of ``(N, 2)`` points (counter-clockwise, no repeats)."""
+    pts = sorted(map(tuple, np.asarray(points, dtype=np.float64).tolist()))
+    if len(pts) <= 2:
+        return np.array(pts)
+
+    def cross(o: tuple, a: tuple, b: tuple) -> float:
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    lower: list[tuple] = []
+    for p in pts:
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
+            lower.pop()
+        lower.append(p)
+    upper: list[tuple] = []
+    for p in reversed(pts):
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
+            upper.pop()
+        upper.append(p)
+    return np.array(lower[:-1] + upper[:-1])
