@@ -1,0 +1,350 @@
+"""Result bundles: one inversion saved as ``<stem>.safetensors`` + ``<stem>.json``.
+
+The tensor file holds the W+ code, the optimised feature f*, its mask, the full-resolution
+domain mask, the weight delta θ* - θ (only the tensors that changed) and optionally the target
+and the final image. The JSON sidecar describes everything needed to trust and reuse it: method,
+configuration, sha256 of the input and of the model, library version, timings, loss curves,
+tensor dtypes and the delta storage format.
+
+Delta storage formats (``DeltaFormat``):
+
+- ``fp32``: exact.
+- ``fp16``: half precision (default; half the size of an fp32 delta).
+- ``int8``: per-output-channel (dim 0) absmax scale, values in [-127, 127].
+- ``int4``: per-output-channel absmax scale, values in [-7, 7], two values packed per byte.
+
+Tensors with fewer than :data:`SMALL_TENSOR` elements (biases, noise strengths, small affines)
+are kept in fp32 by the integer formats. Quantisation is idempotent on its own output, and the
+refinement renders ``Inversion.image`` from the delta *as stored* (:func:`roundtrip_tensor`), so
+``render(G, load_bundle(stem)) == inversion.image``.
+
+Notation: ``delta`` = θ* - θ, ``feature`` = f*, ``feature_mask`` = m at the feature resolution,
+``mask`` = m at full resolution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from dhr.checks import check_choice
+from dhr.errors import CheckpointError, ConfigError
+from dhr.types import DomainMask, Inversion
+
+__all__ = [
+    "DeltaFormat",
+    "FeatureFormat",
+    "DELTA_FORMATS",
+    "FEATURE_FORMATS",
+    "SMALL_TENSOR",
+    "encode_tensor",
+    "decode_tensor",
+    "roundtrip_tensor",
+    "tensor_sha256",
+    "model_sha256",
+    "save_bundle",
+    "load_bundle",
+    "bundle_paths",
+]
+
+DeltaFormat = Literal["fp32", "fp16", "int8", "int4"]
+FeatureFormat = Literal["fp32", "fp16"]
+DELTA_FORMATS: tuple[str, ...] = ("fp32", "fp16", "int8", "int4")
+FEATURE_FORMATS: tuple[str, ...] = ("fp32", "fp16")
+SMALL_TENSOR = 1024
+_QMAX = {"int8": 127, "int4": 7}
+_BUNDLE_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------
+# Tensor codecs
+
+
+def _effective_format(t: torch.Tensor, fmt: str) -> str:
+    if fmt in _QMAX and (t.ndim < 1 or t.numel() < SMALL_TENSOR):
+        return "fp32"
+    return fmt
+
+
+def encode_tensor(t: torch.Tensor, fmt: str) -> tuple[dict[str, torch.Tensor], str]:
+    """Encodes a float tensor for storage.
+
+    Args:
+        t: Any float tensor.
+        fmt: One of :data:`DELTA_FORMATS`.
+
+    Returns:
+        ``(parts, effective_format)``: parts by suffix (``""`` for a plain tensor, ``"q"`` and
+        ``"scale"`` for integer formats) as contiguous CPU tensors, and the format actually used
+        (small tensors fall back to ``fp32`` under integer formats).
+    """
+    check_choice(fmt, DELTA_FORMATS, "format")
+    fmt = _effective_format(t, fmt)
+    t = t.detach().to("cpu", torch.float32)
+    if fmt == "fp32":
+        return {"": t.contiguous()}, fmt
+    if fmt == "fp16":
+        return {"": t.to(torch.float16).contiguous()}, fmt
+    qmax = _QMAX[fmt]
+    rows = t.reshape(t.shape[0], -1)
+    scale = rows.abs().amax(dim=1) / qmax  # (rows,)
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(rows / safe[:, None]).clamp_(-qmax, qmax).to(torch.int8)
+    if fmt == "int8":
+        return {"q": q.reshape(-1).contiguous(), "scale": scale.contiguous()}, fmt
+    u = (q.reshape(-1).to(torch.int16) + 8).to(torch.uint8)  # [1, 15]
+    if u.numel() % 2:
+        u = torch.cat([u, u.new_full((1,), 8)])
+    packed = (u[0::2] | (u[1::2] << 4)).contiguous()
+    return {"q": packed, "scale": scale.contiguous()}, fmt
+
+
+def decode_tensor(parts: dict[str, torch.Tensor], fmt: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of :func:`encode_tensor`; returns fp32 of ``shape``."""
+    check_choice(fmt, DELTA_FORMATS, "format")
+    shape = tuple(int(s) for s in shape)
+    if fmt in ("fp32", "fp16"):
+        return parts[""].to(torch.float32).reshape(shape)
+    n = math.prod(shape)
+    q = parts["q"]
+    if fmt == "int4":
+        low = (q & 0x0F).to(torch.int16)
+        high = (q >> 4).to(torch.int16)
+        q = torch.stack([low, high], dim=1).reshape(-1)[:n] - 8
+    scale = parts["scale"].to(torch.float32)
+    return (q.to(torch.float32).reshape(shape[0], -1) * scale[:, None]).reshape(shape)
+
+
+def roundtrip_tensor(t: torch.Tensor, fmt: str) -> torch.Tensor:
+    """``decode(encode(t))`` on ``t``'s device and dtype: the value a bundle gives back."""
+    parts, eff = encode_tensor(t, fmt)
+    return decode_tensor(parts, eff, tuple(t.shape)).to(device=t.device, dtype=t.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Hashes
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    """sha256 of a tensor's fp32 CPU bytes (a content key for an input image)."""
+    data = t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def model_sha256(module: torch.nn.Module) -> str:
+    """sha256 over a module's state dict (names, shapes and fp32 bytes, in name order)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Bundles
+
+
+def bundle_paths(stem: str | Path) -> tuple[Path, Path]:
+    """``(<stem>.safetensors, <stem>.json)``; a given ``.safetensors``/``.json`` suffix is stripped."""
+    stem = Path(stem)
+    if stem.suffix in (".safetensors", ".json"):
+        stem = stem.with_suffix("")
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return x.tolist() if x.numel() <= 64 else f"<tensor {list(x.shape)}>"
+    if isinstance(x, Path):
+        return str(x)
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return _jsonable(dataclasses.asdict(x))
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return repr(x)
+
+
+def save_bundle(
+    inversion: Inversion,
+    stem: str | Path,
+    *,
+    delta_format: DeltaFormat | None = None,
+    feature_format: FeatureFormat | None = None,
+    include_target: bool = True,
+    include_image: bool = True,
+) -> tuple[Path, Path]:
+    """Saves one inversion as ``<stem>.safetensors`` + ``<stem>.json``.
+
+    Args:
+        inversion: The result to save.
+        stem: Output path without suffix; parent folders are created.
+        delta_format: Storage of ``weight_delta``; default the format the refinement rendered
+            with (``inversion.meta["delta_format"]``, else ``fp16``). Saving in another format than
+            the one rendered with makes a reloaded render differ from ``inversion.image``.
+        feature_format: Storage of the feature f*; default ``inversion.meta["feature_format"]``,
+            else ``fp32``.
+        include_target: Also store the aligned target image.
+        include_image: Also store the final image.
+
+    Returns:
+        The two paths written.
+    """
+    from safetensors.torch import save_file
+
+    import dhr
+
+    meta = dict(inversion.meta)
+    delta_format = delta_format or meta.get("delta_format", "fp16")
+    feature_format = feature_format or meta.get("feature_format", "fp32")
+    check_choice(delta_format, DELTA_FORMATS, "delta_format")
+    check_choice(feature_format, FEATURE_FORMATS, "feature_format")
+    tensors: dict[str, torch.Tensor] = {"ws": inversion.ws.detach().to("cpu", torch.float32).contiguous()}
+    layout: dict[str, Any] = {}
+    if inversion.feature is not None:
+        parts, eff = encode_tensor(inversion.feature, feature_format)
+        tensors["feature"] = parts[""]
+        layout["feature"] = {"format": eff, "shape": list(inversion.feature.shape)}
+    if inversion.feature_mask is not None:
+        tensors["feature_mask"] = inversion.feature_mask.detach().to("cpu", torch.float32).contiguous()
+    if inversion.domain is not None:
+        tensors["mask"] = inversion.domain.mask.detach().to("cpu", torch.uint8).contiguous()
+        if inversion.domain.coarse is not None:
+            tensors["coarse"] = inversion.domain.coarse.detach().to("cpu", torch.float32).contiguous()
+    if include_target:
+        tensors["target"] = inversion.target.detach().to("cpu", torch.float32).contiguous()
+    if include_image:
+        tensors["image"] = inversion.image.detach().to("cpu", torch.float32).contiguous()
+    delta_layout: dict[str, Any] = {}
+    for name, d in sorted(inversion.weight_delta.items()):
+        parts, eff = encode_tensor(d, delta_format)
+        for suffix, t in parts.items():
+            tensors[f"delta/{name}" + (f"/{suffix}" if suffix else "")] = t
+        delta_layout[name] = {"format": eff, "shape": list(d.shape)}
+    sidecar = {
+        "bundle_version": _BUNDLE_VERSION,
+        "library": "dhr",
+        "library_version": dhr.__version__,
+        "method": inversion.method,
+        "feature_resolution": inversion.feature_resolution,
+        "delta_format": delta_format,
+        "feature_format": feature_format,
+        "delta": delta_layout,
+        "layout": layout,
+        "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in tensors.items()},
+        "input_sha256": meta.get("input_sha256") or tensor_sha256(inversion.target),
+        "model_sha256": meta.get("model_sha256"),
+        "config": _jsonable(meta.get("config")),
+        "timings": _jsonable(meta.get("timings", {})),
+        "losses": _jsonable(inversion.losses),
+        "meta": _jsonable({k: v for k, v in meta.items() if k not in ("config", "timings")}),
+    }
+    st_path, json_path = bundle_paths(stem)
+    st_path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(st_path), metadata={"format": "dhr-bundle", "bundle_version": str(_BUNDLE_VERSION)})
+    json_path.write_text(json.dumps(sidecar, indent=2, sort_keys=True))
+    return st_path, json_path
+
+
+def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
+                device: torch.device | str = "cpu") -> Inversion:
+    """Loads a bundle written by :func:`save_bundle`.
+
+    Args:
+        stem: Path without suffix (or either file of the pair).
+        model: If given, its :func:`model_sha256` must match the recorded one.
+        device: Where to put the tensors.
+
+    Returns:
+        The :class:`Inversion` (``image``/``target`` are zeros if they were not stored; re-render
+        with :func:`dhr.refinement.render.render`).
+
+    Raises:
+        CheckpointError: Missing or corrupt files, or a model mismatch.
+    """
+    from safetensors.torch import load_file
+
+    st_path, json_path = bundle_paths(stem)
+    for p in (st_path, json_path):
+        if not p.is_file():
+            raise CheckpointError(f"bundle file not found: {p} (a bundle is <stem>.safetensors + <stem>.json)")
+    try:
+        side = json.loads(json_path.read_text())
+        tensors = load_file(str(st_path))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"bundle {st_path} / {json_path} could not be read ({type(e).__name__}: {e})") from None
+    if side.get("library") != "dhr" or "delta" not in side:
+        raise CheckpointError(f"{json_path} is not a dhr result bundle sidecar")
+    if model is not None and side.get("model_sha256") and model_sha256(model) != side["model_sha256"]:
+        raise CheckpointError(
+            f"bundle {st_path.name} was made with model sha256 {side['model_sha256'][:12]}..., "
+            f"the given model differs; load the generator the inversion was made with"
+        )
+
+    def get(key: str) -> torch.Tensor | None:
+        t = tensors.get(key)
+        return None if t is None else t.to(device)
+
+    delta = {}
+    for name, info in side["delta"].items():
+        prefix = f"delta/{name}"
+        parts = {k[len(prefix) + 1:] if k != prefix else "": v for k, v in tensors.items()
+                 if k == prefix or k.startswith(prefix + "/")}
+        if not parts:
+            raise CheckpointError(f"bundle {st_path.name} lacks the tensors of delta '{name}'")
+        delta[name] = decode_tensor(parts, info["format"], tuple(info["shape"])).to(device)
+    feature = None
+    if "feature" in tensors:
+        feature = tensors["feature"].to(device, torch.float32)
+    ws = get("ws")
+    if ws is None:
+        raise CheckpointError(f"bundle {st_path.name} has no 'ws' tensor")
+    target = get("target")
+    image = get("image")
+    res = None
+    if target is not None:
+        res = target.shape[-1]
+    elif image is not None:
+        res = image.shape[-1]
+    elif "mask" in tensors:
+        res = tensors["mask"].shape[-1]
+    if res is None:
+        raise ConfigError(f"bundle {st_path.name} stores neither target, image nor mask; cannot infer resolution")
+    zeros = torch.zeros(3, res, res, device=device)
+    domain = None
+    if "mask" in tensors:
+        coarse = get("coarse")
+        domain = DomainMask(mask=tensors["mask"].to(device, torch.float32), coarse=coarse)
+    meta = dict(side.get("meta", {}))
+    meta.update({
+        "config": side.get("config"),
+        "timings": side.get("timings", {}),
+        "delta_format": side["delta_format"],
+        "feature_format": side.get("feature_format", "fp32"),
+        "input_sha256": side.get("input_sha256"),
+        "model_sha256": side.get("model_sha256"),
+        "library_version": side.get("library_version"),
+    })
+    return Inversion(
+        ws=ws.to(torch.float32),
+        image=image if image is not None else zeros,
+        target=target if target is not None else zeros.clone(),
+        method=side["method"],
+        weight_delta=delta,
+        feature=feature,
+        feature_resolution=side.get("feature_resolution"),
+        feature_mask=get("feature_mask"),
+        domain=domain,
+        losses={k: list(v) for k, v in side.get("losses", {}).items()},
+        meta=meta,
+    )
