@@ -53,7 +53,6 @@ Differences that cannot be mapped and are reported in :attr:`ImportedCheckpoint.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import io
 import json
 import logging
@@ -64,7 +63,7 @@ import re
 import warnings
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -291,6 +290,11 @@ def _rebuild_parameter(data: Any, *_: Any) -> Any:
     return data  # a plain tensor: parameters become ordinary tensors
 
 
+def _rebuild_from_type(func: Any, _new_type: Any, args: Any, _state: Any = None) -> Any:
+    # Tensor subclasses: ``func`` was itself resolved through the allow-list (or is an inert placeholder).
+    return func(*args)
+
+
 def _load_storage_bytes(b: bytes) -> torch.Tensor:
     if not isinstance(b, (bytes, bytearray)):
         raise pickle.UnpicklingError("storage payload is not bytes")
@@ -364,6 +368,8 @@ class SafeUnpickler(pickle.Unpickler):
                 return _rebuild_tensor
             if name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
                 return _rebuild_parameter
+        if full == "torch._tensor._rebuild_from_type_v2":
+            return _rebuild_from_type
         if full == "torch.storage._load_from_bytes":
             return _load_storage_bytes
         if module == "torch" and name in _STORAGE_DTYPES:
