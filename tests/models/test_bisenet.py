@@ -106,3 +106,10 @@ def test_from_checkpoint_rejects_wrong_layout(net):
     state["cp.sp.conv1.conv.weight"] = torch.zeros(64, 3, 7, 7)  # the deleted spatial path
     with pytest.raises(CheckpointError, match="unexpected"):
         BiSeNet.from_checkpoint(state)
+
+
+def test_device_follows_inputs():
+    with torch.device("meta"):
+        model = BiSeNet(19).eval()
+    out = model.parse(torch.empty(1, 3, 40, 48, device="meta"), size=64)
+    assert out.shape == (1, 19, 40, 48) and out.device.type == "meta"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -61,11 +63,16 @@ def test_curricularface_official_layout():
 def test_stage_ends_and_body_resolution():
     assert stage_end_indices(50) == (2, 6, 20, 23)
     assert stage_end_indices(152) == (2, 10, 46, 49)
-    body = build_ir_body(50, "ir").eval()
+    assert stage_end_indices((1, 2, 1, 1)) == (0, 2, 3, 4)
+    body = build_ir_body((1, 1, 1, 1), "ir").eval()
     out = body(torch.randn(1, 64, 32, 32))
     assert out.shape == (1, 512, 2, 2)
     with pytest.raises(ConfigError):
         build_ir_body(34, "ir")
+    with pytest.raises(ConfigError):
+        build_ir_body((1, 0, 1, 1), "ir")
+    with pytest.raises(ConfigError):
+        build_ir_body(50, "se")
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +101,14 @@ def test_arcface_roundtrip_old_style_file(arcface, tmp_path):
     torch.testing.assert_close(a.norm(dim=1), torch.ones(2))
 
 
-def test_embed_psp_crop_convention(arcface):
+@pytest.fixture(scope="module")
+def tiny() -> IRBackbone:
+    torch.manual_seed(1)
+    return IRBackbone((1, 1, 1, 1), mode="ir_se").eval()
+
+
+def test_embed_psp_crop_convention(tiny):
+    arcface = tiny
     img = torch.rand(1, 3, 256, 256) * 2 - 1
     t, b, l, r = PSP_ID_CROP_256
     manual = F.adaptive_avg_pool2d(img[:, :, t:b, l:r], (112, 112))
@@ -111,13 +125,17 @@ def test_embed_psp_crop_convention(arcface):
         arcface(img)
 
 
-def test_embed_gradient_and_dtype(arcface):
+def test_embed_gradient_and_dtype(tiny):
+    arcface = tiny
     img = (torch.rand(1, 3, 128, 128) * 2 - 1).requires_grad_(True)
     arcface.embed(img).sum().backward()
     assert img.grad is not None and img.grad.abs().sum() > 0
-    model64 = IRBackbone(50, mode="ir", affine=False).eval().double()
-    out = model64.embed(torch.rand(1, 3, 112, 112, dtype=torch.float64))
-    assert out.dtype == torch.float64
+    model64 = copy.deepcopy(arcface).double()
+    with torch.no_grad():
+        out = model64.embed(img.detach().double())
+        assert out.dtype == torch.float64
+        torch.testing.assert_close(out.float(), arcface.embed(img.detach()), atol=1e-4, rtol=1e-4)
+    assert isinstance(model64, IRBackbone)
 
 
 def test_from_checkpoint_rejects_other_network(tmp_path):
@@ -130,3 +148,10 @@ def test_from_checkpoint_rejects_other_network(tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError):
         ArcFace.from_checkpoint(tmp_path / "bad.pth")
+
+
+def test_device_follows_inputs():
+    with torch.device("meta"):
+        model = IRBackbone((1, 1, 1, 1), mode="ir", affine=False).eval()
+    out = model.embed(torch.empty(2, 3, 256, 256, device="meta"), crop="psp")
+    assert out.shape == (2, 512) and out.device.type == "meta"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -14,6 +15,7 @@ from dhr.models.encoders.psp import (
     load_encoder,
 )
 
+TINY = (1, 1, 1, 1)  # one IR-SE unit per stage keeps forward passes cheap
 BN = 5  # weight, bias, running_mean, running_var, num_batches_tracked
 
 
@@ -59,7 +61,7 @@ def test_official_e4e_key_layout():
 
 def _small(cls, seed=0, **kw):
     torch.manual_seed(seed)
-    model = cls(10, style_dim=32, input_size=64, **kw).eval()
+    model = cls(10, num_layers=TINY, style_dim=32, input_size=64, **kw).eval()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -127,8 +129,15 @@ def test_load_encoder_roundtrip(psp_and_e4e, tmp_path, name, encoder_type):
 def test_infer_arch_and_bare_keys(psp_and_e4e):
     psp, _ = psp_and_e4e
     sd = psp.state_dict()
-    assert infer_encoder_arch(sd) == {"n_styles": 10, "num_layers": 50, "mode": "ir_se", "style_dim": 32,
+    assert infer_encoder_arch(sd) == {"n_styles": 10, "num_layers": TINY, "mode": "ir_se", "style_dim": 32,
                                       "input_size": 64, "in_channels": 3}
+    with torch.device("meta"):
+        official = Encoder4Editing(18).state_dict()
+        ir100 = GradualStyleEncoder(14, num_layers=100, mode="ir", in_channels=6, style_dim=256).state_dict()
+    assert infer_encoder_arch(official) == {"n_styles": 18, "num_layers": 50, "mode": "ir_se", "style_dim": 512,
+                                            "input_size": 256, "in_channels": 3}
+    assert infer_encoder_arch(ir100) == {"n_styles": 14, "num_layers": 100, "mode": "ir", "style_dim": 256,
+                                         "input_size": 256, "in_channels": 6}
     model = load_encoder(sd, kind="psp")
     assert model.latent_avg is None and model.kind == "psp"
     x = torch.rand(1, 3, 64, 64)
@@ -162,3 +171,11 @@ def test_load_encoder_errors(psp_and_e4e):
         load_encoder({"linear.weight": torch.zeros(512, 512)}, kind="psp")
     with pytest.raises(ConfigError):
         load_encoder(sd, kind="restyle")
+
+
+def test_device_follows_inputs(psp_and_e4e):
+    # On the meta device any tensor created on CPU by mistake would raise.
+    _, e4e = psp_and_e4e
+    model = LatentEncoder(copy.deepcopy(e4e), torch.zeros(10, 32)).to("meta")
+    out = model(torch.empty(2, 3, 64, 64, device="meta"))
+    assert out.shape == (2, 10, 32) and out.device.type == "meta"

@@ -51,6 +51,8 @@ __all__ = [
     "SEModule",
     "IRUnit",
     "build_ir_body",
+    "stage_units",
+    "Depth",
     "make_input_layer",
     "stage_end_indices",
     "IRBackbone",
@@ -76,6 +78,8 @@ STAGE_CHANNELS: tuple[int, int, int, int] = (64, 128, 256, 512)
 PSP_ID_CROP_256: tuple[int, int, int, int] = (35, 223, 32, 220)
 
 IRMode = Literal["ir", "ir_se"]
+#: A depth (50, 100, 152) or explicit units per stage.
+Depth = int | tuple[int, int, int, int]
 _M = TypeVar("_M", bound=nn.Module)
 
 
@@ -131,17 +135,27 @@ class IRUnit(nn.Module):
         return self.res_layer(x) + self.shortcut_layer(x)
 
 
-def _check_layers(num_layers: int) -> tuple[int, int, int, int]:
+def stage_units(num_layers: Depth) -> tuple[int, int, int, int]:
+    """Units per stage for a depth: ``STAGE_UNITS[num_layers]``, or a 4-tuple given as is.
+
+    Raises:
+        ConfigError: For an unknown depth or a tuple that is not four positive ints.
+    """
+    if isinstance(num_layers, tuple):
+        if len(num_layers) != 4 or not all(isinstance(n, int) and n >= 1 for n in num_layers):
+            raise ConfigError(f"num_layers={num_layers} must be 50, 100, 152 or four positive unit counts")
+        return num_layers
     if num_layers not in STAGE_UNITS:
         raise ConfigError(f"num_layers={num_layers} is not supported; choose one of {sorted(STAGE_UNITS)}")
     return STAGE_UNITS[num_layers]
 
 
-def build_ir_body(num_layers: int, mode: IRMode) -> nn.Sequential:
+def build_ir_body(num_layers: Depth, mode: IRMode) -> nn.Sequential:
     """Builds the ``body`` of an IR / IR-SE network (every unit in one flat ``nn.Sequential``).
 
     Args:
-        num_layers: 50, 100 or 152.
+        num_layers: 50, 100 or 152 (official layouts), or four unit counts per stage (e.g. ``(1, 1, 1, 1)``
+            for tiny test models).
         mode: ``"ir"`` (no squeeze-excitation) or ``"ir_se"``.
 
     Returns:
@@ -150,21 +164,21 @@ def build_ir_body(num_layers: int, mode: IRMode) -> nn.Sequential:
     check_choice(mode, ("ir", "ir_se"), "mode")
     units: list[nn.Module] = []
     in_ch = 64
-    for n_units, ch in zip(_check_layers(num_layers), STAGE_CHANNELS):
+    for n_units, ch in zip(stage_units(num_layers), STAGE_CHANNELS):
         for k in range(n_units):
             units.append(IRUnit(in_ch, ch, 2 if k == 0 else 1, use_se=mode == "ir_se"))
             in_ch = ch
     return nn.Sequential(*units)
 
 
-def stage_end_indices(num_layers: int) -> tuple[int, int, int, int]:
+def stage_end_indices(num_layers: Depth) -> tuple[int, int, int, int]:
     """Body indices of the last unit of each stage (``(2, 6, 20, 23)`` for 50 layers).
 
     Stage k's last unit outputs ``STAGE_CHANNELS[k]`` channels at ``1 / 2**(k+1)`` of the input size.
     """
     ends: list[int] = []
     total = 0
-    for n in _check_layers(num_layers):
+    for n in stage_units(num_layers):
         total += n
         ends.append(total - 1)
     return ends[0], ends[1], ends[2], ends[3]
@@ -183,7 +197,7 @@ class IRBackbone(nn.Module):
     """Face-recognition backbone: stem, IR/IR-SE body, BN-Dropout-Linear-BN head, L2 normalisation.
 
     Args:
-        num_layers: 50, 100 or 152.
+        num_layers: 50, 100 or 152, or four unit counts per stage (see :func:`build_ir_body`).
         mode: ``"ir"`` or ``"ir_se"``.
         input_size: 112 or 224 (sets the Linear layer's input, 512 * (input_size / 16) ** 2).
         drop_ratio: Dropout probability before the Linear layer (training only).
@@ -193,7 +207,7 @@ class IRBackbone(nn.Module):
         ``forward``: ``(B, 3, input_size, input_size)`` normalised to [-1, 1] -> ``(B, 512)`` unit-norm rows.
     """
 
-    def __init__(self, num_layers: int = 50, *, mode: IRMode = "ir_se", input_size: int = 112,
+    def __init__(self, num_layers: Depth = 50, *, mode: IRMode = "ir_se", input_size: int = 112,
                  drop_ratio: float = 0.4, affine: bool = True) -> None:
         super().__init__()
         check_choice(input_size, (112, 224), "input_size")
@@ -339,7 +353,8 @@ def read_checkpoint(path_or_state: str | os.PathLike[str] | Mapping[str, object]
     except (RuntimeError, ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:
         raise CheckpointError(
             f"cannot read {path} as a tensors-only checkpoint ({type(exc).__name__}: {str(exc)[:300]}); "
-            "the file is corrupt or pickles Python objects, which dhr refuses to execute"
+            "the file is corrupt or pickles Python objects, which dhr refuses to execute; read it with "
+            "dhr.models.convert.import_checkpoint (no code execution) and pass the tensors instead"
         ) from exc
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a state dict (a mapping)")

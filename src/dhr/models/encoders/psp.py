@@ -33,6 +33,7 @@ from dhr.checks import check_choice, check_shape
 from dhr.errors import CheckpointError, ConfigError
 from dhr.models.encoders.irse import (
     STAGE_UNITS,
+    Depth,
     IRMode,
     build_empty,
     build_ir_body,
@@ -98,7 +99,7 @@ class _FeaturePyramidEncoder(nn.Module):
 
     Args:
         n_styles: Number of W+ entries, the generator's ``num_ws`` (18 for 1024 px, 14 for 256).
-        num_layers: IR depth, 50, 100 or 152.
+        num_layers: IR depth, 50, 100 or 152, or four unit counts per stage (tiny test models).
         mode: ``"ir_se"`` (official) or ``"ir"``.
         style_dim: Width of each code (512 for FFHQ config-f).
         input_size: Side of the square input; a power of two >= 64 (official: 256).
@@ -107,7 +108,7 @@ class _FeaturePyramidEncoder(nn.Module):
 
     kind: EncoderKind
 
-    def __init__(self, n_styles: int = 18, *, num_layers: int = 50, mode: IRMode = "ir_se", style_dim: int = 512,
+    def __init__(self, n_styles: int = 18, *, num_layers: Depth = 50, mode: IRMode = "ir_se", style_dim: int = 512,
                  input_size: int = 256, in_channels: int = 3) -> None:
         super().__init__()
         if n_styles < 1:
@@ -263,7 +264,8 @@ def infer_encoder_arch(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 
     Returns:
         ``dict(n_styles, num_layers, mode, style_dim, input_size, in_channels)``, the constructor
-        arguments of :class:`GradualStyleEncoder` / :class:`Encoder4Editing`.
+        arguments of :class:`GradualStyleEncoder` / :class:`Encoder4Editing` (``num_layers`` is
+        50/100/152 for official layouts, else the units per stage).
 
     Raises:
         CheckpointError: If a required key is missing or the layout is not a pSp/e4e feature pyramid.
@@ -279,12 +281,19 @@ def infer_encoder_arch(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 
     in_channels = int(need("input_layer.0.weight").shape[1])
     units = {int(m.group(1)) for k in state if (m := re.match(r"body\.(\d+)\.", k))}
-    by_units = {sum(v): n for n, v in STAGE_UNITS.items()}
-    if units != set(range(len(units))) or len(units) not in by_units:
+    # Stages 2-4 start with the only units that change the channel count (conv shortcuts).
+    shortcut = re.compile(r"body\.(\d+)\.shortcut_layer\.0\.weight$")
+    starts = sorted(int(m.group(1)) for k in state if (m := shortcut.match(k)))
+    if not units or units != set(range(len(units))) or len(starts) != 3 or starts[0] < 1:
         raise CheckpointError(
-            f"encoder body has units {sorted(units)[:3]}..{sorted(units)[-3:] if units else []} "
-            f"({len(units)} in all); expected 0..N-1 with N in {sorted(by_units)} (IR-50/100/152)"
+            f"encoder body has {len(units)} units (contiguous: {units == set(range(len(units)))}) and conv "
+            f"shortcuts at {starts}; expected units 0..N-1 in four stages (IR-50: 24 units, shortcuts at 3, 7, 21)"
         )
+    counts = (starts[0], starts[1] - starts[0], starts[2] - starts[1], len(units) - starts[2])
+    if min(counts) < 1:
+        raise CheckpointError(f"encoder body stages have {counts} units; every stage needs at least one")
+    by_units = {v: n for n, v in STAGE_UNITS.items()}
+    num_layers: Depth = by_units.get(counts, counts)
     mode: IRMode = "ir_se" if "body.0.res_layer.5.fc1.weight" in state else "ir"
     styles = {int(m.group(1)) for k in state if (m := re.match(r"styles\.(\d+)\.", k))}
     if not styles or styles != set(range(len(styles))):
@@ -295,7 +304,7 @@ def infer_encoder_arch(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     n_convs = len({int(m.group(1)) for k in state if (m := re.match(r"styles\.0\.convs\.(\d+)\.weight$", k))})
     return {
         "n_styles": len(styles),
-        "num_layers": by_units[len(units)],
+        "num_layers": num_layers,
         "mode": mode,
         "style_dim": style_dim,
         "input_size": 16 * 2**n_convs,
