@@ -21,6 +21,7 @@ _SUBAPPS: list[tuple[str, str, str, str]] = [
 # Modules exposing ``register(app)`` that add top-level commands (``dhr run``, ``dhr example``, ...).
 _REGISTRARS: list[str] = [
     "dhr.cli.example",
+    "dhr.cli.convert",
 ]
 
 

@@ -13,7 +13,7 @@ import typer
 
 from dhr.errors import DHRError
 
-__all__ = ["app"]
+__all__ = ["app", "register"]
 
 app = typer.Typer(
     help="Convert a rosinality / e4e / pSp .pt or NVIDIA .pkl checkpoint to the native format.",
@@ -47,3 +47,8 @@ def convert_command(
     typer.echo(f"wrote {folder / 'generator'} (sha256 {model_sha256(folder / 'generator')[:16]})")
     if (folder / "encoder").is_dir():
         typer.echo(f"wrote {folder / 'encoder'}")
+
+
+def register(root: typer.Typer) -> None:
+    """Adds ``dhr convert SRC OUT`` as a top-level command of ``root``."""
+    root.command("convert")(convert_command)

@@ -1,0 +1,555 @@
+"""``dhr run | align | invert | edit | models``: batch commands over photos and bundles.
+
+Every batch command writes ``run.json`` (see :mod:`dhr.records`) and exits with
+0 (all inputs ok), 1 (some failed; the batch continued), 2 (usage error / bad option) or
+3 (nothing succeeded).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from dhr.errors import DHRError
+
+__all__ = ["register", "models_app", "expand_inputs", "parse_edit_options", "IMAGE_SUFFIXES",
+           "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "EXIT_NOTHING"]
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+_DEFAULT_OUT = Path("dhr-out")
+
+models_app = typer.Typer(
+    help="List the bundled models and show one (components, directions, training facts).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers (pure; tested directly)
+
+
+def expand_inputs(items: list[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[str]:
+    """Files, folders (their files with ``suffixes``, sorted, not recursive) and globs, in order,
+    without duplicates. Items that match nothing are kept as given so the batch records them as
+    failed inputs.
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def add(p: str) -> None:
+        key = str(Path(p).resolve())
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            for f in sorted(p.iterdir()):
+                if f.is_file() and f.suffix.lower() in suffixes:
+                    add(str(f))
+        elif not p.exists() and glob.has_magic(item):
+            matches = sorted(glob.glob(item, recursive=True))
+            files = [m for m in matches if Path(m).is_file() and Path(m).suffix.lower() in suffixes]
+            if files:
+                for m in files:
+                    add(m)
+            else:
+                add(item)
+        else:
+            add(item)
+    return out
+
+
+def parse_edit_options(specs: list[str]) -> list[dict[str, float]]:
+    """``["age=+2", "smile=-1,pose=0.5"]`` -> one dict per option (commas combine edits).
+
+    Raises:
+        EditError: On a malformed spec.
+    """
+    from dhr.editing import parse_edit_spec
+
+    edits = []
+    for spec in specs:
+        combo: dict[str, float] = {}
+        for part in (s for s in spec.split(",") if s.strip()):
+            name, strength = parse_edit_spec(part)
+            combo[name] = strength
+        if combo:
+            edits.append(combo)
+    return edits
+
+
+def _usage(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(EXIT_USAGE)
+
+
+def _progress_mode(quiet: bool, as_json: bool) -> str:
+    if quiet and as_json:
+        raise _usage("--quiet and --json exclude each other")
+    return "json" if as_json else ("quiet" if quiet else "rich")
+
+
+def _build_pipeline(model: str, device: str, config: Optional[Path], seed: int, method: Optional[str],
+                    perceptual: str):
+    """Loads the pipeline; any problem is a usage error (exit 2)."""
+    from dhr.pipeline import Pipeline
+
+    try:
+        pipe = Pipeline.from_pretrained(model, device=device, config=config, seed=seed, perceptual=perceptual)
+        if method is not None:
+            pipe._config_for(method)  # validates the name
+            import dataclasses
+
+            embed = pipe.config.embed if method not in ("encoder", "optim") else None
+            pipe.config = dataclasses.replace(pipe.config, method=method, embed=embed)
+    except DHRError as e:
+        raise _usage(str(e)) from None
+    return pipe
+
+
+def _check_edits(pipe, edit_specs: list[str]) -> list[dict[str, float]]:
+    try:
+        edits = parse_edit_options(edit_specs)
+        for combo in edits:
+            pipe._resolve_edits(combo, {})
+    except DHRError as e:
+        raise _usage(str(e)) from None
+    return edits
+
+
+def _record_setup(record, pipe) -> None:
+    from dhr.records import model_identity
+
+    record.model = model_identity(pipe.model)
+    record.config = pipe.config.to_dict()
+    record.device = str(pipe.device)
+    record.seed = pipe.seed
+
+
+def _save_face(pipe, pi, tree, face: dict[str, Any], *, masks: bool, inversion: bool, bundle: bool,
+               edits: list[dict[str, float]], paste: bool, aligned: bool = True) -> None:
+    """Writes the outputs of one processed face and lists them in ``face['outputs']``."""
+    from dhr.io.image import save_image
+
+    outputs: dict[str, Any] = face.setdefault("outputs", {})
+    t0 = time.perf_counter()
+    if aligned and pi.aligned is not None:
+        outputs["aligned"] = str(save_image(tree.aligned / f"{pi.stem}.png", pi.aligned.crop))
+    if masks and pi.inversion.domain is not None:
+        from dhr.segmentation.domain import save_domain_pngs
+
+        written = save_domain_pngs(pi.inversion.domain, tree.masks, pi.stem, target=pi.inversion.target.cpu())
+        outputs["masks"] = {k: str(v) for k, v in written.items()}
+    if inversion:
+        outputs["inversion"] = str(save_image(tree.inversion / f"{pi.stem}.png", pi.to_numpy()))
+    if bundle:
+        st, js = pipe.save_bundle(pi, tree.bundles / pi.stem)
+        outputs["bundle"] = str(st.with_suffix(""))
+    can_paste = paste and pi.photo is not None and pi.aligned is not None
+    if inversion and can_paste:
+        recon = pipe.edit(pi)
+        outputs["pasted_inversion"] = str(save_image(tree.pasted / f"{pi.stem}_inversion.png", recon.pasted_pixels,
+                                                     like=pi.photo))
+    for combo in edits:
+        res = pipe.edit(pi, combo, paste=can_paste)
+        name = res.name
+        entry = {"strengths": res.strengths,
+                 "crop": str(save_image(tree.edits(name) / f"{pi.stem}.png", res.tensor))}
+        if res.pasted_pixels is not None:
+            entry["pasted"] = str(save_image(tree.pasted / f"{pi.stem}_{name}.png", res.pasted_pixels, like=pi.photo))
+        outputs.setdefault("edits", {})[name] = entry
+    face.setdefault("timings", {})["save_s"] = time.perf_counter() - t0
+
+
+def _face_entry(pi) -> dict[str, Any]:
+    return {
+        "stem": pi.stem,
+        "face_index": None if pi.aligned is None else int(pi.aligned.face_index),
+        "whole_image": pi.whole_image,
+        "method": pi.inversion.method,
+        "notes": list(pi.notes),
+        "timings": {k: round(float(v), 4) for k, v in pi.timings.items()},
+        "final_losses": pi.final_losses(),
+    }
+
+
+def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], mode: str, pipe,
+           work) -> int:
+    """Runs ``work(path, input_record)`` for each input with records, progress and exit codes."""
+    from dhr.progress import make_reporter
+    from dhr.records import RunRecord, WarningCollector
+
+    record = RunRecord(out, command, options)
+    _record_setup(record, pipe)
+    reporter = make_reporter(mode)
+    reporter.start_batch(len(items), what="bundles" if command == "edit" else "photos")
+    try:
+        for i, item in enumerate(items):
+            rec = record.add_input(item)
+            reporter.start_item(Path(item).name, i)
+            t0 = time.perf_counter()
+            with WarningCollector() as warn:
+                try:
+                    work(item, rec, reporter)
+                    rec.status = "ok"
+                except (DHRError, OSError) as e:
+                    rec.fail(e)
+                except RuntimeError as e:  # e.g. out of memory on the device: record it, go on
+                    log.exception("%s failed", item)
+                    rec.fail(e)
+            rec.warnings.extend(warn.messages)
+            for face in rec.faces:
+                for key, value in face.get("timings", {}).items():
+                    if key.endswith("_s") and key != "total_s":
+                        record.timings[key] = record.timings.get(key, 0.0) + float(value)
+            for m in warn.messages:
+                reporter.note("warning", f"{Path(item).name}: {m}")
+            rec.seconds = round(time.perf_counter() - t0, 4)
+            reporter.end_item(Path(item).name, rec.status, rec.error)
+            record.write()
+    finally:
+        path = record.write()
+        counts = record.counts
+        reporter.finish({**counts, "record": str(path), "exit_code": record.exit_code()})
+        reporter.close()
+    return record.exit_code()
+
+
+def _photo_work(pipe, tree, *, face_index: Optional[int], all_faces: bool, whole_image: bool, masks: bool,
+                inversion: bool, bundle: bool, edits: list[dict[str, float]], align_only: bool = False):
+    from dhr.io.image import load_image, save_image
+
+    def work(item: str, rec, reporter) -> None:
+        photo = load_image(item)
+        rec.notes.extend(photo.notes)
+        index = None if all_faces else (face_index if face_index is not None else 0)
+        if align_only:
+            faces = pipe.align(photo, face_index=index, whole_image=whole_image)
+            for a in faces:
+                stem = f"{Path(item).stem}_whole" if a.whole_image else f"{Path(item).stem}_face{a.face_index}"
+                rec.faces.append({"stem": stem, "face_index": int(a.face_index), "whole_image": a.whole_image,
+                                  "notes": list(a.notes),
+                                  "outputs": {"aligned": str(save_image(tree.aligned / f"{stem}.png", a.crop))}})
+            return
+        invs = pipe.invert(photo, face_index=index, whole_image=whole_image, progress=reporter)
+        for pi in invs:
+            face = _face_entry(pi)
+            rec.faces.append(face)
+            _save_face(pipe, pi, tree, face, masks=masks, inversion=inversion, bundle=bundle, edits=edits,
+                       paste=True)
+
+    return work
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+
+_MODEL_HELP = "Bundled model name (dhr models list) or a model folder."
+_METHOD_HELP = "dhr (hybrid refinement), pti, feature, encoder or optim; default from --config (dhr)."
+
+
+def _common(model, method, device, seed, config, perceptual, quiet, as_json):
+    mode = _progress_mode(quiet, as_json)
+    pipe = _build_pipeline(model, device, config, seed, method, perceptual)
+    return mode, pipe
+
+
+def register(app: typer.Typer) -> None:
+    """Adds ``run``, ``align``, ``invert``, ``edit`` and the ``models`` group to the root app."""
+
+    @app.command("run", no_args_is_help=True)
+    def run_cmd(
+        photos: list[str] = typer.Argument(..., help="Photos, folders or globs ('shots/*.jpg')."),
+        edit: list[str] = typer.Option([], "--edit", "-e", help="NAME=STRENGTH, repeatable; commas combine "
+                                       "(--edit age=+2,smile=-1). Each --edit gives one output."),
+        out: Path = typer.Option(_DEFAULT_OUT, "--out", "-o", help="Output folder (run.json and the output tree)."),
+        model: str = typer.Option("faces-64", "--model", "-m", help=_MODEL_HELP),
+        method: Optional[str] = typer.Option(None, "--method", help=_METHOD_HELP),
+        device: str = typer.Option("auto", "--device", help="auto (cuda > mps > cpu), cpu, cuda or mps."),
+        seed: int = typer.Option(0, "--seed", help="Random seed (runs are reproducible)."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="InvertConfig file (TOML/YAML/JSON)."),
+        face_index: Optional[int] = typer.Option(None, "--face-index", help="Which face (0 = largest; default 0)."),
+        all_faces: bool = typer.Option(False, "--all-faces", help="Process every detected face."),
+        whole_image: bool = typer.Option(False, "--whole-image", help="When no face is found, process the "
+                                         "whole image resized (recorded in run.json)."),
+        perceptual: str = typer.Option("model", "--perceptual", help="model (its own metric), alex, vgg or squeeze."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+        as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
+    ) -> None:
+        """Detect, align, invert (DHR), segment, refine, edit and paste back; save everything.
+
+        Writes OUT/run.json and aligned/, masks/, inversion/, edits/<edit>/, pasted/, bundles/.
+
+        Examples:
+
+          dhr run photo.jpg --edit age=+2 --edit smile=-1 -o out/
+
+          dhr run shots/ 'more/*.png' --all-faces --method pti --json > events.jsonl
+
+          dhr run crop.png --whole-image --config fast.toml --device cpu --seed 1
+
+        Exit codes: 0 all ok, 1 some inputs failed, 2 bad option, 3 nothing succeeded.
+        """
+        if face_index is not None and all_faces:
+            raise _usage("--face-index and --all-faces exclude each other")
+        mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json)
+        edits = _check_edits(pipe, edit)
+        items = expand_inputs(photos)
+        if not items:
+            raise _usage("no input photos")
+        from dhr.records import OutputTree
+
+        tree = OutputTree(out)
+        options = {"photos": photos, "edit": edit, "out": out, "model": model, "method": pipe.config.method,
+                   "device": device, "seed": seed, "config": config, "face_index": face_index,
+                   "all_faces": all_faces, "whole_image": whole_image, "perceptual": perceptual}
+        work = _photo_work(pipe, tree, face_index=face_index, all_faces=all_faces, whole_image=whole_image,
+                           masks=True, inversion=True, bundle=True, edits=edits)
+        raise typer.Exit(_batch("run", items, out, options, mode, pipe, work))
+
+    @app.command("align", no_args_is_help=True)
+    def align_cmd(
+        photos: list[str] = typer.Argument(..., help="Photos, folders or globs."),
+        out: Path = typer.Option(_DEFAULT_OUT, "--out", "-o", help="Output folder."),
+        model: str = typer.Option("faces-64", "--model", "-m", help=_MODEL_HELP + " (its template and size)"),
+        face_index: Optional[int] = typer.Option(None, "--face-index", help="Which face (0 = largest; default 0)."),
+        all_faces: bool = typer.Option(False, "--all-faces", help="Align every detected face."),
+        whole_image: bool = typer.Option(False, "--whole-image", help="Fit the whole image when no face is found."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+        as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
+    ) -> None:
+        """Detect and align faces at the model resolution; writes OUT/aligned/ and run.json.
+
+        Examples:
+
+          dhr align photo.jpg -o out/
+
+          dhr align shots/ --all-faces --json
+        """
+        if face_index is not None and all_faces:
+            raise _usage("--face-index and --all-faces exclude each other")
+        mode, pipe = _common(model, None, "cpu", 0, None, "model", quiet, as_json)
+        items = expand_inputs(photos)
+        from dhr.records import OutputTree
+
+        tree = OutputTree(out)
+        options = {"photos": photos, "out": out, "model": model, "face_index": face_index, "all_faces": all_faces,
+                   "whole_image": whole_image}
+        work = _photo_work(pipe, tree, face_index=face_index, all_faces=all_faces, whole_image=whole_image,
+                           masks=False, inversion=False, bundle=False, edits=[], align_only=True)
+        raise typer.Exit(_batch("align", items, out, options, mode, pipe, work))
+
+    @app.command("invert", no_args_is_help=True)
+    def invert_cmd(
+        photos: list[str] = typer.Argument(..., help="Photos, folders or globs."),
+        out: Path = typer.Option(_DEFAULT_OUT, "--out", "-o", help="Output folder."),
+        model: str = typer.Option("faces-64", "--model", "-m", help=_MODEL_HELP),
+        method: Optional[str] = typer.Option(None, "--method", help=_METHOD_HELP),
+        device: str = typer.Option("auto", "--device", help="auto (cuda > mps > cpu), cpu, cuda or mps."),
+        seed: int = typer.Option(0, "--seed", help="Random seed."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="InvertConfig file (TOML/YAML/JSON)."),
+        face_index: Optional[int] = typer.Option(None, "--face-index", help="Which face (0 = largest; default 0)."),
+        all_faces: bool = typer.Option(False, "--all-faces", help="Process every detected face."),
+        whole_image: bool = typer.Option(False, "--whole-image", help="Process the whole image when no face is found."),
+        perceptual: str = typer.Option("model", "--perceptual", help="model, alex, vgg or squeeze."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+        as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
+    ) -> None:
+        """Invert photos and write reusable bundles (OUT/bundles/) plus aligned/, masks/, inversion/.
+
+        Edit the bundles later without optimising: dhr edit OUT/bundles/ --edit age=+2
+
+        Examples:
+
+          dhr invert photo.jpg -o out/
+
+          dhr invert shots/ --method pti --config pti.toml --seed 3
+        """
+        if face_index is not None and all_faces:
+            raise _usage("--face-index and --all-faces exclude each other")
+        mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json)
+        items = expand_inputs(photos)
+        from dhr.records import OutputTree
+
+        tree = OutputTree(out)
+        options = {"photos": photos, "out": out, "model": model, "method": pipe.config.method, "device": device,
+                   "seed": seed, "config": config, "face_index": face_index, "all_faces": all_faces,
+                   "whole_image": whole_image, "perceptual": perceptual}
+        work = _photo_work(pipe, tree, face_index=face_index, all_faces=all_faces, whole_image=whole_image,
+                           masks=True, inversion=True, bundle=True, edits=[])
+        raise typer.Exit(_batch("invert", items, out, options, mode, pipe, work))
+
+    @app.command("edit", no_args_is_help=True)
+    def edit_cmd(
+        bundles: list[str] = typer.Argument(..., help="Bundles (<stem>, <stem>.json or <stem>.safetensors), "
+                                            "folders of bundles, or globs."),
+        edit: list[str] = typer.Option(..., "--edit", "-e", help="NAME=STRENGTH, repeatable; commas combine."),
+        out: Path = typer.Option(_DEFAULT_OUT, "--out", "-o", help="Output folder."),
+        model: str = typer.Option("faces-64", "--model", "-m", help=_MODEL_HELP + " (the one the bundles used)"),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+        as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
+    ) -> None:
+        """Edit saved inversions without re-optimising; pastes into the photo when it is still there.
+
+        Examples:
+
+          dhr edit out/bundles/ --edit age=+2 --edit smile=-1 -o edited/
+
+          dhr edit out/bundles/photo_face0 --edit age=-1,pose=+1
+        """
+        mode, pipe = _common(model, None, device, 0, None, "model", quiet, as_json)
+        edits = _check_edits(pipe, edit)
+        if not edits:
+            raise _usage("give at least one --edit NAME=STRENGTH")
+        items = _expand_bundles(bundles)
+        from dhr.records import OutputTree
+
+        tree = OutputTree(out)
+        options = {"bundles": bundles, "edit": edit, "out": out, "model": model, "device": device}
+
+        def work(item: str, rec, reporter) -> None:
+            from dhr.bundle import bundle_paths
+            from dhr.records import file_sha256
+
+            rec.sha256 = file_sha256(bundle_paths(item)[0])
+            pi = pipe.load_bundle(item)
+            rec.notes.extend(pi.notes)
+            face = {"stem": pi.stem, "method": pi.inversion.method, "whole_image": pi.whole_image,
+                    "photo": None if pi.photo is None else str(pi.photo.path)}
+            rec.faces.append(face)
+            _save_face(pipe, pi, tree, face, masks=False, inversion=False, bundle=False, edits=edits, paste=True,
+                       aligned=False)
+
+        raise typer.Exit(_batch("edit", items, out, options, mode, pipe, work))
+
+    app.add_typer(models_app, name="models", help="List the bundled models and show one.")
+
+
+def _expand_bundles(items: list[str]) -> list[str]:
+    from dhr.bundle import bundle_paths
+
+    stems: list[str] = []
+    for item in expand_inputs(items, suffixes=(".safetensors",)):
+        p = Path(item)
+        if p.is_dir():
+            continue
+        stem = str(bundle_paths(p)[0].with_suffix(""))
+        if stem not in stems:
+            stems.append(stem)
+    return stems
+
+
+# --------------------------------------------------------------------------------------------
+# dhr models
+
+
+def _load_model_or_exit(name: str):
+    from dhr.models.zoo import load_model
+
+    try:
+        return load_model(name)
+    except DHRError as e:
+        raise _usage(str(e)) from None
+
+
+def _model_summary(model) -> dict[str, Any]:
+    from dhr.records import model_identity
+
+    info = model_identity(model)
+    man = model.manifest or {}
+    comps = {}
+    for key in ("generator", "encoder", "perceptual", "classifier"):
+        m = getattr(model, key)
+        if m is not None:
+            cfg = getattr(m, "config", None)
+            cfg_d = cfg.to_dict() if hasattr(cfg, "to_dict") else (vars(cfg) if cfg is not None else {})
+            comps[key] = {"class": type(m).__name__, "parameters": sum(p.numel() for p in m.parameters()),
+                          "config": json.loads(json.dumps(cfg_d, default=str))}
+    directions = []
+    if model.directions is not None:
+        for name in model.directions.names():
+            d = model.directions[name]
+            directions.append({"name": name, "kind": d.kind, "space": d.space,
+                               "layers": None if d.layers is None else list(d.layers), "source": d.source})
+    return {**info, "description": man.get("description", ""), "licence": man.get("licence"),
+            "parser": man.get("parser"), "perceptual_name": man.get("perceptual_name"),
+            "card": str(Path(model.path) / man["card"]) if man.get("card") else None,
+            "template": model.template is not None, "training": man.get("training"),
+            "components": comps, "directions": directions}
+
+
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the bundled models (name, resolution, description).
+
+    Example: dhr models list
+    """
+    from dhr.models.zoo import available_models
+
+    rows = []
+    for name in available_models():
+        try:
+            m = _load_model_or_exit(name)
+        except typer.Exit:
+            rows.append({"name": name, "error": "failed to load"})
+            continue
+        rows.append({"name": name, "resolution": m.resolution, "description": (m.manifest or {}).get("description", ""),
+                     "directions": [] if m.directions is None else m.directions.names()})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no bundled models installed")
+        return
+    for r in rows:
+        if "error" in r:
+            typer.echo(f"{r['name']}: {r['error']}")
+        else:
+            typer.echo(f"{r['name']}  {r['resolution']}px  directions: {', '.join(r['directions']) or '-'}  "
+                       f"{r['description']}")
+
+
+@models_app.command("show")
+def models_show(
+    name: str = typer.Argument(..., help="Model name or folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show a model: components, edit directions, training facts, licence, generator sha256.
+
+    Example: dhr models show faces-64
+    """
+    summary = _model_summary(_load_model_or_exit(name))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        return
+    typer.echo(f"{summary['name']} ({summary['resolution']} px) at {summary['path']}")
+    if summary["description"]:
+        typer.echo(f"  {summary['description']}")
+    typer.echo(f"  generator sha256: {summary['generator_sha256']}")
+    typer.echo(f"  licence: {summary['licence'] or '-'}   parser: {summary['parser'] or '-'}   "
+               f"template: {'model' if summary['template'] else 'ffhq'}")
+    typer.echo("  components:")
+    for key, c in summary["components"].items():
+        typer.echo(f"    {key:<11} {c['class']:<20} {c['parameters']:>10,} params  {json.dumps(c['config'])}")
+    typer.echo("  directions:" + ("" if summary["directions"] else " none"))
+    for d in summary["directions"]:
+        layers = "all" if d["layers"] is None else f"{d['layers'][0]}:{d['layers'][1]}"
+        typer.echo(f"    {d['name']:<14} {d['kind']:<12} {d['space']:<3} layers {layers:<6} {d['source']}")
+    if summary["training"]:
+        typer.echo(f"  training: {json.dumps(summary['training'], default=str)}")
+    if summary["card"]:
+        typer.echo(f"  model card: {summary['card']}")
