@@ -1,0 +1,239 @@
+"""Typed configuration of a whole inversion (:class:`InvertConfig`) with strict loading.
+
+One frozen dataclass per stage, composed here:
+
+- ``optim``: :class:`dhr.embed.optimize.OptimConfig` of the optimisation *embedding* (the plain
+  optimisation baseline, default :meth:`OptimConfig.baseline`);
+- ``coarse``: the coarse W inversion that feeds DHR's segmentation (default :meth:`OptimConfig.coarse`);
+- ``segment``: :class:`dhr.segmentation.domain.SegmentConfig`;
+- ``refine``: :class:`dhr.refinement.hybrid.RefineConfig` (DHR and the feature-only baseline);
+- ``pti``: :class:`dhr.refinement.baselines.PTIConfig`.
+
+Files (TOML, YAML or JSON) hold the same nesting; missing keys keep their defaults, unknown keys
+and values of the wrong type raise :class:`~dhr.errors.ConfigError` naming the key path (for
+example ``refine.stepz``) and the valid keys. :meth:`InvertConfig.to_dict` gives the plain dict
+stored with every result for provenance; ``InvertConfig.from_dict(c.to_dict()) == c``.
+
+Example:
+    >>> cfg = load_config("dhr.toml")            # [refine]\\nsteps = 50
+    >>> cfg = InvertConfig.from_dict({"method": "pti", "pti": {"steps": 100}})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from dhr.checks import check_choice
+from dhr.embed.optimize import OptimConfig
+from dhr.errors import ConfigError
+from dhr.refinement.baselines import PTIConfig
+from dhr.refinement.hybrid import RefineConfig
+from dhr.segmentation.domain import SegmentConfig
+
+__all__ = ["InvertConfig", "Method", "EmbedMethod", "METHODS", "load_config", "config_from_dict"]
+
+Method = Literal["dhr", "pti", "feature", "encoder", "optim"]
+EmbedMethod = Literal["encoder", "optim"]
+METHODS: tuple[str, ...] = ("dhr", "pti", "feature", "encoder", "optim")
+
+
+@dataclass(frozen=True)
+class InvertConfig:
+    """Everything :func:`dhr.engine.invert` needs besides the models.
+
+    Attributes:
+        method: ``dhr`` (hybrid refinement), ``pti`` (pivotal tuning), ``feature`` (feature-only
+            refinement), or embedding only: ``encoder`` / ``optim``.
+        embed: How the W+ code is obtained for ``dhr``/``pti``/``feature``: ``encoder`` (needs an
+            encoder) or ``optim`` (latent optimisation with ``optim``). None: ``encoder`` when one is
+            given to ``invert``, else ``optim``. For the methods ``encoder``/``optim`` it must be None
+            or equal to the method.
+        optim: Optimisation embedding options.
+        coarse: DHR's coarse W inversion (its error maps drive the segmentation).
+        segment: Domain segmentation options.
+        refine: Hybrid refinement options (also the feature-only baseline's).
+        pti: Pivotal tuning options.
+    """
+
+    method: Method = "dhr"
+    embed: EmbedMethod | None = None
+    optim: OptimConfig = field(default_factory=OptimConfig.baseline)
+    coarse: OptimConfig = field(default_factory=OptimConfig.coarse)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    pti: PTIConfig = field(default_factory=PTIConfig)
+
+    def __post_init__(self) -> None:
+        check_choice(self.method, METHODS, "method")
+        if self.embed is not None:
+            check_choice(self.embed, ("encoder", "optim"), "embed")
+            if self.method in ("encoder", "optim") and self.embed != self.method:
+                raise ConfigError(f"method={self.method!r} is itself the embedding; embed={self.embed!r} conflicts "
+                                  f"(leave embed unset or set it to {self.method!r})")
+        for name, cls in (("optim", OptimConfig), ("coarse", OptimConfig), ("segment", SegmentConfig),
+                          ("refine", RefineConfig), ("pti", PTIConfig)):
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON/TOML-safe except None values) for provenance and saving."""
+        return _to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InvertConfig:
+        """Strictly builds a config from a nested dict (see the module docstring)."""
+        return config_from_dict(data)
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    """Checks ``value`` against the type hint ``hint``; returns it (lists -> tuples, ints -> floats)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}={value!r} is not valid; choose one of {list(args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{path}={value!r} has the wrong type; expected {_type_name(hint)}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}={value!r} must be a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{path} must have {len(args)} entries, got {len(value)}")
+        return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}={value!r} must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}={value!r} must be an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}={value!r} must be a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}={value!r} must be a string")
+        return value
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _dataclass_from_dict(hint, value, path, None)
+    return value
+
+
+def _dataclass_from_dict(cls: type, data: Any, path: str, base: Any | None) -> Any:
+    where = path or "config"
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table/mapping of options, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown option '{full}'; valid keys of {where}: {names}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    try:
+        if base is not None:
+            return dataclasses.replace(base, **kwargs)
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def config_from_dict(data: dict[str, Any]) -> InvertConfig:
+    """Builds an :class:`InvertConfig` from a nested dict, rejecting unknown keys and bad types.
+
+    Sections that are given start from the field's default (``optim`` from the baseline recipe,
+    ``coarse`` from the coarse recipe) and override only the listed keys.
+
+    Raises:
+        ConfigError: Naming the key path, the bad value and the valid keys or choices.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"a configuration must be a mapping of options, got {type(data).__name__}")
+    defaults = InvertConfig()
+    hints = typing.get_type_hints(InvertConfig)
+    names = [f.name for f in dataclasses.fields(InvertConfig)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"unknown option '{key}'; valid top-level keys: {names}")
+        hint = hints[key]
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            kwargs[key] = _dataclass_from_dict(hint, value, key, getattr(defaults, key))
+        else:
+            kwargs[key] = _coerce(value, hint, key)
+    try:
+        return dataclasses.replace(defaults, **kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"config: {e}") from None
+
+
+def load_config(path: str | Path) -> InvertConfig:
+    """Loads an :class:`InvertConfig` from a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file.
+
+    Raises:
+        ConfigError: Unreadable file, unknown suffix, syntax errors, unknown keys or bad values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"configuration file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"configuration file {path} must end in .toml, .yaml, .yml or .json")
+    except ConfigError:
+        raise
+    except Exception as e:  # parser-specific syntax errors (tomllib, yaml, json)
+        raise ConfigError(f"configuration file {path} could not be parsed ({type(e).__name__}: {e})") from None
+    try:
+        return config_from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

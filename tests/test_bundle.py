@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dhr.bundle import (
+    DELTA_FORMATS,
+    decode_tensor,
+    encode_tensor,
+    load_bundle,
+    model_sha256,
+    roundtrip_tensor,
+    save_bundle,
+)
+from dhr.errors import CheckpointError
+from dhr.metrics.lpips import LPIPS
+from dhr.models.stylegan2 import Generator, GeneratorConfig
+from dhr.refinement.hybrid import RefineConfig, refine_dhr
+from dhr.refinement.render import render
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig(resolution=32, style_dim=32, n_mapping=2, channel_base=256, channel_max=32)).eval()
+    lp = LPIPS("squeeze")
+    ws = G.sample_ws(torch.randn(1, 32)).detach().clone()
+    target = torch.rand(1, 3, 32, 32) * 2 - 1
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[:, :, 8:24, 4:28] = 1
+    return G, lp, ws, target, mask
+
+
+@pytest.mark.parametrize("fmt", DELTA_FORMATS)
+def test_codec_error_bounds_and_idempotence(fmt):
+    torch.manual_seed(0)
+    t = torch.randn(64, 32, 3, 3) * torch.logspace(-4, -1, 64)[:, None, None, None]
+    parts, eff = encode_tensor(t, fmt)
+    back = decode_tensor(parts, eff, tuple(t.shape))
+    assert back.shape == t.shape and back.dtype == torch.float32
+    rowmax = t.reshape(64, -1).abs().amax(1)[:, None, None, None]
+    bound = {"fp32": 0 * rowmax, "fp16": rowmax * 1e-3, "int8": rowmax / 254 * 1.0001, "int4": rowmax / 14 * 1.0001}[fmt]
+    assert ((back - t).abs() <= bound + 1e-12).all()
+    assert torch.allclose(roundtrip_tensor(back, fmt), back, atol=1e-9, rtol=1e-6)
+    if fmt in ("int8", "int4"):  # small tensors stay exact
+        small = torch.randn(7)
+        assert torch.equal(roundtrip_tensor(small, fmt), small)
+
+
+def test_int4_odd_length_and_zero_rows():
+    t = torch.randn(3, 401)
+    t[1] = 0
+    back = roundtrip_tensor(t, "int4")
+    assert torch.equal(back[1], torch.zeros(401))
+    assert (back - t).abs().max() <= t.abs().max() / 14 + 1e-6
+
+
+@pytest.mark.parametrize("fmt", DELTA_FORMATS)
+def test_bundle_round_trip_renders_the_same_image(setup, tmp_path, fmt):
+    G, lp, ws, target, mask = setup
+    inv = refine_dhr(G, target, ws, mask, lp, RefineConfig(steps=2, weight_steps=2, weight_lr=0.01,
+                                                           delta_format=fmt))[0]
+    inv = type(inv)(**{**inv.__dict__, "meta": {**inv.meta, "model_sha256": model_sha256(G)}})
+    st, js = save_bundle(inv, tmp_path / "face_001")
+    assert st.name == "face_001.safetensors" and js.name == "face_001.json"
+    side = json.loads(js.read_text())
+    assert side["delta_format"] == fmt and side["method"] == "dhr"
+    assert side["input_sha256"] and side["library_version"] and "loss_in" in side["losses"]
+    assert side["dtypes"]["ws"] == "float32"
+    back = load_bundle(tmp_path / "face_001", model=G)
+    assert back.weight_delta.keys() == inv.weight_delta.keys()
+    for k in inv.weight_delta:
+        assert torch.allclose(back.weight_delta[k], inv.weight_delta[k], atol=1e-7, rtol=1e-6), k
+    assert torch.allclose(render(G, back), inv.image, atol=1e-5)
+    assert torch.equal(back.image, inv.image) and torch.equal(back.target, inv.target)
+    assert torch.equal(back.domain.mask, inv.domain.mask)
+    assert back.feature_resolution == inv.feature_resolution
+
+
+def test_bundle_sizes_shrink_and_model_mismatch(setup, tmp_path):
+    G, lp, ws, target, mask = setup
+    inv = refine_dhr(G, target, ws, mask, lp, RefineConfig(steps=1, weight_steps=1, delta_format="fp32"))[0]
+    inv = type(inv)(**{**inv.__dict__, "meta": {**inv.meta, "model_sha256": model_sha256(G)}})
+    sizes = {}
+    for fmt in DELTA_FORMATS:
+        st, _ = save_bundle(inv, tmp_path / fmt, delta_format=fmt, include_target=False, include_image=False)
+        sizes[fmt] = st.stat().st_size
+    assert sizes["fp32"] > sizes["fp16"] > sizes["int8"] > sizes["int4"]
+    other = Generator(G.config)
+    with pytest.raises(CheckpointError, match="model"):
+        load_bundle(tmp_path / "fp32", model=other)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_bundle(tmp_path / "missing")
+    only = load_bundle(tmp_path / "int8")
+    assert torch.count_nonzero(only.image) == 0  # not stored: re-render instead
+    assert torch.isfinite(render(G, only)).all()
