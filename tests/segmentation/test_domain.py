@@ -228,7 +228,8 @@ def test_errors():
 def test_reference_config():
     c = SegmentConfig.reference()
     assert (c.slic_bgr, c.uint8_truncate, c.tiny_superpixel) == (True, True, "reference")
-    assert (c.theta_skin, c.theta_inner, c.theta_other, c.n_segments, c.compactness, c.sigma) == (0.7, 0.8, 0.6, 200, 30.0, 1.0)
+    got = (c.theta_skin, c.theta_inner, c.theta_other, c.n_segments, c.compactness, c.sigma)
+    assert got == (0.7, 0.8, 0.6, 200, 30.0, 1.0)
 
 
 def test_save_domain_pngs(tmp_path):
@@ -248,3 +249,20 @@ def test_save_domain_pngs(tmp_path):
     assert len({tuple(c) for c in parsing.reshape(-1, 3)}) == 4
     err = np.array(Image.open(paths["error"]))
     assert err.shape == (R, R, 3) and err.reshape(-1, 3).max() > err.reshape(-1, 3).min()
+
+
+def test_real_parsing_result_farl_reference_rules():
+    """With dhr.faces.parsing.ParsingResult (FaRL's 19 classes): face 0.7, nose 0.8, hair 0.6, hat forced OOD."""
+    from dhr.faces.parsing import FARL_LABELS, ParsingResult
+
+    names = FARL_LABELS.classes
+    probs = torch.full((19, R, R), 0.01)
+    for q, name in enumerate(("face", "nose", "hair", "hat")):
+        probs[names.index(name)][quadrants() == q + 1] = 0.82
+    result = ParsingResult(probabilities=probs, labels=FARL_LABELS)
+    assert isinstance(result, ParsingLike)
+    d = run([quad_map([0.75, 0.75, 0.65, 0.1])], result)
+    assert quad_values(d.mask_superpixel) == [0.0, 1.0, 0.0, 1.0]
+    assert quad_values(d.mask_parsing) == [1.0, 1.0, 1.0, 0.0]
+    assert quad_values(d.mask) == [0.0, 1.0, 0.0, 0.0]
+    assert d.parsing.shape == (19, R, R)

@@ -41,6 +41,7 @@ from dhr.types import DomainMask
 __all__ = [
     "SegmentConfig",
     "ParsingLike",
+    "parsing_probs",
     "FallbackParsing",
     "reference_parsing_fallback",
     "superpixel_mask",
@@ -55,12 +56,15 @@ logger = logging.getLogger(__name__)
 class ParsingLike(Protocol):
     """A face parsing of the aligned image (``dhr.faces.parsing.ParsingResult`` implements it).
 
+    The class probabilities are read from ``probs`` or, if absent, ``probabilities`` (the name
+    ``ParsingResult`` uses); see :func:`parsing_probs`. ``isinstance`` checks the methods and
+    ``class_names`` only.
+
     Attributes:
         probs: ``(K, R, R)`` class probabilities.
         class_names: K class names.
     """
 
-    probs: torch.Tensor
     class_names: tuple[str, ...]
 
     def thresholds(self, theta_skin: float, theta_inner: float, theta_other: float) -> torch.Tensor:
@@ -70,6 +74,16 @@ class ParsingLike(Protocol):
     def ood_probability(self) -> torch.Tensor:
         """Summed probability of the out-of-domain classes per pixel, ``(R, R)``."""
         ...
+
+
+def parsing_probs(parsing: object) -> torch.Tensor:
+    """The ``(K, R, R)`` class probabilities of a parsing (``probs`` or ``probabilities``)."""
+    probs = getattr(parsing, "probs", None)
+    if probs is None:
+        probs = getattr(parsing, "probabilities", None)
+    if not isinstance(probs, torch.Tensor):
+        raise ConfigError(f"parsing {type(parsing).__name__} has no 'probs' / 'probabilities' tensor")
+    return probs
 
 
 @dataclass(frozen=True)
@@ -198,12 +212,13 @@ def superpixel_mask(scores: torch.Tensor, vanished: torch.Tensor, labels: torch.
     return lut[labels.to(inside.device)].to(torch.float32)[None]
 
 
-def _check_parsing(parsing: object, size: int) -> ParsingLike:
+def _check_parsing(parsing: object, size: int) -> torch.Tensor:
     if not isinstance(parsing, ParsingLike):
         raise ConfigError(f"parsing must provide probs, class_names, thresholds() and ood_probability(); "
                           f"got {type(parsing).__name__}")
-    check_shape(parsing.probs, ["K", size, size], "parsing.probs")
-    return parsing
+    probs = parsing_probs(parsing)
+    check_shape(probs, ["K", size, size], "parsing.probs")
+    return probs
 
 
 def segment(target: torch.Tensor, coarse_image: torch.Tensor, error_maps: list[torch.Tensor], *,
@@ -236,8 +251,9 @@ def segment(target: torch.Tensor, coarse_image: torch.Tensor, error_maps: list[t
     check_shape(coarse_image, [3, size, size], "coarse_image")
     maps = tuple(m.detach() for m in error_maps)
     device = target.device
+    probs = None
     if parsing is not None and config.use_parsing:
-        parsing = _check_parsing(parsing, size)
+        probs = _check_parsing(parsing, size)
     else:
         parsing = None
 
@@ -264,11 +280,11 @@ def segment(target: torch.Tensor, coarse_image: torch.Tensor, error_maps: list[t
             thr = torch.full((n,), float(config.theta_other), device=device)
         else:
             per_class = torch.as_tensor(parsing.thresholds(config.theta_skin, config.theta_inner, config.theta_other))
-            k = parsing.probs.shape[0]
+            k = probs.shape[0]
             if per_class.shape != (k,):
                 raise ConfigError(f"parsing.thresholds() returned shape {list(per_class.shape)}, expected [{k}] "
                                   f"(one per class of {parsing.class_names})")
-            dominant = _dominant_class(parsing.probs, sp_labels, n)
+            dominant = _dominant_class(probs, sp_labels, n)
             thr = per_class.to(device=device, dtype=torch.float32)[dominant.to(device)]
         m_s = superpixel_mask(scores, vanished, sp_labels, thr, tiny=config.tiny_superpixel)
 
@@ -285,7 +301,7 @@ def segment(target: torch.Tensor, coarse_image: torch.Tensor, error_maps: list[t
         mask_parsing=m_p,
         error_maps=maps,
         superpixels=sp_labels,
-        parsing=None if parsing is None else parsing.probs.detach(),
+        parsing=None if probs is None else probs.detach(),
         scores=scores,
         coarse=coarse_image.detach(),
     )
