@@ -1,0 +1,297 @@
+"""Run records: every ``dhr`` batch command writes ``run.json`` beside its outputs.
+
+Output tree of a run folder (:class:`OutputTree`)::
+
+    OUT/
+      run.json            the record (RunRecord.to_dict)
+      aligned/            <stem>.png        aligned crops at the model resolution
+      masks/              <stem>_mask.png, <stem>_error.png, ... (domain PNGs)
+      inversion/          <stem>.png        reconstructions
+      edits/<edit>/       <stem>.png        edited crops, one folder per edit
+      pasted/             <stem>_<edit>.png edits (and the reconstruction) pasted into the photo
+      bundles/            <stem>.safetensors + <stem>.json (reusable results, see dhr.bundle)
+
+The record holds: the command and its options, every input with its sha256, per-input status
+(``ok``/``failed``) and error message, outputs per face, per-stage timings and final losses,
+warnings, the model (name, folder, sha256 of the generator's safetensors), the full configuration,
+the device, the seed and the versions of dhr, torch, numpy and python.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "RUN_JSON",
+    "OutputTree",
+    "InputRecord",
+    "RunRecord",
+    "environment",
+    "file_sha256",
+    "model_identity",
+    "WarningCollector",
+    "final_losses",
+]
+
+RUN_JSON = "run.json"
+_RECORD_VERSION = 1
+
+
+def file_sha256(path: str | Path) -> str | None:
+    """Hex sha256 of a file, or None when it cannot be read."""
+    from dhr.models.checkpoint import sha256_file
+
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """Versions of dhr, torch, numpy and python, and the platform."""
+    import numpy
+    import torch
+
+    import dhr
+
+    return {
+        "dhr": dhr.__version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "argv": list(sys.argv),
+    }
+
+
+def model_identity(model: Any) -> dict[str, Any]:
+    """Name, folder and the sha256 of the generator's ``model.safetensors`` of a loaded model.
+
+    Args:
+        model: A :class:`dhr.models.zoo.FaceModel`.
+    """
+    from dhr.models.checkpoint import WEIGHTS_NAME
+
+    folder = Path(model.path)
+    comps = (model.manifest or {}).get("components", {})
+    gen_dir = folder / comps["generator"] if "generator" in comps else folder
+    weights = gen_dir / WEIGHTS_NAME
+    return {
+        "name": model.name,
+        "path": str(folder),
+        "generator_sha256": file_sha256(weights) if weights.is_file() else None,
+        "resolution": int(model.generator.resolution),
+        "components": sorted(k for k in ("encoder", "perceptual", "classifier", "directions")
+                             if getattr(model, k, None) is not None),
+    }
+
+
+def final_losses(losses: dict[str, list[float]]) -> dict[str, float]:
+    """The last value of every loss curve (curves that are empty are left out)."""
+    return {k: float(v[-1]) for k, v in losses.items() if v}
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    return repr(x)
+
+
+@dataclass(frozen=True)
+class OutputTree:
+    """The folders of a run (created on first use)."""
+
+    root: Path
+
+    def _dir(self, *parts: str) -> Path:
+        p = self.root.joinpath(*parts)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def aligned(self) -> Path:
+        return self._dir("aligned")
+
+    @property
+    def masks(self) -> Path:
+        return self._dir("masks")
+
+    @property
+    def inversion(self) -> Path:
+        return self._dir("inversion")
+
+    @property
+    def pasted(self) -> Path:
+        return self._dir("pasted")
+
+    @property
+    def bundles(self) -> Path:
+        return self._dir("bundles")
+
+    def edits(self, name: str) -> Path:
+        """``edits/<name>/``."""
+        return self._dir("edits", name)
+
+    @property
+    def record(self) -> Path:
+        return self.root / RUN_JSON
+
+
+@dataclass
+class InputRecord:
+    """What happened to one input (a photo or a bundle).
+
+    Attributes:
+        path: As given (after folder/glob expansion).
+        sha256: Of the file's bytes, or None if unreadable.
+        status: ``pending``, ``ok`` or ``failed``.
+        error: The error message when failed.
+        error_type: The exception class name when failed.
+        faces: One dict per processed face: stem, face index, whole-image flag, outputs,
+            timings, final losses.
+        warnings: Warnings logged while processing this input.
+        notes: Remarks (loader conversions, fallbacks).
+        seconds: Wall time spent on this input.
+    """
+
+    path: str
+    sha256: str | None = None
+    status: str = "pending"
+    error: str | None = None
+    error_type: str | None = None
+    faces: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def fail(self, exc: BaseException) -> None:
+        """Marks the input failed with ``exc``'s message."""
+        self.status = "failed"
+        self.error = str(exc) or type(exc).__name__
+        self.error_type = type(exc).__name__
+
+
+class RunRecord:
+    """Collects the facts of one run and writes them to ``run.json``.
+
+    Args:
+        root: The output folder.
+        command: ``run``, ``align``, ``invert`` or ``edit``.
+        options: The command's options (JSON-safe values).
+    """
+
+    def __init__(self, root: str | Path, command: str, options: dict[str, Any] | None = None) -> None:
+        self.tree = OutputTree(Path(root))
+        self.command = command
+        self.options = dict(options or {})
+        self.started = _dt.datetime.now(_dt.timezone.utc)
+        self._t0 = time.perf_counter()
+        self.model: dict[str, Any] | None = None
+        self.config: dict[str, Any] | None = None
+        self.device: str | None = None
+        self.seed: int | None = None
+        self.inputs: list[InputRecord] = []
+        self.warnings: list[str] = []
+        self.timings: dict[str, float] = {}
+
+    def add_input(self, path: str | Path) -> InputRecord:
+        """Registers an input (its sha256 is read now) and returns its record."""
+        p = Path(path)
+        rec = InputRecord(path=str(path), sha256=file_sha256(p) if p.is_file() else None)
+        self.inputs.append(rec)
+        return rec
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Adds the wall time of the block to ``timings[stage + "_s"]``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            key = f"{stage}_s"
+            self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        ok = sum(r.status == "ok" for r in self.inputs)
+        failed = sum(r.status == "failed" for r in self.inputs)
+        return {"total": len(self.inputs), "ok": ok, "failed": failed}
+
+    def exit_code(self) -> int:
+        """0 all ok, 1 some failed (partial), 3 nothing succeeded (also when there were no inputs)."""
+        c = self.counts
+        if c["ok"] == 0:
+            return 3
+        return 0 if c["failed"] == 0 else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain JSON data."""
+        return _jsonable({
+            "record_version": _RECORD_VERSION,
+            "command": self.command,
+            "options": self.options,
+            "started": self.started.isoformat(timespec="seconds"),
+            "seconds": round(time.perf_counter() - self._t0, 3),
+            "status": {0: "ok", 1: "partial", 3: "failed"}[self.exit_code()],
+            "counts": self.counts,
+            "model": self.model,
+            "config": self.config,
+            "device": self.device,
+            "seed": self.seed,
+            "environment": environment(),
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "warnings": self.warnings,
+            "inputs": [vars(r) for r in self.inputs],
+        })
+
+    def write(self) -> Path:
+        """Writes ``run.json`` (atomically: a temporary file renamed over it) and returns its path."""
+        path = self.tree.record
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+
+class WarningCollector(logging.Handler):
+    """Collects ``WARNING`` and above log messages of the ``dhr`` loggers while installed.
+
+    Example:
+        >>> with WarningCollector() as w:
+        ...     pipe.invert(photo)
+        >>> w.messages
+    """
+
+    def __init__(self, logger_name: str = "dhr") -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+        self._logger = logging.getLogger(logger_name)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> WarningCollector:
+        self._logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)

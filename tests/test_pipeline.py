@@ -1,0 +1,196 @@
+"""Tests of dhr.pipeline.Pipeline on a tiny random 32 px model folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dhr.errors import ConfigError, EditError, FaceNotFoundError, ImageError
+from dhr.pipeline import EditResult, Pipeline, PhotoInversion, as_photo, edit_label, resolve_device
+from tests.pipeline_fixtures import TINY_CONFIG, TINY_TOML, make_tiny_model, real_photo, synthetic_photo
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipe")
+    model = make_tiny_model(root / "model")
+    photo = synthetic_photo(root / "photo.png")
+    pipe = Pipeline.from_pretrained(model, device="cpu", config=TINY_CONFIG, seed=0)
+    inv = pipe.invert(photo, whole_image=True)
+    return pipe, inv, photo, root
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    auto = resolve_device("auto")
+    assert auto.type == ("cuda" if torch.cuda.is_available() else auto.type)
+    if not torch.cuda.is_available():
+        assert auto.type in ("cpu", "mps")
+        with pytest.raises(ConfigError, match="no CUDA"):
+            resolve_device("cuda")
+    with pytest.raises(ConfigError):
+        resolve_device("tpu")
+
+
+def test_as_photo_sources(tmp_path):
+    path = synthetic_photo(tmp_path / "p.png", size=(20, 10))
+    from_path = as_photo(path)
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    assert np.array_equal(from_path.pixels, pixels)
+    assert np.array_equal(as_photo(Image.open(path)).pixels, pixels)
+    assert np.array_equal(as_photo(pixels).pixels, pixels)
+    t = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 127.5 - 1
+    assert np.array_equal(as_photo(t).pixels, pixels)
+    assert as_photo(pixels).sha256 == as_photo(pixels.copy()).sha256
+    with pytest.raises(ImageError):
+        as_photo(pixels.astype(np.float32))
+    with pytest.raises(ImageError):
+        as_photo(42)
+
+
+def test_invert_whole_image_result(setup):
+    pipe, invs, photo, _ = setup
+    assert len(invs) == 1
+    inv = invs[0]
+    assert isinstance(inv, PhotoInversion)
+    assert inv.whole_image and inv.stem == "photo_whole" and inv.method == "dhr"
+    assert any("whole image" in n for n in inv.notes)
+    assert any("without a face parser" in n for n in inv.notes)
+    assert inv.photo is not None and inv.photo.pixels.shape == (40, 48, 3)
+    assert inv.image.size == (32, 32) and inv.aligned_image.size == (32, 32)
+    mask = inv.mask_image
+    assert mask is not None and mask.mode == "L" and mask.size == (32, 32)
+    assert set(np.unique(np.asarray(mask))) <= {0, 255}
+    arr = inv.to_numpy()
+    assert arr.shape == (32, 32, 3) and arr.dtype == np.uint8
+    t = inv.to_tensor()
+    assert torch.equal(t, inv.inversion.image.cpu())
+    assert {"align_s", "embed_s", "coarse_s", "refine_s"} <= set(inv.timings)
+    assert set(inv.final_losses()) == {"loss_in", "loss_out"}
+    assert inv.inversion.meta["alignment"]["whole_image"] is True
+
+
+def test_no_face_raises_with_hint(setup):
+    pipe, _, photo, _ = setup
+    with pytest.raises(FaceNotFoundError, match="whole_image=True"):
+        pipe.invert(photo)
+
+
+def test_edit_renders_without_optimising(setup):
+    pipe, invs, _, _ = setup
+    inv = invs[0]
+    same = pipe.edit(inv)
+    assert isinstance(same, EditResult) and same.strengths == {} and same.name == "inversion"
+    torch.testing.assert_close(same.tensor, inv.inversion.image.cpu(), atol=1e-5, rtol=0)
+    out = pipe.edit(inv, {"age": 2}, smile=-1)
+    assert list(out.strengths) == ["age", "smile"] and out.name == "age+2_smile-1"
+    assert (out.tensor - same.tensor).abs().max() > 1e-3
+    assert out.crop.size == (32, 32)
+    assert out.pasted is not None and out.pasted.size == (48, 40)
+    assert out.paste_mask.shape == (40, 48)
+    # Outside the blend mask the photo is untouched.
+    outside = out.paste_mask == 0
+    assert np.array_equal(out.pasted_pixels[outside], inv.photo.pixels[outside])
+    with pytest.raises(EditError, match="known directions: age, smile"):
+        pipe.edit(inv, agee=1)
+    with pytest.raises(EditError, match="not a number"):
+        pipe.edit(inv, {"age": "lots"})
+
+
+def test_sweep(setup):
+    pipe, invs, _, _ = setup
+    sw = pipe.sweep(invs[0], "age", [-1, 0, 1])
+    assert sw.strengths == (-1.0, 0.0, 1.0) and len(sw.frames) == 3
+    assert np.array_equal(sw.frames[1], invs[0].to_numpy())
+    assert not np.array_equal(sw.frames[0], sw.frames[2])
+    assert sw.grid.ndim == 3 and sw.grid.dtype == np.uint8
+    pasted = pipe.sweep(invs[0], "age", [0], paste=True)
+    assert pasted.frames[0].shape == (40, 48, 3)
+
+
+def test_bundle_round_trip(setup, tmp_path):
+    pipe, invs, photo, _ = setup
+    inv = invs[0]
+    pipe.save_bundle(inv, tmp_path / "b" / inv.stem)
+    back = pipe.load_bundle(tmp_path / "b" / f"{inv.stem}.json")
+    assert back.stem == inv.stem and back.photo is not None and back.whole_image
+    np.testing.assert_array_equal(back.aligned.matrix, inv.aligned.matrix)
+    a = pipe.edit(inv, age=1.5)
+    b = pipe.edit(back, age=1.5)
+    torch.testing.assert_close(a.tensor, b.tensor, atol=1e-5, rtol=0)
+    assert np.array_equal(a.pasted_pixels, b.pasted_pixels)
+
+
+def test_bundle_without_photo(setup, tmp_path):
+    pipe, _, _, root = setup
+    moved = synthetic_photo(tmp_path / "gone.png", seed=3)
+    pipe_enc = Pipeline(pipe.model, config=TINY_CONFIG, device="cpu")
+    inv = pipe_enc.invert(moved, whole_image=True, method="encoder")[0]
+    assert inv.inversion.domain is None and inv.mask_image is None
+    pipe.save_bundle(inv, tmp_path / "x")
+    moved.unlink()
+    back = pipe.load_bundle(tmp_path / "x")
+    assert back.photo is None and any("not found" in n for n in back.notes)
+    res = pipe.edit(back, age=1)
+    assert res.pasted is None and res.crop.size == (32, 32)
+    with pytest.raises(ImageError, match="not available"):
+        pipe.paste(back)
+
+
+def test_methods_and_config(setup, tmp_path):
+    pipe, _, photo, _ = setup
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text(TINY_TOML)
+    p2 = Pipeline(pipe.model, config=cfg_file, device="cpu")
+    assert p2.config == pipe.config
+    pti = p2.invert(photo, whole_image=True, method="pti")[0]
+    assert pti.method == "pti" and pti.inversion.weight_delta and pti.inversion.feature is None
+    with pytest.raises(ConfigError):
+        p2.invert(photo, whole_image=True, method="gan")
+    with pytest.raises(ConfigError, match="stepz"):
+        Pipeline(pipe.model, config={"refine": {"stepz": 1}}, device="cpu")
+    with pytest.raises(ConfigError):
+        Pipeline(pipe.model, config=3.5, device="cpu")
+    with pytest.raises(ConfigError):
+        Pipeline(pipe.model, device="cpu", perceptual="resnet")
+
+
+def test_seed_reproducible(setup):
+    pipe, _, photo, _ = setup
+    a = pipe.invert(photo, whole_image=True, method="optim")[0]
+    b = pipe.invert(photo, whole_image=True, method="optim")[0]
+    assert torch.equal(a.inversion.ws, b.inversion.ws)
+    other = Pipeline(pipe.model, config=TINY_CONFIG, device="cpu", seed=5)
+    c = other.invert(photo, whole_image=True, method="optim")[0]
+    assert not torch.equal(a.inversion.ws, c.inversion.ws)
+    assert c.inversion.meta["seed"] == 5
+
+
+def test_aligned_face_input(setup):
+    pipe, invs, _, _ = setup
+    res = pipe.invert(invs[0].aligned, method="encoder")
+    assert len(res) == 1 and res[0].photo is None
+    assert pipe.edit(res[0], age=1).pasted is None
+
+
+def test_edit_label():
+    assert edit_label({}) == "inversion"
+    assert edit_label({"age": 2.0, "smile": -0.5}) == "age+2_smile-0.5"
+
+
+def test_real_photo_faces(setup):
+    path = real_photo()
+    if path is None:
+        pytest.skip("no shared photo (../shared/datasets/photos) beside the checkout")
+    pipe = setup[0]
+    faces = pipe.align(path)
+    assert faces and all(f.size == 32 and f.landmarks is not None for f in faces)
+    with pytest.raises(FaceNotFoundError, match="does not exist"):
+        pipe.align(path, face_index=len(faces))
+    inv = pipe.invert(path, face_index=0)[0]
+    assert inv.stem.endswith("_face0") and not inv.whole_image
+    assert inv.inversion.domain.mask_parsing is not None  # the landmark parser was used
+    out = pipe.edit(inv, age=1)
+    assert out.pasted.size == Image.open(path).size
