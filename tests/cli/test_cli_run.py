@@ -1,0 +1,187 @@
+"""Tests of `dhr run | align | invert | edit | models` on a tiny random model with tiny step counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from dhr.cli.run import expand_inputs, parse_edit_options, register
+from dhr.errors import EditError
+from tests.pipeline_fixtures import make_tiny_model, real_photo, synthetic_photo, tiny_config_file
+
+runner = CliRunner()
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    model = make_tiny_model(root / "model")
+    cfg = tiny_config_file(root)
+    inputs = root / "in"
+    synthetic_photo(inputs / "a.png")
+    (inputs / "broken.jpg").write_bytes(b"this is not a jpeg")
+    return {"root": root, "model": str(model), "config": str(cfg), "inputs": inputs}
+
+
+def _invoke(*args: str):
+    return runner.invoke(_app(), [str(a) for a in args])
+
+
+def _common(env) -> list[str]:
+    return ["--model", env["model"], "--config", env["config"], "--device", "cpu"]
+
+
+def test_run_batch_with_corrupt_input(env, tmp_path):
+    out = tmp_path / "out"
+    r = _invoke("run", env["inputs"], "--edit", "age=+2", "-e", "age=-1,smile=1", "-o", out, "--whole-image",
+                "--quiet", *_common(env))
+    assert r.exit_code == 1, r.output
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["status"] == "partial" and rec["counts"] == {"total": 2, "ok": 1, "failed": 1}
+    bad = next(i for i in rec["inputs"] if i["path"].endswith("broken.jpg"))
+    assert bad["status"] == "failed" and bad["error_type"] == "ImageError" and "not a readable image" in bad["error"]
+    good = next(i for i in rec["inputs"] if i["path"].endswith("a.png"))
+    assert good["status"] == "ok" and len(good["sha256"]) == 64
+    face = good["faces"][0]
+    assert face["stem"] == "a_whole" and face["whole_image"] and face["method"] == "dhr"
+    assert set(face["final_losses"]) == {"loss_in", "loss_out"}
+    assert any("whole image" in w for w in good["warnings"])
+    outs = face["outputs"]
+    for key in ("aligned", "inversion", "pasted_inversion"):
+        assert Path(outs[key]).is_file()
+    assert Path(outs["masks"]["mask"]).is_file()
+    assert Path(outs["bundle"] + ".safetensors").is_file() and Path(outs["bundle"] + ".json").is_file()
+    assert set(outs["edits"]) == {"age+2", "age-1_smile+1"}
+    assert (out / "edits" / "age+2" / "a_whole.png").is_file()
+    assert (out / "pasted" / "a_whole_age-1_smile+1.png").is_file()
+    assert rec["model"]["name"] == "tiny-test" and len(rec["model"]["generator_sha256"]) == 64
+    assert rec["config"]["refine"]["steps"] == 2 and rec["device"] == "cpu" and rec["seed"] == 0
+    assert rec["environment"]["torch"] and {"embed_s", "coarse_s", "refine_s"} <= set(rec["timings"])
+
+
+def test_bad_edit_name_lists_valid(env, tmp_path):
+    r = _invoke("run", env["inputs"] / "a.png", "--edit", "agee=+2", "-o", tmp_path / "o", *_common(env))
+    assert r.exit_code == 2
+    assert "unknown direction 'agee'" in r.output and "age, smile" in r.output
+    assert not (tmp_path / "o" / "run.json").exists()
+    r = _invoke("run", env["inputs"] / "a.png", "--edit", "age", "-o", tmp_path / "o", *_common(env))
+    assert r.exit_code == 2 and "NAME=STRENGTH" in r.output
+
+
+def test_usage_errors(env, tmp_path):
+    r = _invoke("run", env["inputs"] / "a.png", "--model", "no-such-model", "-o", tmp_path)
+    assert r.exit_code == 2 and "unknown model 'no-such-model'" in r.output and "bundled models" in r.output
+    r = _invoke("run", env["inputs"] / "a.png", "--method", "gan", "-o", tmp_path, *_common(env))
+    assert r.exit_code == 2 and "method" in r.output
+    r = _invoke("run", env["inputs"] / "a.png", "--quiet", "--json", "-o", tmp_path, *_common(env))
+    assert r.exit_code == 2
+    r = _invoke("run", env["inputs"] / "a.png", "--face-index", "0", "--all-faces", "-o", tmp_path, *_common(env))
+    assert r.exit_code == 2
+    bad_cfg = tmp_path / "bad.toml"
+    bad_cfg.write_text("[refine]\nstepz = 3\n")
+    r = _invoke("run", env["inputs"] / "a.png", "-o", tmp_path, "--model", env["model"], "--config", bad_cfg)
+    assert r.exit_code == 2 and "stepz" in r.output
+
+
+def test_nothing_succeeded(env, tmp_path):
+    out = tmp_path / "o"
+    r = _invoke("run", env["inputs"] / "broken.jpg", env["inputs"] / "a.png", tmp_path / "missing.png",
+                "-o", out, "--quiet", *_common(env))
+    assert r.exit_code == 3, r.output
+    rec = json.loads((out / "run.json").read_text())
+    kinds = {Path(i["path"]).name: i["error_type"] for i in rec["inputs"]}
+    assert kinds == {"broken.jpg": "ImageError", "a.png": "FaceNotFoundError", "missing.png": "ImageError"}
+    assert rec["status"] == "failed"
+
+
+def test_invert_then_edit_bundles_json_events(env, tmp_path):
+    out = tmp_path / "inv"
+    r = _invoke("invert", env["inputs"] / "a.png", "-o", out, "--whole-image", "--method", "encoder", "--json",
+                *_common(env))
+    assert r.exit_code == 0, r.output
+    events = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert events[0]["event"] == "batch" and events[-1]["event"] == "done" and events[-1]["exit_code"] == 0
+    assert (out / "bundles" / "a_whole.safetensors").is_file()
+    assert not (out / "edits").exists()
+    ed = tmp_path / "ed"
+    r = _invoke("edit", out / "bundles", "--edit", "smile=+2", "-o", ed, "--model", env["model"], "--device", "cpu",
+                "--quiet")
+    assert r.exit_code == 0, r.output
+    assert (ed / "edits" / "smile+2" / "a_whole.png").is_file()
+    assert (ed / "pasted" / "a_whole_smile+2.png").is_file()
+    rec = json.loads((ed / "run.json").read_text())
+    assert rec["command"] == "edit" and rec["inputs"][0]["status"] == "ok"
+    # A bundle that does not exist is recorded; the other one still succeeds.
+    r = _invoke("edit", out / "bundles" / "a_whole.json", tmp_path / "nope", "--edit", "age=1", "-o", tmp_path / "e2",
+                "--model", env["model"], "--device", "cpu", "--quiet")
+    assert r.exit_code == 1
+    rec = json.loads((tmp_path / "e2" / "run.json").read_text())
+    assert [i["status"] for i in rec["inputs"]] == ["ok", "failed"]
+    assert rec["inputs"][1]["error_type"] == "CheckpointError"
+
+
+def test_align(env, tmp_path):
+    r = _invoke("align", env["inputs"] / "a.png", "-o", tmp_path, "--whole-image", "--model", env["model"], "-q")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "aligned" / "a_whole.png").is_file()
+
+
+def test_models_show_and_list(env):
+    r = _invoke("models", "show", env["model"], "--json")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert [d["name"] for d in info["directions"]] == ["age", "smile"]
+    assert set(info["components"]) == {"generator", "encoder", "perceptual", "classifier"}
+    assert info["training"] == {"kimg": 0, "steps": 0}
+    r = _invoke("models", "show", env["model"])
+    assert r.exit_code == 0 and "generator sha256" in r.output and "smile" in r.output
+    r = _invoke("models", "show", "no-such-model")
+    assert r.exit_code == 2 and "unknown model" in r.output
+    r = _invoke("models", "list", "--json")
+    assert r.exit_code == 0 and isinstance(json.loads(r.stdout), list)
+
+
+@pytest.mark.parametrize("cmd", ["run", "align", "invert", "edit"])
+def test_help_has_examples(cmd):
+    r = _invoke(cmd, "--help")
+    assert r.exit_code == 0 and "Example" in r.output and f"dhr {cmd}" in r.output
+
+
+def test_expand_inputs(tmp_path):
+    for name in ("b.png", "a.jpg", "c.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    got = expand_inputs([str(tmp_path), str(tmp_path / "*.png"), str(tmp_path / "zz*.png"), "missing.jpg"])
+    assert got == [str(tmp_path / "a.jpg"), str(tmp_path / "b.png"), str(tmp_path / "zz*.png"), "missing.jpg"]
+
+
+def test_parse_edit_options():
+    assert parse_edit_options(["age=+2", "smile=-1, pose=0.5"]) == [{"age": 2.0}, {"smile": -1.0, "pose": 0.5}]
+    with pytest.raises(EditError):
+        parse_edit_options(["age:2"])
+
+
+def test_real_photo_run(env, tmp_path):
+    path = real_photo()
+    if path is None:
+        pytest.skip("no shared photo (../shared/datasets/photos) beside the checkout")
+    out = tmp_path / "o"
+    r = _invoke("run", path, "--edit", "age=+1", "-o", out, "--quiet", *_common(env))
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "run.json").read_text())
+    face = rec["inputs"][0]["faces"][0]
+    assert face["stem"] == f"{path.stem}_face0" and not face["whole_image"]
+    assert Path(face["outputs"]["masks"]["mask_parsing"]).is_file()
+    from PIL import Image
+
+    assert Image.open(face["outputs"]["edits"]["age+1"]["pasted"]).size == Image.open(path).size

@@ -1,0 +1,100 @@
+"""Tests of dhr.records (run.json) and the model identity it records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import pytest
+
+from dhr.errors import ImageError
+from dhr.records import (
+    RUN_JSON,
+    OutputTree,
+    RunRecord,
+    WarningCollector,
+    environment,
+    file_sha256,
+    final_losses,
+    model_identity,
+)
+from tests.pipeline_fixtures import make_tiny_model
+
+
+def test_file_sha256(tmp_path):
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"hello dhr")
+    assert file_sha256(p) == hashlib.sha256(b"hello dhr").hexdigest()
+    assert file_sha256(tmp_path / "missing") is None
+
+
+def test_environment_versions():
+    import torch
+
+    import dhr
+
+    env = environment()
+    assert env["dhr"] == dhr.__version__ and env["torch"] == torch.__version__
+    assert env["python"].count(".") == 2
+
+
+def test_record_statuses_and_exit_codes(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    rec = RunRecord(tmp_path / "out", "run", {"seed": 1, "out": tmp_path})
+    assert rec.exit_code() == 3  # no input at all is a failure
+    a = rec.add_input(tmp_path / "a.png")
+    assert a.sha256 == hashlib.sha256(b"x").hexdigest()
+    a.status = "ok"
+    assert rec.exit_code() == 0
+    b = rec.add_input(tmp_path / "missing.png")
+    assert b.sha256 is None
+    b.fail(ImageError("missing.png is not readable"))
+    assert rec.exit_code() == 1
+    a.fail(ValueError("boom"))
+    assert rec.exit_code() == 3
+    with rec.timed("align"):
+        pass
+    with rec.timed("align"):
+        pass
+    path = rec.write()
+    assert path == tmp_path / "out" / RUN_JSON
+    data = json.loads(path.read_text())
+    assert data["status"] == "failed" and data["counts"] == {"total": 2, "ok": 0, "failed": 2}
+    assert data["inputs"][1]["error_type"] == "ImageError"
+    assert data["inputs"][1]["error"] == "missing.png is not readable"
+    assert data["options"]["out"] == str(tmp_path)
+    assert "align_s" in data["timings"] and data["environment"]["dhr"]
+    assert not (tmp_path / "out" / "run.json.tmp").exists()
+
+
+def test_output_tree(tmp_path):
+    tree = OutputTree(tmp_path / "o")
+    for p in (tree.aligned, tree.masks, tree.inversion, tree.pasted, tree.bundles, tree.edits("age+2")):
+        assert p.is_dir()
+    assert tree.edits("age+2") == tmp_path / "o" / "edits" / "age+2"
+
+
+def test_model_identity(tmp_path):
+    from dhr.models.zoo import load_model
+
+    folder = make_tiny_model(tmp_path / "m")
+    ident = model_identity(load_model(folder))
+    want = hashlib.sha256((folder / "generator" / "model.safetensors").read_bytes()).hexdigest()
+    assert ident["generator_sha256"] == want
+    assert ident["name"] == "tiny-test" and ident["resolution"] == 32
+    assert ident["components"] == ["classifier", "directions", "encoder", "perceptual"]
+
+
+def test_warning_collector():
+    log = logging.getLogger("dhr.some.module")
+    with WarningCollector() as w:
+        log.warning("careful %s", 1)
+        log.info("not collected")
+        logging.getLogger("other").warning("not ours")
+    log.warning("after")
+    assert w.messages == ["careful 1"]
+
+
+def test_final_losses():
+    assert final_losses({"a": [3.0, 1.0], "b": [], "c": [2]}) == {"a": 1.0, "c": 2.0}
