@@ -9,13 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from dhr.errors import FaceNotFoundError
+from dhr.errors import FaceNotFoundError, ShapeError
 from dhr.faces.align import AlignTemplate, align_face, apply_matrix
 from dhr.faces.detect import detect_faces, five_points
 from dhr.faces.parsing import (
     BISENET_LABELS,
     FARL_LABELS,
-    LANDMARK_LABELS,
     BiSeNetParser,
     FaceParser,
     FaRLParser,
@@ -48,7 +47,7 @@ def test_parsing_result_helpers() -> None:
     # reference quirk: uniform probabilities give 5/19 < 0.5 out-of-domain
     torch.testing.assert_close(result.ood_probability(), torch.full((4, 4), 5 / 19, dtype=torch.float64))
     assert result.label_map().shape == (4, 4)
-    with pytest.raises(Exception):
+    with pytest.raises(ShapeError):
         ParsingResult(probabilities=torch.zeros(7, 4, 4), labels=FARL_LABELS)
 
 

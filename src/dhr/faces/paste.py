@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from dhr.errors import ShapeError
-from dhr.faces.align import AlignedFace, apply_matrix, sample_affine
+from dhr.faces.align import AlignedFace, sample_affine
 from dhr.faces.detect import convex_hull, face_outline
 from dhr.io.image import Photo
 
