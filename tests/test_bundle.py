@@ -71,7 +71,7 @@ def test_bundle_round_trip_renders_the_same_image(setup, tmp_path, fmt):
     inv = refine_dhr(G, target, ws, mask, lp, RefineConfig(steps=2, weight_steps=2, weight_lr=0.01,
                                                            delta_format=fmt))[0]
     inv = type(inv)(**{**inv.__dict__, "meta": {**inv.meta, "model_sha256": model_sha256(G)}})
-    st, js = save_bundle(inv, tmp_path / "face_001")
+    st, js = save_bundle(inv, tmp_path / "face_001", include_target=True, include_image=True)
     assert st.name == "face_001.safetensors" and js.name == "face_001.json"
     side = json.loads(js.read_text())
     assert side["delta_format"] == fmt and side["method"] == "dhr"
@@ -93,7 +93,7 @@ def test_bundle_sizes_shrink_and_model_mismatch(setup, tmp_path):
     inv = type(inv)(**{**inv.__dict__, "meta": {**inv.meta, "model_sha256": model_sha256(G)}})
     sizes = {}
     for fmt in DELTA_FORMATS:
-        st, _ = save_bundle(inv, tmp_path / fmt, delta_format=fmt, include_target=False, include_image=False)
+        st, _ = save_bundle(inv, tmp_path / fmt, delta_format=fmt)
         sizes[fmt] = st.stat().st_size
     assert sizes["fp32"] > sizes["fp16"] > sizes["int8"] > sizes["int4"]
     other = Generator(G.config)

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import torch
 
 from dhr.checks import check_choice
-from dhr.errors import CheckpointError, ConfigError
+from dhr.errors import CheckpointError
 from dhr.types import DomainMask, Inversion
 
 __all__ = [
@@ -181,8 +181,8 @@ def save_bundle(
     *,
     delta_format: DeltaFormat | None = None,
     feature_format: FeatureFormat | None = None,
-    include_target: bool = True,
-    include_image: bool = True,
+    include_target: bool = False,
+    include_image: bool = False,
 ) -> tuple[Path, Path]:
     """Saves one inversion as ``<stem>.safetensors`` + ``<stem>.json``.
 
@@ -194,8 +194,9 @@ def save_bundle(
             the one rendered with makes a reloaded render differ from ``inversion.image``.
         feature_format: Storage of the feature f*; default ``inversion.meta["feature_format"]``,
             else ``fp32``.
-        include_target: Also store the aligned target image.
-        include_image: Also store the final image.
+        include_target: Also store the aligned target image (12 MB in fp32 at 1024 px; its sha256
+            is always recorded).
+        include_image: Also store the final image (it can be re-rendered from the bundle).
 
     Returns:
         The two paths written.
@@ -236,6 +237,7 @@ def save_bundle(
         "library": "dhr",
         "library_version": dhr.__version__,
         "method": inversion.method,
+        "resolution": int(inversion.image.shape[-1]),
         "feature_resolution": inversion.feature_resolution,
         "delta_format": delta_format,
         "feature_format": feature_format,
@@ -311,15 +313,9 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
         raise CheckpointError(f"bundle {st_path.name} has no 'ws' tensor")
     target = get("target")
     image = get("image")
-    res = None
-    if target is not None:
-        res = target.shape[-1]
-    elif image is not None:
-        res = image.shape[-1]
-    elif "mask" in tensors:
-        res = tensors["mask"].shape[-1]
+    res = side.get("resolution")
     if res is None:
-        raise ConfigError(f"bundle {st_path.name} stores neither target, image nor mask; cannot infer resolution")
+        raise CheckpointError(f"{json_path.name} does not record the image resolution")
     zeros = torch.zeros(3, res, res, device=device)
     domain = None
     if "mask" in tensors:
