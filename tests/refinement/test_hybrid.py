@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -192,3 +193,27 @@ def test_refine_config_validation():
     with pytest.raises(ConfigError):
         RefineConfig(feature_lr=-1)
     assert RefineConfig(tune_resolutions=[8, 16]).tune_resolutions == (8, 16)
+
+
+SHARED_LPIPS = Path(__file__).resolve().parents[2] / ".." / "shared" / "weights" / "lpips"
+
+
+def test_real_lpips_squeeze_reduces_both_region_losses(G):
+    backbone = SHARED_LPIPS / "squeezenet1_1_features.safetensors"
+    linear = SHARED_LPIPS / "v0.1" / "squeeze.pth"
+    if not (backbone.is_file() and linear.is_file()):
+        pytest.skip(f"real LPIPS-squeeze weights not found under {SHARED_LPIPS}")
+    lp = LPIPS("squeeze", backbone=backbone, linear=linear)
+    torch.manual_seed(3)
+    ws = G.sample_ws(torch.randn(1, G.style_dim)).detach().clone()
+    with torch.no_grad():
+        target = G(G.sample_ws(torch.randn(1, G.style_dim))).clamp(-1, 1)  # in-domain: another sample
+    target[:, :, 4:14, 18:30] = torch.tensor([0.9, -0.8, 0.2]).view(1, 3, 1, 1)  # an "occluder"
+    mask = torch.ones(1, 1, 32, 32)
+    mask[:, :, 4:14, 18:30] = 0
+    cfg = RefineConfig(steps=8, weight_steps=8, weight_lr=5e-3, feature_lr=0.1, blend_rgb_skip=True)
+    inv = refine_dhr(G, target, ws, mask, lp, cfg)[0]
+    assert inv.losses["loss_in"][-1] < inv.losses["loss_in"][0]
+    assert inv.losses["loss_out"][-1] < inv.losses["loss_out"][0]
+    assert inv.meta["freeze_ood_skip"] is True
+    assert torch.allclose(render(G, inv), inv.image, atol=1e-5)

@@ -81,3 +81,12 @@ def test_render_many_mixed_kinds(setup):
     out = render_many(G, [invs[0], f])
     assert torch.allclose(out[0], invs[0].image, atol=1e-5)
     assert torch.allclose(out[1], f.image, atol=1e-5)
+
+
+def test_render_many_edit_matches_single(setup):
+    G, _, invs = setup
+    w2 = torch.stack([inv.ws for inv in invs]) + 0.3
+    many = render_many(G, invs, w2, freeze_ood_skip=True, composite_ood=True)
+    for i, inv in enumerate(invs):
+        one = render(G, inv, w2[i], freeze_ood_skip=True, composite_ood=True)
+        assert torch.allclose(many[i], one, atol=1e-5)

@@ -124,14 +124,17 @@ def hybrid_forward(G: Generator, theta: Mapping[str, torch.Tensor], ws: torch.Te
 def _batched_shared(G: Generator, ws: torch.Tensor, feature, mask, skip_ws, resolution, noise_mode) -> torch.Tensor:
     if feature is None:
         return G(ws, noise_mode=noise_mode)
-    state = G.run_until(ws, resolution, noise_mode=noise_mode)
+    with torch.no_grad():  # nothing upstream of the blend is optimised when the weights are shared
+        state = G.run_until(ws, resolution, noise_mode=noise_mode)
     feats, rgb = state.features, state.rgb
     if mask is None:
         feats = feature.expand_as(feats)
     else:
         feats = feats * mask + feature * (1 - mask)
         if skip_ws is not None:
-            rgb = rgb * mask + G.run_until(skip_ws, resolution, noise_mode=noise_mode).rgb * (1 - mask)
+            with torch.no_grad():
+                ref_rgb = G.run_until(skip_ws, resolution, noise_mode=noise_mode).rgb
+            rgb = rgb * mask + ref_rgb * (1 - mask)
     return G.run_from(ws, SynthesisState(feats, rgb, resolution), noise_mode=noise_mode)
 
 
