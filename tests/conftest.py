@@ -20,6 +20,12 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The suite runs tiny models on 2 shared cores: one intra-op thread is faster and avoids
+    # OpenMP spin-waiting when several processes compete for the CPU.
+    torch.set_num_threads(1)
+
+
 TINY = GeneratorConfig(resolution=32, style_dim=32, n_mapping=2, channel_base=256, channel_max=32)
 
 
