@@ -151,7 +151,7 @@ def test_models_show_and_list(env):
     assert r.exit_code == 0 and isinstance(json.loads(r.stdout), list)
 
 
-@pytest.mark.parametrize("cmd", ["run", "align", "invert", "edit"])
+@pytest.mark.parametrize("cmd", ["run", "align", "invert", "edit", "serve"])
 def test_help_has_examples(cmd):
     r = _invoke(cmd, "--help")
     assert r.exit_code == 0 and "Example" in r.output and f"dhr {cmd}" in r.output

@@ -1,4 +1,4 @@
-"""``dhr run | align | invert | edit | models``: batch commands over photos and bundles.
+"""``dhr run | align | invert | edit | serve | models``: batch commands over photos and bundles.
 
 Every batch command writes ``run.json`` (see :mod:`dhr.records`) and exits with
 0 (all inputs ok), 1 (some failed; the batch continued), 2 (usage error / bad option) or
@@ -268,7 +268,7 @@ def _common(model, method, device, seed, config, perceptual, quiet, as_json):
 
 
 def register(app: typer.Typer) -> None:
-    """Adds ``run``, ``align``, ``invert``, ``edit`` and the ``models`` group to the root app."""
+    """Adds ``run``, ``align``, ``invert``, ``edit``, ``serve`` and the ``models`` group to the root app."""
 
     @app.command("run", no_args_is_help=True)
     def run_cmd(
@@ -435,6 +435,33 @@ def register(app: typer.Typer) -> None:
                        aligned=False)
 
         raise typer.Exit(_batch("edit", items, out, options, mode, pipe, work))
+
+    @app.command("serve")
+    def serve_cmd(
+        model: str = typer.Option("faces-64", "--model", "-m", help=_MODEL_HELP),
+        host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (default: this machine only)."),
+        port: int = typer.Option(7860, "--port", help="TCP port."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="InvertConfig file (TOML/YAML/JSON)."),
+        seed: int = typer.Option(0, "--seed", help="Random seed."),
+    ) -> None:
+        """Start the local web UI (needs gradio: pip install gradio).
+
+        Upload a photo, see the aligned face, mask and inversion, edit with one slider per direction,
+        download the pasted photo and the bundle.
+
+        Example: dhr serve --port 7860   (then open http://127.0.0.1:7860)
+        """
+        try:
+            from dhr.web.app import serve
+        except ImportError as e:
+            raise _usage(str(e)) from None
+        try:
+            serve(model, host=host, port=port, device=device, config=config, seed=seed, block=True)
+        except ImportError as e:
+            raise _usage(str(e)) from None
+        except DHRError as e:
+            raise _usage(str(e)) from None
 
     app.add_typer(models_app, name="models", help="List the bundled models and show one.")
 
