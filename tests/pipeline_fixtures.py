@@ -59,7 +59,12 @@ def make_tiny_model(folder: Path, *, seed: int = 0, directions: tuple[str, ...] 
     from dhr.editing import Direction, DirectionSet
     from dhr.models.checkpoint import save_pretrained
     from dhr.models.small_encoder import SmallEncoder, SmallEncoderConfig
-    from dhr.models.small_nets import AttributeClassifier, ClassifierConfig, PerceptualConfig, TinyPerceptual
+    from dhr.models.small_nets import (
+        AttributeClassifier,
+        ClassifierConfig,
+        PerceptualConfig,
+        TinyPerceptual,
+    )
     from dhr.models.stylegan2 import Generator, GeneratorConfig
     from dhr.models.zoo import MODEL_JSON, register_small_components
 

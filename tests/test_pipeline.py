@@ -8,8 +8,21 @@ import torch
 from PIL import Image
 
 from dhr.errors import ConfigError, EditError, FaceNotFoundError, ImageError
-from dhr.pipeline import EditResult, Pipeline, PhotoInversion, as_photo, edit_label, resolve_device
-from tests.pipeline_fixtures import TINY_CONFIG, TINY_TOML, make_tiny_model, real_photo, synthetic_photo
+from dhr.pipeline import (
+    EditResult,
+    PhotoInversion,
+    Pipeline,
+    as_photo,
+    edit_label,
+    resolve_device,
+)
+from tests.pipeline_fixtures import (
+    TINY_CONFIG,
+    TINY_TOML,
+    make_tiny_model,
+    real_photo,
+    synthetic_photo,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +64,7 @@ def test_as_photo_sources(tmp_path):
 
 
 def test_invert_whole_image_result(setup):
-    pipe, invs, photo, _ = setup
+    _, invs, _, _ = setup
     assert len(invs) == 1
     inv = invs[0]
     assert isinstance(inv, PhotoInversion)
@@ -111,7 +124,7 @@ def test_sweep(setup):
 
 
 def test_bundle_round_trip(setup, tmp_path):
-    pipe, invs, photo, _ = setup
+    pipe, invs, _, _ = setup
     inv = invs[0]
     pipe.save_bundle(inv, tmp_path / "b" / inv.stem)
     back = pipe.load_bundle(tmp_path / "b" / f"{inv.stem}.json")
@@ -124,7 +137,7 @@ def test_bundle_round_trip(setup, tmp_path):
 
 
 def test_bundle_without_photo(setup, tmp_path):
-    pipe, _, _, root = setup
+    pipe = setup[0]
     moved = synthetic_photo(tmp_path / "gone.png", seed=3)
     pipe_enc = Pipeline(pipe.model, config=TINY_CONFIG, device="cpu")
     inv = pipe_enc.invert(moved, whole_image=True, method="encoder")[0]
@@ -153,6 +166,10 @@ def test_methods_and_config(setup, tmp_path):
         Pipeline(pipe.model, config={"refine": {"stepz": 1}}, device="cpu")
     with pytest.raises(ConfigError):
         Pipeline(pipe.model, config=3.5, device="cpu")
+    assert Pipeline(pipe.model, config=TINY_CONFIG, device="cpu", method="encoder").config.method == "encoder"
+    with pytest.raises(ConfigError):
+        Pipeline(pipe.model, device="cpu", method="stylegan")
+    assert pipe.validate_edits({"smile": "1"}, age=-2) == {"smile": 1.0, "age": -2.0}
     with pytest.raises(ConfigError):
         Pipeline(pipe.model, device="cpu", perceptual="resnet")
 

@@ -6,8 +6,6 @@ import hashlib
 import json
 import logging
 
-import pytest
-
 from dhr.errors import ImageError
 from dhr.records import (
     RUN_JSON,

@@ -41,8 +41,17 @@ if TYPE_CHECKING:
     from dhr.models.zoo import FaceModel
     from dhr.types import Inversion
 
-__all__ = ["Pipeline", "PhotoInversion", "EditResult", "SweepResult", "resolve_device", "as_photo",
-           "DEVICES", "PERCEPTUALS", "PARSERS"]
+__all__ = [
+    "DEVICES",
+    "PARSERS",
+    "PERCEPTUALS",
+    "EditResult",
+    "PhotoInversion",
+    "Pipeline",
+    "SweepResult",
+    "as_photo",
+    "resolve_device",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -304,18 +313,19 @@ class Pipeline:
         perceptual: ``model`` (the model's own perceptual metric, default; LPIPS-alex when the model
             has none), or ``alex``/``vgg``/``squeeze`` (LPIPS, weights resolved by :mod:`dhr.weights`).
         parser: ``auto`` (the model's ``parser`` entry, landmarks for faces), ``landmarks`` or ``none``.
+        method: Overrides ``config.method`` (``dhr``, ``pti``, ``feature``, ``encoder``, ``optim``).
     """
 
     def __init__(self, model: FaceModel, *, config: InvertConfig | Mapping[str, Any] | str | Path | None = None,
                  device: str | torch.device = "auto", seed: int = 0, perceptual: str = "model",
-                 parser: str = "auto") -> None:
+                 parser: str = "auto", method: str | None = None) -> None:
         check_choice(perceptual, PERCEPTUALS, "perceptual")
         check_choice(parser, PARSERS, "parser")
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ConfigError(f"seed must be an integer, got {seed!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device)
-        self.config = self._load_config(config)
+        self.config = self._with_method(self._load_config(config), method)
         self.seed = seed
         self.perceptual_name = perceptual
         self.parser_name = parser
@@ -326,7 +336,7 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "faces-64", *, device: str | torch.device = "auto",
                         config: InvertConfig | Mapping[str, Any] | str | Path | None = None, seed: int = 0,
-                        perceptual: str = "model", parser: str = "auto") -> Pipeline:
+                        perceptual: str = "model", parser: str = "auto", method: str | None = None) -> Pipeline:
         """Loads a bundled model by name (``dhr models list``) or a model folder.
 
         Raises:
@@ -337,7 +347,7 @@ class Pipeline:
 
         resolve_device(device)  # fail fast before loading
         return cls(load_model(name_or_path), config=config, device=device, seed=seed, perceptual=perceptual,
-                   parser=parser)
+                   parser=parser, method=method)
 
     @staticmethod
     def _load_config(config: Any) -> InvertConfig:
@@ -443,14 +453,18 @@ class Pipeline:
             faces = [faces[face_index]]
         return [align_face(photo, f, template) for f in faces]
 
-    def _config_for(self, method: str | None) -> InvertConfig:
-        cfg = self.config
-        if method is not None:
-            from dhr.config import METHODS
+    @staticmethod
+    def _with_method(cfg: InvertConfig, method: str | None) -> InvertConfig:
+        if method is None:
+            return cfg
+        from dhr.config import METHODS
 
-            check_choice(method, METHODS, "method")
-            embed = cfg.embed if method not in ("encoder", "optim") else None
-            cfg = dataclasses.replace(cfg, method=method, embed=embed)
+        check_choice(method, METHODS, "method")
+        embed = cfg.embed if method not in ("encoder", "optim") else None
+        return dataclasses.replace(cfg, method=method, embed=embed)
+
+    def _config_for(self, method: str | None) -> InvertConfig:
+        cfg = self._with_method(self.config, method)
         return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, seed=self.seed),
                                    coarse=dataclasses.replace(cfg.coarse, seed=self.seed))
 
@@ -523,6 +537,14 @@ class Pipeline:
             out.append(PhotoInversion(inversion=dataclasses.replace(inv, meta=meta), aligned=a, photo=photo,
                                       stem=stem, notes=tuple(n), timings=timings))
         return out
+
+    def validate_edits(self, edits: Mapping[str, float] | None = None, **more: float) -> dict[str, float]:
+        """Checks names and strengths without rendering; returns name -> float strength in order.
+
+        Raises:
+            EditError: Unknown direction (listing the known ones) or a strength that is not a number.
+        """
+        return self._resolve_edits(edits, more)
 
     def _resolve_edits(self, edits: Mapping[str, float] | None, kwargs: Mapping[str, float]) -> dict[str, float]:
         strengths: dict[str, float] = {}

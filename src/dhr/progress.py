@@ -19,12 +19,19 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Self
 
 from dhr.checks import check_choice
 
-__all__ = ["Reporter", "QuietReporter", "RichReporter", "JsonLinesReporter", "make_reporter", "ProgressMode",
-           "PROGRESS_MODES"]
+__all__ = [
+    "PROGRESS_MODES",
+    "JsonLinesReporter",
+    "ProgressMode",
+    "QuietReporter",
+    "Reporter",
+    "RichReporter",
+    "make_reporter",
+]
 
 ProgressMode = Literal["rich", "quiet", "json"]
 PROGRESS_MODES: tuple[str, ...] = ("rich", "quiet", "json")
@@ -57,7 +64,7 @@ class Reporter:
     def close(self) -> None:
         """Releases the display (idempotent)."""
 
-    def __enter__(self) -> Reporter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

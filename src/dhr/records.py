@@ -29,18 +29,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 __all__ = [
     "RUN_JSON",
-    "OutputTree",
     "InputRecord",
+    "OutputTree",
     "RunRecord",
+    "WarningCollector",
     "environment",
     "file_sha256",
-    "model_identity",
-    "WarningCollector",
     "final_losses",
+    "model_identity",
 ]
 
 RUN_JSON = "run.json"
@@ -289,7 +289,7 @@ class WarningCollector(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
 
-    def __enter__(self) -> WarningCollector:
+    def __enter__(self) -> Self:
         self._logger.addHandler(self)
         return self
 

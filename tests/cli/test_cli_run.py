@@ -11,7 +11,12 @@ from typer.testing import CliRunner
 
 from dhr.cli.run import expand_inputs, parse_edit_options, register
 from dhr.errors import EditError
-from tests.pipeline_fixtures import make_tiny_model, real_photo, synthetic_photo, tiny_config_file
+from tests.pipeline_fixtures import (
+    make_tiny_model,
+    real_photo,
+    synthetic_photo,
+    tiny_config_file,
+)
 
 runner = CliRunner()
 

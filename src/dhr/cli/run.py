@@ -12,14 +12,23 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
 from dhr.errors import DHRError
 
-__all__ = ["register", "models_app", "expand_inputs", "parse_edit_options", "IMAGE_SUFFIXES",
-           "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "EXIT_NOTHING"]
+__all__ = [
+    "EXIT_NOTHING",
+    "EXIT_OK",
+    "EXIT_PARTIAL",
+    "EXIT_USAGE",
+    "IMAGE_SUFFIXES",
+    "expand_inputs",
+    "models_app",
+    "parse_edit_options",
+    "register",
+]
 
 log = logging.getLogger(__name__)
 
@@ -102,19 +111,14 @@ def _progress_mode(quiet: bool, as_json: bool) -> str:
     return "json" if as_json else ("quiet" if quiet else "rich")
 
 
-def _build_pipeline(model: str, device: str, config: Optional[Path], seed: int, method: Optional[str],
+def _build_pipeline(model: str, device: str, config: Path | None, seed: int, method: str | None,
                     perceptual: str):
     """Loads the pipeline; any problem is a usage error (exit 2)."""
     from dhr.pipeline import Pipeline
 
     try:
-        pipe = Pipeline.from_pretrained(model, device=device, config=config, seed=seed, perceptual=perceptual)
-        if method is not None:
-            pipe._config_for(method)  # validates the name
-            import dataclasses
-
-            embed = pipe.config.embed if method not in ("encoder", "optim") else None
-            pipe.config = dataclasses.replace(pipe.config, method=method, embed=embed)
+        pipe = Pipeline.from_pretrained(model, device=device, config=config, seed=seed, perceptual=perceptual,
+                                        method=method)
     except DHRError as e:
         raise _usage(str(e)) from None
     return pipe
@@ -124,7 +128,7 @@ def _check_edits(pipe, edit_specs: list[str]) -> list[dict[str, float]]:
     try:
         edits = parse_edit_options(edit_specs)
         for combo in edits:
-            pipe._resolve_edits(combo, {})
+            pipe.validate_edits(combo)
     except DHRError as e:
         raise _usage(str(e)) from None
     return edits
@@ -156,7 +160,7 @@ def _save_face(pipe, pi, tree, face: dict[str, Any], *, masks: bool, inversion: 
     if inversion:
         outputs["inversion"] = str(save_image(tree.inversion / f"{pi.stem}.png", pi.to_numpy()))
     if bundle:
-        st, js = pipe.save_bundle(pi, tree.bundles / pi.stem)
+        st, _ = pipe.save_bundle(pi, tree.bundles / pi.stem)
         outputs["bundle"] = str(st.with_suffix(""))
     can_paste = paste and pi.photo is not None and pi.aligned is not None
     if inversion and can_paste:
@@ -207,8 +211,8 @@ def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], m
                     rec.status = "ok"
                 except (DHRError, OSError) as e:
                     rec.fail(e)
-                except RuntimeError as e:  # e.g. out of memory on the device: record it, go on
-                    log.exception("%s failed", item)
+                except (RuntimeError, ValueError, TypeError) as e:  # e.g. out of memory: record it, go on
+                    log.debug("%s failed", item, exc_info=True)
                     rec.fail(e)
             rec.warnings.extend(warn.messages)
             for face in rec.faces:
@@ -228,7 +232,7 @@ def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], m
     return record.exit_code()
 
 
-def _photo_work(pipe, tree, *, face_index: Optional[int], all_faces: bool, whole_image: bool, masks: bool,
+def _photo_work(pipe, tree, *, face_index: int | None, all_faces: bool, whole_image: bool, masks: bool,
                 inversion: bool, bundle: bool, edits: list[dict[str, float]], align_only: bool = False):
     from dhr.io.image import load_image, save_image
 
@@ -277,11 +281,11 @@ def register(app: typer.Typer) -> None:
                                        "(--edit age=+2,smile=-1). Each --edit gives one output."),
         out: Path = typer.Option(_DEFAULT_OUT, "--out", "-o", help="Output folder (run.json and the output tree)."),
         model: str = typer.Option("faces-64", "--model", "-m", help=_MODEL_HELP),
-        method: Optional[str] = typer.Option(None, "--method", help=_METHOD_HELP),
+        method: str | None = typer.Option(None, "--method", help=_METHOD_HELP),
         device: str = typer.Option("auto", "--device", help="auto (cuda > mps > cpu), cpu, cuda or mps."),
         seed: int = typer.Option(0, "--seed", help="Random seed (runs are reproducible)."),
-        config: Optional[Path] = typer.Option(None, "--config", "-c", help="InvertConfig file (TOML/YAML/JSON)."),
-        face_index: Optional[int] = typer.Option(None, "--face-index", help="Which face (0 = largest; default 0)."),
+        config: Path | None = typer.Option(None, "--config", "-c", help="InvertConfig file (TOML/YAML/JSON)."),
+        face_index: int | None = typer.Option(None, "--face-index", help="Which face (0 = largest; default 0)."),
         all_faces: bool = typer.Option(False, "--all-faces", help="Process every detected face."),
         whole_image: bool = typer.Option(False, "--whole-image", help="When no face is found, process the "
                                          "whole image resized (recorded in run.json)."),
@@ -325,7 +329,7 @@ def register(app: typer.Typer) -> None:
         photos: list[str] = typer.Argument(..., help="Photos, folders or globs."),
         out: Path = typer.Option(_DEFAULT_OUT, "--out", "-o", help="Output folder."),
         model: str = typer.Option("faces-64", "--model", "-m", help=_MODEL_HELP + " (its template and size)"),
-        face_index: Optional[int] = typer.Option(None, "--face-index", help="Which face (0 = largest; default 0)."),
+        face_index: int | None = typer.Option(None, "--face-index", help="Which face (0 = largest; default 0)."),
         all_faces: bool = typer.Option(False, "--all-faces", help="Align every detected face."),
         whole_image: bool = typer.Option(False, "--whole-image", help="Fit the whole image when no face is found."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -357,11 +361,11 @@ def register(app: typer.Typer) -> None:
         photos: list[str] = typer.Argument(..., help="Photos, folders or globs."),
         out: Path = typer.Option(_DEFAULT_OUT, "--out", "-o", help="Output folder."),
         model: str = typer.Option("faces-64", "--model", "-m", help=_MODEL_HELP),
-        method: Optional[str] = typer.Option(None, "--method", help=_METHOD_HELP),
+        method: str | None = typer.Option(None, "--method", help=_METHOD_HELP),
         device: str = typer.Option("auto", "--device", help="auto (cuda > mps > cpu), cpu, cuda or mps."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
-        config: Optional[Path] = typer.Option(None, "--config", "-c", help="InvertConfig file (TOML/YAML/JSON)."),
-        face_index: Optional[int] = typer.Option(None, "--face-index", help="Which face (0 = largest; default 0)."),
+        config: Path | None = typer.Option(None, "--config", "-c", help="InvertConfig file (TOML/YAML/JSON)."),
+        face_index: int | None = typer.Option(None, "--face-index", help="Which face (0 = largest; default 0)."),
         all_faces: bool = typer.Option(False, "--all-faces", help="Process every detected face."),
         whole_image: bool = typer.Option(False, "--whole-image", help="Process the whole image when no face is found."),
         perceptual: str = typer.Option("model", "--perceptual", help="model, alex, vgg or squeeze."),
@@ -442,7 +446,7 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (default: this machine only)."),
         port: int = typer.Option(7860, "--port", help="TCP port."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
-        config: Optional[Path] = typer.Option(None, "--config", "-c", help="InvertConfig file (TOML/YAML/JSON)."),
+        config: Path | None = typer.Option(None, "--config", "-c", help="InvertConfig file (TOML/YAML/JSON)."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
     ) -> None:
         """Start the local web UI (needs gradio: pip install gradio).

@@ -21,9 +21,9 @@ from dhr.errors import DHRError
 if TYPE_CHECKING:
     from PIL import Image
 
-    from dhr.pipeline import Pipeline, PhotoInversion
+    from dhr.pipeline import PhotoInversion, Pipeline
 
-__all__ = ["WebBackend", "InvertView", "EditView", "build_app", "serve", "DEFAULT_HOST", "SLIDER_RANGE"]
+__all__ = ["DEFAULT_HOST", "SLIDER_RANGE", "EditView", "InvertView", "WebBackend", "build_app", "serve"]
 
 logger = logging.getLogger(__name__)
 
