@@ -22,6 +22,7 @@ _SUBAPPS: list[tuple[str, str, str, str]] = [
 _REGISTRARS: list[str] = [
     "dhr.cli.example",
     "dhr.cli.convert",
+    "dhr.cli.run",
 ]
 
 
