@@ -1,0 +1,196 @@
+"""The benchmark runner end to end on a tiny random model with tiny step counts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from dhr.bench.report import summarize, verdicts
+from dhr.bench.run import (
+    BenchConfig,
+    parse_ablations,
+    parse_methods,
+    run_benchmark,
+    scale_steps,
+)
+from dhr.cli.bench import register
+from dhr.config import InvertConfig
+from dhr.errors import ConfigError, ImageError
+from tests.pipeline_fixtures import TINY_CONFIG, make_tiny_model, synthetic_photo
+
+BASE = InvertConfig.from_dict(TINY_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    model = make_tiny_model(root / "model")
+    data = root / "data"
+    for i in range(3):
+        synthetic_photo(data / f"im{i}.png", size=(32, 32), seed=i)
+    synthetic_photo(data / "wide.png", size=(48, 40), seed=7)  # resized (and centre-cropped) with a note
+    (data / "broken.png").write_bytes(b"not an image")
+    return {"root": root, "model": str(model), "data": data}
+
+
+@pytest.fixture(scope="module")
+def result(env):
+    cfg = BenchConfig(data=env["data"], out=env["root"] / "out", model=env["model"], base=BASE, occlusion=True,
+                      ablations=("weight-only", "theta=0.5"), identity="none", parser="none", lpips="model",
+                      qualitative=1)
+    return run_benchmark(cfg, command="dhr bench --test")
+
+
+def test_results_json_has_every_section(env, result):
+    out = env["root"] / "out"
+    data = json.loads((out / "results.json").read_text())
+    assert set(data) >= {"benchmark", "protocol", "environment", "images", "failures", "summary", "verdicts", "files"}
+    labels = data["benchmark"]["methods"]
+    assert labels == ["encoder", "optim", "pti", "feature", "dhr", "dhr[weight-only]", "dhr[theta=0.5]"]
+    assert data["protocol"]["eval_resolution"] == 32 and "model" in data["protocol"]["lpips"]
+    assert data["protocol"]["identity"] == "none"
+    assert data["benchmark"]["steps"] == {"optim": 2, "coarse": 2, "refine": 2, "refine_weight": 1, "pti": 2}
+    scored = [r for r in data["images"] if r["methods"]]
+    assert len(scored) == 4
+    for rec in scored:
+        assert rec["reference_mask"]["source"] == "dhr"
+        assert rec["occluder"]["coverage"] > 0
+        for label in labels:
+            m = rec["methods"][label]["metrics"]
+            for key in ("mse", "psnr", "psnr_ref", "ssim", "lpips", "in.mse", "ood.lpips", "occ_in.mse", "occ_out.lpips"):
+                assert key in m
+            assert m["psnr"] == pytest.approx(10 * math.log10(4 / m["mse"]), abs=1e-3)
+            assert m["psnr"] - m["psnr_ref"] == pytest.approx(10 * math.log10(2), abs=1e-3)
+            assert rec["methods"][label]["time_s"] > 0
+            edits = rec["methods"][label]["edits"]
+            assert "edit.age.attr_per_unit" in edits and "edit.age.ood_lpips" in edits and "edit.age.occ_mse" in edits
+            assert ("iou_ood" in m) == label.startswith("dhr")
+    wide = next(r for r in data["images"] if r["image"] == "wide.png")
+    assert any("resized from 48x40" in n for n in wide["notes"])
+    # Embedding-only methods are rendered unchanged: the weight-only ablation differs from the encoder.
+    assert data["summary"]["encoder"]["mse"]["n"] == 4
+
+
+def test_failure_of_one_image_is_recorded_and_the_run_goes_on(result):
+    fails = result["failures"]
+    assert [f["image"] for f in fails] == ["broken.png"] and fails[0]["stage"] == "load"
+
+
+def test_markdown_and_plots_exist(env, result):
+    out = env["root"] / "out"
+    md = (out / "report.md").read_text()
+    assert "| method | MSE | PSNR (dB)" in md and "## Occlusion" in md and "## Editing" in md
+    assert "dhr bench --test" in md and "broken.png" in md
+    assert "dhr beats" in md or "dhr does not beat" in md
+    for name in ("metrics_by_method.png", "fidelity_vs_editability.png", "qualitative_0.png"):
+        with Image.open(out / name) as im:
+            assert im.size[0] > 100 and im.size[1] > 100
+    assert not (out / "qualitative_1.png").exists()
+
+
+def test_ablation_configs_map_to_config_fields(result):
+    cfgs = result["benchmark"]["configs"]
+    assert cfgs["dhr[weight-only]"]["refine"]["feature_lr"] == 0.0
+    assert cfgs["dhr[theta=0.5]"]["segment"]["theta"] == 0.5
+    assert cfgs["pti"]["embed"] == cfgs["dhr"]["embed"] == cfgs["feature"]["embed"] == "encoder"
+    # Weight-only keeps the generator feature: its out-of-domain error is not better than DHR's.
+    s = result["summary"]
+    assert s["dhr[weight-only]"]["ood.mse"]["mean"] >= s["dhr"]["ood.mse"]["mean"] - 1e-6
+
+
+def test_parse_helpers():
+    assert parse_methods("encoder, dhr") == ("encoder", "dhr")
+    with pytest.raises(ConfigError):
+        parse_methods("encoder,bogus")
+    specs = parse_ablations(["feature-only,no-parsing", "no-superpixels", "feature-res=8", "hybrid"])
+    assert [s.label for s in specs] == ["dhr[feature-only]", "dhr[no-parsing]", "dhr[no-superpixels]",
+                                        "dhr[feature-res=8]", "dhr[hybrid]"]
+    assert specs[0].overrides == {"refine": {"tune": "none"}}
+    assert specs[2].overrides == {"segment": {"use_superpixels": False}}
+    with pytest.raises(ConfigError, match="unknown ablation"):
+        parse_ablations(["theta=abc"])
+    scaled = scale_steps(InvertConfig(), 0.1)
+    assert (scaled.optim.steps, scaled.coarse.steps, scaled.refine.steps, scaled.refine.weight_steps,
+            scaled.pti.steps) == (100, 4, 10, 5, 35)
+    assert scale_steps(InvertConfig(), 1e-6).refine.steps == 1
+
+
+def test_verdicts_on_constructed_results():
+    recs = [{"image": f"i{k}", "methods": {"dhr": {"metrics": {"mse": 0.1, "psnr": 20.0}, "time_s": 2.0},
+                                           "pti": {"metrics": {"mse": 0.2, "psnr": 17.0}, "time_s": 1.0}}}
+            for k in range(3)]
+    s = summarize(recs, ["dhr", "pti"])
+    assert s["dhr"]["mse"] == {"mean": pytest.approx(0.1), "std": pytest.approx(0.0, abs=1e-12),
+                               "median": pytest.approx(0.1), "n": 3}
+    v = {x["metric"]: x for x in verdicts(recs, ["dhr", "pti"])}
+    assert v["mse"]["better"] and v["mse"]["wins"] == 3 and v["mse"]["relative"] == pytest.approx(-0.5)
+    assert "50.0% lower" in v["mse"]["text"]
+    assert v["psnr"]["better"] and "+3.00 dB" in v["psnr"]["text"]
+    assert not v["time_s"]["better"] and "does not beat" in v["time_s"]["text"]
+    assert verdicts(recs, ["pti"], reference="dhr") == []  # no dhr results: no verdicts
+
+
+def test_bad_inputs(env, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images")
+    with pytest.raises(ImageError, match="no images"):
+        run_benchmark(BenchConfig(data=empty, out=tmp_path / "o", model=env["model"], base=BASE))
+    with pytest.raises(ImageError, match="does not exist"):
+        run_benchmark(BenchConfig(data=tmp_path / "missing", out=tmp_path / "o", model=env["model"]))
+    with pytest.raises(ConfigError):
+        BenchConfig(data=env["data"], out=tmp_path / "o", methods=("dhr", "magic"))
+    with pytest.raises(ConfigError):
+        BenchConfig(data=env["data"], out=tmp_path / "o", steps_scale=0)
+    with pytest.raises(ImageError, match="--strict"):
+        run_benchmark(BenchConfig(data=env["data"], out=tmp_path / "o", model=env["model"], base=BASE, strict=True,
+                                  methods=("encoder",)))
+    with pytest.raises(ConfigError, match="unknown directions"):
+        run_benchmark(BenchConfig(data=env["data"], out=tmp_path / "o", model=env["model"], base=BASE,
+                                  methods=("encoder",), edits=("nope",), n=1))
+
+
+runner = CliRunner()
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")
+    def noop() -> None:  # a second command keeps typer from collapsing the app into `bench`
+        pass
+
+    return app
+
+
+def test_cli_exit_codes(env, tmp_path):
+    bad = runner.invoke(_app(), ["bench", "--data", str(env["data"]), "--methods", "encoder,wizard",
+                                 "--model", env["model"], "-o", str(tmp_path / "a")])
+    assert bad.exit_code == 2 and "wizard" in bad.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = runner.invoke(_app(), ["bench", "--data", str(empty), "--model", env["model"], "-o", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "no images" in res.output
+    clean = tmp_path / "clean"
+    synthetic_photo(clean / "a.png", size=(32, 32), seed=3)
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY_CONFIG))
+    ok = runner.invoke(_app(), ["bench", "--data", str(clean), "--methods", "encoder,dhr", "--model", env["model"],
+                                "--config", str(cfg), "--identity", "none", "--parser", "none", "--lpips", "model",
+                                "--steps-scale", "0.5", "--strict", "--ablation", "feature-only", "-o", str(tmp_path / "c")])
+    assert ok.exit_code == 0, ok.output
+    data = json.loads((tmp_path / "c" / "results.json").read_text())
+    assert data["benchmark"]["methods"] == ["encoder", "dhr", "dhr[feature-only]"]
+    assert data["benchmark"]["steps"]["pti"] == 1 and data["failures"] == []
+    partial = runner.invoke(_app(), ["bench", "--data", str(env["data"]), "--methods", "encoder", "--model",
+                                     env["model"], "--config", str(cfg), "--identity", "none", "--parser", "none",
+                                     "--lpips", "model", "--n", "5", "-o", str(tmp_path / "d")])
+    assert partial.exit_code == 1, partial.output
+    assert np.isfinite(json.loads((tmp_path / "d" / "results.json").read_text())["summary"]["encoder"]["mse"]["mean"])
