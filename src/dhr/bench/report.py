@@ -289,23 +289,30 @@ def plot_metrics(summary: dict, labels: Sequence[str], path: Path) -> Path:
     return path
 
 
-def _edit_mean(summary: dict, m: str, leaf: str, absolute: bool = False) -> float:
+def _edit_mean(summary: dict, m: str, leaf: str) -> float:
     vals = [s["mean"] for k, s in summary.get(m, {}).items() if k.startswith("edit.") and k.endswith("." + leaf)]
-    if not vals:
-        return math.nan
-    return float(np.mean(np.abs(vals) if absolute else vals))
+    return float(np.mean(vals)) if vals else math.nan
 
 
 def plot_fidelity_editability(summary: dict, labels: Sequence[str], path: Path) -> Path:
-    """LPIPS (fidelity) against |attribute change per unit| and against the OOD change under edits."""
+    """LPIPS (fidelity) against |attribute change per unit| of the first scored edit, and against the
+    out-of-domain change under edits (mean over the edits), one point per method."""
+    attr_keys = sorted({k for m in labels for k in summary.get(m, {}) if k.endswith(".attr_per_unit")})
+    attr_key = attr_keys[0] if attr_keys else None
     fig = _figure(10, 4)
-    panels = [("attr_per_unit", True, "|attribute change| per unit strength (higher = more editable)"),
-              ("ood_lpips", False, "out-of-domain LPIPS under edits (lower = better kept)")]
-    for i, (leaf, absolute, ylabel) in enumerate(panels):
+    panels = [
+        ("attr", f"|{attr_key.split('.')[1]} score change| per unit strength (higher = more editable)"
+         if attr_key else "no edit scored by the classifier"),
+        ("ood", "out-of-domain LPIPS under edits (lower = better kept)"),
+    ]
+    for i, (kind, ylabel) in enumerate(panels):
         ax = fig.add_subplot(1, 2, i + 1)
         for m in labels:
             x = summary.get(m, {}).get("lpips", {}).get("mean", math.nan)
-            y = _edit_mean(summary, m, leaf, absolute)
+            if kind == "attr":
+                y = abs(summary.get(m, {}).get(attr_key, {}).get("mean", math.nan)) if attr_key else math.nan
+            else:
+                y = _edit_mean(summary, m, "ood_lpips")
             if math.isfinite(x) and math.isfinite(y):
                 ax.scatter([x], [y], s=40)
                 ax.annotate(m, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)

@@ -316,6 +316,8 @@ def _load_item(path: Path, R: int, strict: bool) -> _Item:
         im = im.resize((R, R), Image.LANCZOS)
         px = np.asarray(im, dtype=np.uint8).copy()
         notes.append(f"resized from {w}x{h} to {R}x{R}")
+        logger.warning("benchmark: %s is %dx%d; resized to the model's %dx%d (use --strict to refuse)",
+                       path.name, w, h, R, R)
     return _Item(path.name, px, (w, h), notes)
 
 
