@@ -452,7 +452,8 @@ class _Scorer:
         self.identity = identity
         self.classifier = classifier
         self.size = eval_size
-        self._id_cache: dict[int, torch.Tensor] = {}
+        tensors = [*lpips.parameters(), *lpips.buffers()]
+        self.device = tensors[0].device if tensors else torch.device("cpu")
 
     def id_embed(self, x: torch.Tensor, landmarks: np.ndarray | None) -> torch.Tensor | None:
         if self.identity is None:
@@ -470,11 +471,13 @@ class _Scorer:
         xe, ye = _to_eval(x, self.size), _to_eval(y, self.size)
         me = None if mask is None else _mask_to_eval(mask, self.size)
         e = mse(xe, ye, mask=me)
+        dev = self.device
+        lp = masked_lpips(self.lpips, xe.to(dev), ye.to(dev), mask=None if me is None else me.to(dev))
         out = {
             f"{prefix}mse": _finite(e.item()),
             f"{prefix}psnr": _finite(psnr_from_mse(e).item()),
             f"{prefix}ssim": _finite(ssim(xe, ye, mask=me).item()),
-            f"{prefix}lpips": _finite(masked_lpips(self.lpips, xe, ye, mask=me).item()),
+            f"{prefix}lpips": _finite(lp.item()),
         }
         if not prefix:
             out["psnr_ref"] = _finite(psnr_from_mse(e, "reference").item())
@@ -784,6 +787,9 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
             "identity_landmarks": "the input's landmarks for every reconstruction and edit of that image "
                                   "(dlib detection only when none were found)",
             "loss_perceptual": loss_name,
+            "parsing": "DHR's face parsing from dlib landmarks detected on the clean (unoccluded) crop, upscaled "
+                       "to >= 256 px (the alignment is given); no parser where no face is found"
+                       if cfg.parser == "auto" else "none (--parser none)",
             "embedding": f"pti/feature/dhr start from the same W+ code ({embed})",
             "step_budget": f"reference step counts x {cfg.steps_scale} (>= 1): " +
                            ", ".join(f"{k} {v}" for k, v in steps.items()),
