@@ -23,6 +23,7 @@ _REGISTRARS: list[str] = [
     "dhr.cli.example",
     "dhr.cli.convert",
     "dhr.cli.run",
+    "dhr.cli.bench",
 ]
 
 
