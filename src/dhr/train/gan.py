@@ -163,6 +163,27 @@ class Trainer:
         self.rng.bit_generator.state = json.loads(st["np_rng"])
         self.history = json.loads(st["history"])
 
+    def warm_start(self, folder: Path) -> None:
+        """Loads generator (as G and G_ema) and encoder from an exported model folder."""
+        from dhr.models.checkpoint import load_pretrained
+        from dhr.models.zoo import register_small_components
+
+        register_small_components()
+        manifest = json.loads((folder / "model.json").read_text())
+        ours = self.cfg.arch_dict()
+        theirs = manifest.get("training", {}).get("config", {})
+        diff = {k: (theirs.get(k), ours.get(k)) for k in ours
+                if k in ("resolution", "style_dim", "n_mapping", "channel_base", "channel_max", "enc_channels")
+                and theirs.get(k) != ours.get(k)}
+        if diff:
+            raise ConfigError(f"{folder} was trained with another architecture {diff} (model, now)")
+        G = load_pretrained(folder / manifest["components"]["generator"])
+        E = load_pretrained(folder / manifest["components"]["encoder"])
+        self.G.load_state_dict(G.state_dict()), self.G_ema.load_state_dict(G.state_dict())
+        self.E.load_state_dict(E.state_dict())
+        self.images_seen = int(manifest.get("training", {}).get("kimg", 0) * 1000)
+        self.step = int(manifest.get("training", {}).get("steps", 0))
+
     # ---------------------------------------------------------------- training
     def _batch(self, data: FaceDataset) -> torch.Tensor:
         idx = self.rng.integers(0, len(data), self.cfg.batch)
@@ -247,8 +268,13 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, *, kimg: float, resume: bool = True, ckpt_every: int = 200, sample_every: int = 500,
-          threads: int | None = None, max_minutes: float | None = None) -> Path:
+          threads: int | None = None, max_minutes: float | None = None, init_from: str | None = None) -> Path:
     """Trains until ``kimg`` thousand real images have been seen (or ``max_minutes`` pass).
+
+    ``init_from`` warm-starts from an exported model folder (generator and encoder; the
+    discriminator and optimiser states start fresh, the image count continues from the folder's
+    ``training.kimg``) when the run folder holds no checkpoint yet. This is how training continues
+    on a new machine from the committed model.
 
     Returns:
         The run folder holding ``ckpt.pt``, ``log.jsonl`` and ``samples/``.
@@ -265,6 +291,9 @@ def train(cfg: TrainConfig, *, kimg: float, resume: bool = True, ckpt_every: int
     if resume and ck.exists():
         tr.load(ck)
         log.info("resumed at step %d (%.1f kimg)", tr.step, tr.images_seen / 1000)
+    elif init_from:
+        tr.warm_start(Path(init_from))
+        log.info("warm start from %s at %.1f kimg", init_from, tr.images_seen / 1000)
     t0 = time.time()
     logf = open(Path(cfg.out) / "log.jsonl", "a")
     try:
@@ -299,10 +328,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--init-from", default=None, help="exported model folder to warm-start from (no ckpt.pt yet)")
     a = vars(p.parse_args(argv))
     kimg, threads, mm, nores = a.pop("kimg"), a.pop("threads"), a.pop("max_minutes"), a.pop("no_resume")
+    init_from = a.pop("init_from")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    train(TrainConfig(**a), kimg=kimg, resume=not nores, threads=threads, max_minutes=mm)
+    train(TrainConfig(**a), kimg=kimg, resume=not nores, threads=threads, max_minutes=mm, init_from=init_from)
 
 
 if __name__ == "__main__":
