@@ -21,14 +21,6 @@ from dhr.refinement.hybrid import RefineConfig, refine_dhr
 from dhr.refinement.render import render
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)

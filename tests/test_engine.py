@@ -11,14 +11,6 @@ from dhr.metrics.lpips import LPIPS
 from dhr.models.stylegan2 import Generator, GeneratorConfig
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class TinyEncoder(nn.Module):
     def __init__(self, num_ws: int, dim: int) -> None:
         super().__init__()

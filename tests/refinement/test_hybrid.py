@@ -22,14 +22,6 @@ from dhr.refinement.render import hybrid_forward, render
 FP32 = dict(delta_format="fp32", feature_format="fp32")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: threads only add contention
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def G():
     torch.manual_seed(0)
