@@ -335,3 +335,18 @@ def test_direction_set_rejects_bad_json(tmp_path: Path) -> None:
     (tmp_path / "directions.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(CheckpointError, match="format"):
         DirectionSet.load(tmp_path)
+
+
+def test_set_save_with_shared_ganspace_mean(tmp_path):
+    """Directions made from one PCA share its mean tensor; saving must still work."""
+    from dhr.editing import DirectionSet
+    from dhr.editing.directions import GanSpacePCA
+
+    torch.manual_seed(0)
+    comp = torch.linalg.qr(torch.randn(8, 8))[0][:3]
+    basis = GanSpacePCA(mean=torch.randn(8), comp=comp, std=torch.ones(3))
+    dirs = [basis.direction(i, (0, 2), mode="increment", name=f"pc{i}") for i in range(3)]
+    DirectionSet(dirs).save(tmp_path / "d")
+    back = DirectionSet.load(tmp_path / "d")
+    assert back.names() == ["pc0", "pc1", "pc2"]
+    assert torch.allclose(back["pc1"].vector, dirs[1].vector)

@@ -680,7 +680,7 @@ class DirectionSet(Mapping[str, Direction]):
         tensors: dict[str, torch.Tensor] = {}
         entries: dict[str, dict] = {}
         for name, d in self._items.items():
-            tensors[f"{name}.vector"] = d.vector.detach().float().cpu().contiguous()
+            tensors[f"{name}.vector"] = d.vector.detach().float().cpu().clone().contiguous()
             entry: dict = {
                 "kind": d.kind,
                 "space": d.space,
@@ -688,7 +688,7 @@ class DirectionSet(Mapping[str, Direction]):
                 "source": d.source,
             }
             if d.ganspace is not None:
-                tensors[f"{name}.mean"] = d.ganspace.mean.detach().float().cpu().contiguous()
+                tensors[f"{name}.mean"] = d.ganspace.mean.detach().float().cpu().clone().contiguous()  # GANSpace directions share one mean
                 entry["ganspace"] = {"component": d.ganspace.component, "std": d.ganspace.std, "mode": d.ganspace.mode}
             entries[name] = entry
         meta = {"format": _SET_FORMAT, "version": _SET_VERSION, "directions": entries}
