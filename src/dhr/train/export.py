@@ -54,8 +54,8 @@ def fit_directions(G: Generator, classifier: torch.nn.Module, *, n: int = 6000, 
         fit_boundary(w, (female > 0.5).float(), name="gender", mode="binary"),
     ]
     basis = fit_ganspace(G, n=10000, k=min(20, G.style_dim), seed=seed)
-    dirs += list(ganspace_directions(basis, list(range(5)), source="ganspace (PCA of W)"))
-    dirs += list(sefa_directions(G, 3))
+    dirs += [d.renamed(f"pc{i}") for i, d in enumerate(ganspace_directions(basis, list(range(5)), source="ganspace (PCA of W)"))]
+    dirs += [d.renamed(f"sefa{i}") for i, d in enumerate(sefa_directions(G, 3))]
     report = {"samples": n, "age_mean": float(age.mean()), "age_std": float(age.std()),
               "female_fraction": float((female > 0.5).float().mean())}
     return DirectionSet(dirs), report
