@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from dhr.cli.run import expand_inputs, parse_edit_options, register
+from dhr.cli.run import expand_inputs, parse_edit_options, parse_sweep_option, register
 from dhr.errors import EditError
 from tests.pipeline_fixtures import (
     make_tiny_model,
@@ -190,3 +190,84 @@ def test_real_photo_run(env, tmp_path):
     from PIL import Image
 
     assert Image.open(face["outputs"]["edits"]["age+1"]["pasted"]).size == Image.open(path).size
+
+
+def test_parse_sweep_option():
+    assert parse_sweep_option("age") == ("age", (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0))
+    assert parse_sweep_option("smile=-1:1:5") == ("smile", (-1.0, -0.5, 0.0, 0.5, 1.0))
+    assert parse_sweep_option("smile=2:2:1") == ("smile", (2.0,))
+    for bad in ("age=1:2", "age=a:1:3", "age=-1:1:0", "age=-1:1:2.5", "", "a b"):
+        with pytest.raises(EditError):
+            parse_sweep_option(bad)
+
+
+def test_run_sweeps_and_sheets(env, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    out = tmp_path / "out"
+    r = _invoke("run", env["inputs"] / "a.png", "--edit", "age=+2", "--sweep", "smile=-2:2:5", "--sweep", "age",
+                "-o", out, "--whole-image", "--quiet", *_common(env))
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["options"]["sweep"] == ["smile=-2:2:5", "age"]
+    outs = rec["inputs"][0]["faces"][0]["outputs"]
+    sw = outs["sweeps"]
+    assert set(sw) == {"smile", "age"}
+    assert sw["smile"]["strengths"] == [-2.0, -1.0, 0.0, 1.0, 2.0] and len(sw["age"]["strengths"]) == 7
+    assert sw["smile"]["grid"] == str(out / "sweeps" / "a_whole_smile.png")
+    grid = np.asarray(Image.open(sw["smile"]["grid"]))
+    assert grid.shape[1] > 5 * 32 and grid.shape[0] > 32  # five 32 px cells plus labels
+    gif = Image.open(sw["smile"]["gif"])
+    assert gif.n_frames >= 5  # ping-pong: 5 forward + 3 back (identical neighbours may merge)
+    assert Path(sw["smile"]["mp4"]).is_file() and Path(sw["smile"]["mp4"]).stat().st_size > 0
+    sheet = np.asarray(Image.open(outs["sheet"]))
+    assert outs["sheet"] == str(out / "sheets" / "a_whole.png")
+    # input, mask, inversion, age+2: four 128 px columns
+    assert sheet.shape[1] >= 4 * 128 and sheet.shape[0] >= 128
+
+
+def test_sweep_frames_match_edits(env, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    out = tmp_path / "out"
+    r = _invoke("run", env["inputs"] / "a.png", "--edit", "smile=+1", "--sweep", "smile=-1:1:3", "-o", out,
+                "--whole-image", "--quiet", "--method", "encoder", *_common(env))
+    assert r.exit_code == 0, r.output
+    outs = json.loads((out / "run.json").read_text())["inputs"][0]["faces"][0]["outputs"]
+    gif = Image.open(outs["sweeps"]["smile"]["gif"])
+    frames = []
+    for i in range(gif.n_frames):
+        gif.seek(i)
+        frames.append(np.asarray(gif.convert("RGB")).astype(int))
+    inv = np.asarray(Image.open(outs["inversion"])).astype(int)
+    edited = np.asarray(Image.open(outs["edits"]["smile+1"]["crop"])).astype(int)
+    # GIF palettes quantise colours: compare with a tolerance, and check the frames differ.
+    assert np.abs(frames[1] - inv).mean() < 8 and np.abs(frames[2] - edited).mean() < 8
+    assert np.abs(frames[0] - frames[2]).mean() > np.abs(frames[2] - edited).mean()
+
+
+def test_sweep_without_ffmpeg_and_edit_sweep(env, tmp_path, monkeypatch):
+    import sys
+
+    inv = tmp_path / "inv"
+    r = _invoke("invert", env["inputs"] / "a.png", "-o", inv, "--whole-image", "--method", "encoder", "-q",
+                *_common(env))
+    assert r.exit_code == 0, r.output
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import fails as if not installed
+    ed = tmp_path / "ed"
+    r = _invoke("edit", inv / "bundles", "--sweep", "age=-1:1:3", "-o", ed, "--model", env["model"], "--device",
+                "cpu", "--quiet")
+    assert r.exit_code == 0, r.output
+    item = json.loads((ed / "run.json").read_text())["inputs"][0]
+    sw = item["faces"][0]["outputs"]["sweeps"]["age"]
+    assert sw["mp4"] is None and Path(sw["gif"]).is_file() and Path(sw["grid"]).is_file()
+    assert not list((ed / "sweeps").glob("*.mp4"))
+    assert any("MP4" in w and "imageio-ffmpeg" in w for w in item["warnings"]), item["warnings"]
+    assert Path(item["faces"][0]["outputs"]["sheet"]).is_file()
+    # Bad sweeps are usage errors.
+    r = _invoke("edit", inv / "bundles", "--sweep", "agee", "-o", ed, "--model", env["model"], "--device", "cpu")
+    assert r.exit_code == 2 and "unknown direction 'agee'" in r.output
+    r = _invoke("edit", inv / "bundles", "-o", ed, "--model", env["model"], "--device", "cpu")
+    assert r.exit_code == 2 and "--sweep" in r.output

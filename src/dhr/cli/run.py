@@ -27,6 +27,7 @@ __all__ = [
     "expand_inputs",
     "models_app",
     "parse_edit_options",
+    "parse_sweep_option",
     "register",
 ]
 
@@ -100,6 +101,53 @@ def parse_edit_options(specs: list[str]) -> list[dict[str, float]]:
     return edits
 
 
+DEFAULT_SWEEP = (-3.0, 3.0, 7)
+"""``MIN, MAX, STEPS`` of ``--sweep NAME`` without a range."""
+
+
+def parse_sweep_option(spec: str) -> tuple[str, tuple[float, ...]]:
+    """``"age"`` -> ``("age", (-3, -2, ..., 3))``; ``"smile=-2:2:5"`` -> ``("smile", (-2, -1, 0, 1, 2))``.
+
+    Args:
+        spec: ``NAME`` or ``NAME=MIN:MAX:STEPS`` (STEPS >= 2 evenly spaced strengths, ends included;
+            STEPS = 1 gives MIN only).
+
+    Raises:
+        EditError: On a malformed spec (the message shows the expected form).
+    """
+    import math
+
+    from dhr.editing.directions import parse_edit_spec
+    from dhr.errors import EditError
+
+    form = "expected NAME or NAME=MIN:MAX:STEPS, e.g. 'age' or 'age=-3:3:7'"
+    if not isinstance(spec, str) or not spec.strip():
+        raise EditError(f"--sweep {spec!r}: {form}")
+    if "=" in spec:
+        name, rng = (part.strip() for part in spec.split("=", 1))
+    else:
+        name, rng = spec.strip(), ""
+    parse_edit_spec(f"{name}=0")  # validates the name
+    if rng:
+        parts = rng.split(":")
+        if len(parts) != 3:
+            raise EditError(f"--sweep {spec!r}: range {rng!r} must be MIN:MAX:STEPS; {form}")
+        try:
+            lo, hi = float(parts[0]), float(parts[1])
+            steps = int(parts[2])
+        except ValueError:
+            raise EditError(f"--sweep {spec!r}: MIN and MAX must be numbers and STEPS an integer; {form}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise EditError(f"--sweep {spec!r}: MIN and MAX must be finite")
+        if not 1 <= steps <= 100:
+            raise EditError(f"--sweep {spec!r}: STEPS={steps} must be between 1 and 100")
+    else:
+        lo, hi, steps = DEFAULT_SWEEP
+    if steps == 1:
+        return name, (lo,)
+    return name, tuple(round(lo + (hi - lo) * i / (steps - 1), 10) for i in range(steps))
+
+
 def _usage(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(EXIT_USAGE)
@@ -134,6 +182,71 @@ def _check_edits(pipe, edit_specs: list[str]) -> list[dict[str, float]]:
     return edits
 
 
+def _check_sweeps(pipe, sweep_specs: list[str]) -> list[tuple[str, tuple[float, ...]]]:
+    try:
+        sweeps = [parse_sweep_option(spec) for spec in sweep_specs]
+        for name, _ in sweeps:
+            pipe.validate_edits({name: 0.0})
+    except DHRError as e:
+        raise _usage(str(e)) from None
+    return sweeps
+
+
+def _display(img, min_size: int = 128):
+    """``uint8 (H, W, 3)`` (or a PIL image) enlarged by an integer nearest-neighbour factor to at
+    least ``min_size`` wide, so that sheet titles fit over tiny crops."""
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img, dtype=np.uint8)
+    factor = -(-min_size // arr.shape[1])
+    if factor > 1:
+        arr = np.repeat(np.repeat(arr, factor, axis=0), factor, axis=1)
+    return np.ascontiguousarray(arr)
+
+
+def _save_sweeps(pipe, pi, root: Path, sweeps: list[tuple[str, tuple[float, ...]]]) -> dict[str, Any]:
+    """Grid PNG, ping-pong GIF and MP4 per sweep in ``root/sweeps``; MP4 skipped with a warning when
+    imageio-ffmpeg is missing."""
+    from dhr.editing.media import save_mp4, save_png
+    from dhr.errors import ConfigError
+
+    folder = root / "sweeps"
+    written: dict[str, Any] = {}
+    for name, strengths in sweeps:
+        res = pipe.sweep(pi, name, strengths)
+        base = folder / f"{pi.stem}_{name}"
+        entry: dict[str, Any] = {"strengths": list(res.strengths),
+                                 "grid": str(save_png(res.grid, base.with_suffix(".png"))),
+                                 "gif": str(res.save_gif(base.with_suffix(".gif"))), "mp4": None}
+        try:
+            import imageio_ffmpeg  # noqa: F401  (save_mp4's dependency; checked here to skip cleanly)
+        except ImportError:
+            log.warning("%s: MP4 of the %s sweep skipped: imageio-ffmpeg is not installed "
+                        "(pip install imageio-ffmpeg)", pi.stem, name)
+        else:
+            try:
+                entry["mp4"] = str(save_mp4(res.frames, base.with_suffix(".mp4"), fps=8.0, pingpong=True))
+            except (ConfigError, OSError, RuntimeError) as e:
+                log.warning("%s: MP4 of the %s sweep skipped: %s", pi.stem, name, e)
+        written[name] = entry
+    return written
+
+
+def _save_sheet(pi, root: Path, edit_results: list) -> str:
+    """``root/sheets/<stem>.png``: aligned input, domain mask, inversion and each edit side by side."""
+    from dhr.editing.media import contact_sheet, save_png
+
+    columns = {"input": _display(pi.aligned_image)}
+    mask = pi.mask_image
+    if mask is not None:
+        columns["mask (white: in-domain)"] = _display(mask)
+    columns["inversion"] = _display(pi.to_numpy())
+    for res in edit_results:
+        columns[res.name] = _display(res.crop)
+    return str(save_png(contact_sheet(columns), root / "sheets" / f"{pi.stem}.png"))
+
+
 def _record_setup(record, pipe) -> None:
     from dhr.records import model_identity
 
@@ -144,7 +257,8 @@ def _record_setup(record, pipe) -> None:
 
 
 def _save_face(pipe, pi, tree, face: dict[str, Any], *, masks: bool, inversion: bool, bundle: bool,
-               edits: list[dict[str, float]], paste: bool, aligned: bool = True) -> None:
+               edits: list[dict[str, float]], paste: bool, aligned: bool = True,
+               sweeps: list[tuple[str, tuple[float, ...]]] | None = None, sheet: bool = False) -> None:
     """Writes the outputs of one processed face and lists them in ``face['outputs']``."""
     from dhr.io.image import save_image
 
@@ -167,14 +281,20 @@ def _save_face(pipe, pi, tree, face: dict[str, Any], *, masks: bool, inversion: 
         recon = pipe.edit(pi)
         outputs["pasted_inversion"] = str(save_image(tree.pasted / f"{pi.stem}_inversion.png", recon.pasted_pixels,
                                                      like=pi.photo))
+    results = []
     for combo in edits:
         res = pipe.edit(pi, combo, paste=can_paste)
+        results.append(res)
         name = res.name
         entry = {"strengths": res.strengths,
                  "crop": str(save_image(tree.edits(name) / f"{pi.stem}.png", res.tensor))}
         if res.pasted_pixels is not None:
             entry["pasted"] = str(save_image(tree.pasted / f"{pi.stem}_{name}.png", res.pasted_pixels, like=pi.photo))
         outputs.setdefault("edits", {})[name] = entry
+    if sweeps:
+        outputs["sweeps"] = _save_sweeps(pipe, pi, tree.root, sweeps)
+    if sheet:
+        outputs["sheet"] = _save_sheet(pi, tree.root, results)
     face.setdefault("timings", {})["save_s"] = time.perf_counter() - t0
 
 
@@ -233,7 +353,8 @@ def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], m
 
 
 def _photo_work(pipe, tree, *, face_index: int | None, all_faces: bool, whole_image: bool, masks: bool,
-                inversion: bool, bundle: bool, edits: list[dict[str, float]], align_only: bool = False):
+                inversion: bool, bundle: bool, edits: list[dict[str, float]], align_only: bool = False,
+                sweeps: list[tuple[str, tuple[float, ...]]] | None = None, sheet: bool = False):
     from dhr.io.image import load_image, save_image
 
     def work(item: str, rec, reporter) -> None:
@@ -253,7 +374,7 @@ def _photo_work(pipe, tree, *, face_index: int | None, all_faces: bool, whole_im
             face = _face_entry(pi)
             rec.faces.append(face)
             _save_face(pipe, pi, tree, face, masks=masks, inversion=inversion, bundle=bundle, edits=edits,
-                       paste=True)
+                       paste=True, sweeps=sweeps, sheet=sheet)
 
     return work
 
@@ -279,6 +400,8 @@ def register(app: typer.Typer) -> None:
         photos: list[str] = typer.Argument(..., help="Photos, folders or globs ('shots/*.jpg')."),
         edit: list[str] = typer.Option([], "--edit", "-e", help="NAME=STRENGTH, repeatable; commas combine "
                                        "(--edit age=+2,smile=-1). Each --edit gives one output."),
+        sweep: list[str] = typer.Option([], "--sweep", help="NAME[=MIN:MAX:STEPS], repeatable (default range "
+                                        "-3:3:7): per face a strength-sweep grid PNG, GIF and MP4 in sweeps/."),
         out: Path = typer.Option(_DEFAULT_OUT, "--out", "-o", help="Output folder (run.json and the output tree)."),
         model: str = typer.Option("faces-64", "--model", "-m", help=_MODEL_HELP),
         method: str | None = typer.Option(None, "--method", help=_METHOD_HELP),
@@ -295,11 +418,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Detect, align, invert (DHR), segment, refine, edit and paste back; save everything.
 
-        Writes OUT/run.json and aligned/, masks/, inversion/, edits/<edit>/, pasted/, bundles/.
+        Writes OUT/run.json and aligned/, masks/, inversion/, edits/<edit>/, pasted/, bundles/,
+        sheets/ (input, mask, inversion and edits side by side) and sweeps/ (with --sweep).
 
         Examples:
 
           dhr run photo.jpg --edit age=+2 --edit smile=-1 -o out/
+
+          dhr run photo.jpg --sweep age --sweep smile=-2:2:5 -o out/
 
           dhr run shots/ 'more/*.png' --all-faces --method pti --json > events.jsonl
 
@@ -311,17 +437,19 @@ def register(app: typer.Typer) -> None:
             raise _usage("--face-index and --all-faces exclude each other")
         mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json)
         edits = _check_edits(pipe, edit)
+        sweeps = _check_sweeps(pipe, sweep)
         items = expand_inputs(photos)
         if not items:
             raise _usage("no input photos")
         from dhr.records import OutputTree
 
         tree = OutputTree(out)
-        options = {"photos": photos, "edit": edit, "out": out, "model": model, "method": pipe.config.method,
+        options = {"photos": photos, "edit": edit, "sweep": sweep, "out": out, "model": model,
+                   "method": pipe.config.method,
                    "device": device, "seed": seed, "config": config, "face_index": face_index,
                    "all_faces": all_faces, "whole_image": whole_image, "perceptual": perceptual}
         work = _photo_work(pipe, tree, face_index=face_index, all_faces=all_faces, whole_image=whole_image,
-                           masks=True, inversion=True, bundle=True, edits=edits)
+                           masks=True, inversion=True, bundle=True, edits=edits, sweeps=sweeps, sheet=True)
         raise typer.Exit(_batch("run", items, out, options, mode, pipe, work))
 
     @app.command("align", no_args_is_help=True)
@@ -400,7 +528,9 @@ def register(app: typer.Typer) -> None:
     def edit_cmd(
         bundles: list[str] = typer.Argument(..., help="Bundles (<stem>, <stem>.json or <stem>.safetensors), "
                                             "folders of bundles, or globs."),
-        edit: list[str] = typer.Option(..., "--edit", "-e", help="NAME=STRENGTH, repeatable; commas combine."),
+        edit: list[str] = typer.Option([], "--edit", "-e", help="NAME=STRENGTH, repeatable; commas combine."),
+        sweep: list[str] = typer.Option([], "--sweep", help="NAME[=MIN:MAX:STEPS], repeatable (default range "
+                                        "-3:3:7): per face a strength-sweep grid PNG, GIF and MP4 in sweeps/."),
         out: Path = typer.Option(_DEFAULT_OUT, "--out", "-o", help="Output folder."),
         model: str = typer.Option("faces-64", "--model", "-m", help=_MODEL_HELP + " (the one the bundles used)"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
@@ -409,7 +539,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Edit saved inversions without re-optimising; pastes into the photo when it is still there.
 
+        Writes edits/<edit>/, pasted/, sheets/ and (with --sweep) sweeps/ plus run.json.
+
         Examples:
+
+          dhr edit out/bundles/ --sweep age=-2:2:5 -o edited/
 
           dhr edit out/bundles/ --edit age=+2 --edit smile=-1 -o edited/
 
@@ -417,13 +551,14 @@ def register(app: typer.Typer) -> None:
         """
         mode, pipe = _common(model, None, device, 0, None, "model", quiet, as_json)
         edits = _check_edits(pipe, edit)
-        if not edits:
-            raise _usage("give at least one --edit NAME=STRENGTH")
+        sweeps = _check_sweeps(pipe, sweep)
+        if not edits and not sweeps:
+            raise _usage("give at least one --edit NAME=STRENGTH or --sweep NAME[=MIN:MAX:STEPS]")
         items = _expand_bundles(bundles)
         from dhr.records import OutputTree
 
         tree = OutputTree(out)
-        options = {"bundles": bundles, "edit": edit, "out": out, "model": model, "device": device}
+        options = {"bundles": bundles, "edit": edit, "sweep": sweep, "out": out, "model": model, "device": device}
 
         def work(item: str, rec, reporter) -> None:
             from dhr.bundle import bundle_paths
@@ -436,7 +571,7 @@ def register(app: typer.Typer) -> None:
                     "photo": None if pi.photo is None else str(pi.photo.path)}
             rec.faces.append(face)
             _save_face(pipe, pi, tree, face, masks=False, inversion=False, bundle=False, edits=edits, paste=True,
-                       aligned=False)
+                       aligned=False, sweeps=sweeps, sheet=True)
 
         raise typer.Exit(_batch("edit", items, out, options, mode, pipe, work))
 
