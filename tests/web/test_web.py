@@ -1,5 +1,6 @@
 """Tests of the web UI: the backend without gradio, the gradio app, and a browser run (Playwright +
-Debian chromium) that uploads a photo, inverts, edits with a slider and gets the downloads."""
+Debian chromium) that is refused a fake and an oversized image with a visible message, then uploads a
+photo, inverts, edits with a slider and gets the downloads."""
 
 from __future__ import annotations
 
@@ -55,13 +56,63 @@ def test_backend_invert_and_edit(env, tmp_path):
     assert np.array_equal(crop, view.result.to_numpy())
 
 
+def _bad_uploads(root: Path) -> tuple[Path, Path]:
+    """A text file named .png and a 64x64 PNG (4096 px, over the 2000 px limit the tests use)."""
+    fake = root / "notes.png"
+    fake.write_text("this is a text file, not a picture\n")
+    big = synthetic_photo(root / "big.png", size=(64, 64), seed=1)
+    return fake, big
+
+
+def test_backend_refuses_bad_uploads_and_keeps_working(env, tmp_path):
+    pipe, photo, _ = env
+    fake, big = _bad_uploads(tmp_path)
+    backend = WebBackend(pipe, tmp_path / "work", max_pixels=2000)
+    with pytest.raises(ImageError, match="not a readable image"):
+        backend.check(str(fake))
+    with pytest.raises(ImageError, match="not a readable image"):
+        backend.invert(str(fake), "encoder")
+    with pytest.raises(ImageError, match=r"64x64 = 4,096 pixels, more than max_pixels=2,000"):
+        backend.check(str(big))
+    with pytest.raises(ImageError, match="max_pixels"):
+        backend.invert(str(big), "encoder")
+    view = backend.check(str(photo))  # 48x40 = 1920 px: accepted
+    assert view.preview.size == (48, 40) and "48x40" in view.status
+    inv = backend.invert(str(photo), "encoder", whole_image=True)
+    assert inv.result.stem == "photo_whole"
+    # The default limit accepts the 64x64 image.
+    assert WebBackend(pipe, tmp_path / "w2").check(str(big)).preview.size == (64, 64)
+    from dhr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_pixels"):
+        WebBackend(pipe, tmp_path / "w3", max_pixels=0)
+
+
+def test_serve_passes_max_pixels(monkeypatch):
+    import typer
+    from typer.testing import CliRunner
+
+    import dhr.web.app as web
+    from dhr.cli.run import register
+
+    seen = {}
+    monkeypatch.setattr(web, "serve", lambda model, **kw: seen.update(kw, model=model))
+    app = typer.Typer()
+    register(app)
+    r = CliRunner().invoke(app, ["serve", "--max-pixels", "2000", "--port", "7999"])
+    assert r.exit_code == 0, r.output
+    assert seen["max_pixels"] == 2000 and seen["port"] == 7999 and seen["host"] == "127.0.0.1"
+    r = CliRunner().invoke(app, ["serve", "--max-pixels", "0"])
+    assert r.exit_code == 2
+
+
 def test_gradio_app_builds(env, tmp_path):
     pytest.importorskip("gradio", reason="gradio not installed (pip install gradio)")
     from dhr.web.app import build_app
 
     demo = build_app(env[0], workdir=tmp_path)
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
-    assert {"photo", "invert", "aligned", "mask", "inversion", "slider-age", "slider-smile", "edit", "pasted",
+    assert {"photo", "preview", "status", "invert", "aligned", "mask", "inversion", "slider-age", "slider-smile", "edit", "pasted",
             "files"} <= ids
 
 
@@ -79,7 +130,8 @@ def test_browser_upload_invert_edit_download(env, tmp_path):
     from dhr.web.app import build_app
 
     pipe, photo, _ = env
-    demo = build_app(pipe, workdir=tmp_path / "work")
+    fake, big = _bad_uploads(tmp_path)
+    demo = build_app(pipe, workdir=tmp_path / "work", max_pixels=2000)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
@@ -88,8 +140,22 @@ def test_browser_upload_invert_edit_download(env, tmp_path):
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
             page.wait_for_selector("#invert", timeout=30_000)
-            page.locator("#photo input[type=file]").set_input_files(str(photo))
-            page.wait_for_selector("#photo img", timeout=30_000)
+            upload = page.locator("#photo input[type=file]")
+            status = page.locator("#status")
+            # A text file named .png: a clear message in the page, no preview.
+            upload.set_input_files(str(fake))
+            pw.expect(status).to_contain_text("not a readable image", timeout=30_000)
+            assert status.is_visible() and "Error" in status.inner_text()
+            assert page.locator("#preview img").count() == 0
+            # Over the pixel limit.
+            page.click("#photo button[aria-label='Clear']")
+            upload.set_input_files(str(big))
+            pw.expect(status).to_contain_text("more than max_pixels=2,000", timeout=30_000)
+            # The server still serves: a valid photo is previewed, inverted and edited.
+            page.click("#photo button[aria-label='Clear']")
+            upload.set_input_files(str(photo))
+            pw.expect(status).to_contain_text("48x40 px", timeout=30_000)
+            page.wait_for_selector("#preview img", timeout=30_000)
             page.click("#invert")
             page.wait_for_selector("#inversion img", timeout=120_000)
             page.wait_for_selector("#mask img", timeout=10_000)

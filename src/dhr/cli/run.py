@@ -583,11 +583,15 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
         config: Path | None = typer.Option(None, "--config", "-c", help="InvertConfig file (TOML/YAML/JSON)."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
+        max_pixels: int | None = typer.Option(None, "--max-pixels", min=1, help="Refuse uploaded photos with more "
+                                              "pixels (width x height); default 50,000,000."),
     ) -> None:
         """Start the local web UI (needs gradio: pip install gradio).
 
         Upload a photo, see the aligned face, mask and inversion, edit with one slider per direction,
         download the pasted photo and the bundle.
+
+        Bad uploads (not an image, more than --max-pixels) are reported in the page.
 
         Example: dhr serve --port 7860   (then open http://127.0.0.1:7860)
         """
@@ -596,7 +600,8 @@ def register(app: typer.Typer) -> None:
         except ImportError as e:
             raise _usage(str(e)) from None
         try:
-            serve(model, host=host, port=port, device=device, config=config, seed=seed, block=True)
+            serve(model, host=host, port=port, device=device, config=config, seed=seed, block=True,
+                  max_pixels=max_pixels)
         except ImportError as e:
             raise _usage(str(e)) from None
         except DHRError as e:

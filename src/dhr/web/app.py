@@ -23,13 +23,22 @@ if TYPE_CHECKING:
 
     from dhr.pipeline import PhotoInversion, Pipeline
 
-__all__ = ["DEFAULT_HOST", "SLIDER_RANGE", "EditView", "InvertView", "WebBackend", "build_app", "serve"]
+__all__ = ["DEFAULT_HOST", "SLIDER_RANGE", "EditView", "InvertView", "UploadView", "WebBackend", "build_app",
+           "serve"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 SLIDER_RANGE = (-3.0, 3.0)
 _INSTALL_HINT = "the web UI needs gradio: pip install gradio"
+
+
+@dataclass(frozen=True)
+class UploadView:
+    """What the UI shows after an upload: a preview of the photo and a status line."""
+
+    preview: Image.Image
+    status: str
 
 
 @dataclass(frozen=True)
@@ -69,9 +78,19 @@ class WebBackend:
     Args:
         pipe: The pipeline.
         workdir: Where downloads are written.
+        max_pixels: Uploads with more pixels (width x height) are refused with an
+            :class:`~dhr.errors.ImageError` (default :data:`dhr.io.image.DEFAULT_MAX_PIXELS`).
     """
 
-    def __init__(self, pipe: Pipeline, workdir: str | Path | None = None) -> None:
+    def __init__(self, pipe: Pipeline, workdir: str | Path | None = None, max_pixels: int | None = None) -> None:
+        from dhr.errors import ConfigError
+        from dhr.io.image import DEFAULT_MAX_PIXELS
+
+        if max_pixels is None:
+            max_pixels = DEFAULT_MAX_PIXELS
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels <= 0:
+            raise ConfigError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+        self.max_pixels = max_pixels
         self.pipe = pipe
         self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="dhr-web-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -81,6 +100,36 @@ class WebBackend:
         d = self.pipe.model.directions
         return [] if d is None else d.names()
 
+    def load(self, path: str | Path | None):
+        """Reads an upload as a :class:`~dhr.io.image.Photo`, within the pixel limit.
+
+        Raises:
+            ImageError: No file, not an image (whatever its name says), corrupt, or more than
+                ``max_pixels`` pixels.
+        """
+        from dhr.errors import ImageError
+        from dhr.io.image import load_image
+
+        if path is None:
+            raise ImageError("upload a photo first")
+        return load_image(path, max_pixels=self.max_pixels)
+
+    def check(self, path: str | Path | None) -> UploadView:
+        """Validates an upload right away so a bad file is reported before anything runs.
+
+        Raises:
+            ImageError: See :meth:`load`.
+        """
+        from PIL import Image as PILImage
+
+        photo = self.load(path)
+        h, w = photo.pixels.shape[:2]
+        status = f"photo `{Path(str(path)).name}`: {w}x{h} px; press *Invert*"
+        notes = list(photo.notes)
+        if notes:
+            status += "  \n" + "  \n".join(f"note: {n}" for n in notes)
+        return UploadView(preview=PILImage.fromarray(photo.pixels), status=status)
+
     def invert(self, path: str | Path | None, method: str = "dhr", whole_image: bool = True, face_index: int = 0,
                progress: Callable[[str, int, int, dict], None] | None = None) -> InvertView:
         """Inverts face ``face_index`` (0 = largest) of the uploaded photo.
@@ -88,11 +137,8 @@ class WebBackend:
         Raises:
             DHRError: No photo, unreadable photo, no face (and ``whole_image`` off), bad option.
         """
-        from dhr.errors import ImageError
-
-        if path is None:
-            raise ImageError("upload a photo first")
-        inv = self.pipe.invert(path, method=method, face_index=int(face_index), whole_image=bool(whole_image),
+        photo = self.load(path)
+        inv = self.pipe.invert(photo, method=method, face_index=int(face_index), whole_image=bool(whole_image),
                                progress=progress)[0]
         lines = [f"**{inv.stem}**: method `{inv.method}`"]
         losses = inv.final_losses()
@@ -143,8 +189,16 @@ def _gradio():
     return gr
 
 
-def build_app(pipe: Pipeline, *, workdir: str | Path | None = None, methods: Sequence[str] | None = None):
+def _error_status(e: Exception) -> str:
+    return f"**Error:** {e}"
+
+
+def build_app(pipe: Pipeline, *, workdir: str | Path | None = None, methods: Sequence[str] | None = None,
+              max_pixels: int | None = None):
     """The gradio ``Blocks`` app for ``pipe``.
+
+    Bad uploads (not an image, over ``max_pixels``) and failed inversions or edits are reported in
+    the page's status box (``#status``, ``#edit-status``); the server keeps serving.
 
     Raises:
         ImportError: gradio is not installed (with the install command).
@@ -152,9 +206,19 @@ def build_app(pipe: Pipeline, *, workdir: str | Path | None = None, methods: Seq
     gr = _gradio()
     from dhr.config import METHODS
 
-    backend = WebBackend(pipe, workdir)
+    backend = WebBackend(pipe, workdir, max_pixels=max_pixels)
     names = backend.direction_names()
     methods = list(methods or METHODS)
+
+    def do_upload(path):
+        if path is None:
+            return None, ""
+        try:
+            view = backend.check(path)
+        except DHRError as e:
+            logger.info("upload refused: %s", e)
+            return None, _error_status(e)
+        return view.preview, view.status
 
     def do_invert(path, method, whole, face, progress=gr.Progress()):
         def report(stage: str, step: int, total: int, info: dict) -> None:
@@ -163,14 +227,16 @@ def build_app(pipe: Pipeline, *, workdir: str | Path | None = None, methods: Seq
         try:
             view = backend.invert(path, method, whole, int(face or 0), progress=report)
         except DHRError as e:
-            raise gr.Error(str(e)) from None
+            logger.info("inversion refused: %s", e)
+            return None, None, None, None, _error_status(e)
         return view.result, view.aligned, view.mask, view.inversion, view.status
 
     def do_edit(inv, *values):
         try:
             view = backend.edit(inv, dict(zip(names, values)))
         except DHRError as e:
-            raise gr.Error(str(e)) from None
+            logger.info("edit refused: %s", e)
+            return None, None, None, _error_status(e)
         return view.crop, view.pasted, view.files, view.status
 
     with gr.Blocks(title="dhr: invert and edit a photo", analytics_enabled=False) as demo:
@@ -179,7 +245,10 @@ def build_app(pipe: Pipeline, *, workdir: str | Path | None = None, methods: Seq
         state = gr.State(None)
         with gr.Row():
             with gr.Column():
-                photo = gr.Image(type="filepath", label="Photo", elem_id="photo")
+                # A plain file input: the upload is checked by dhr (readable image, pixel limit) and
+                # refused with a message in #status instead of failing inside gradio's image decoder.
+                photo = gr.File(label="Photo", file_types=["image"], type="filepath", elem_id="photo")
+                preview = gr.Image(label="Uploaded photo", type="pil", elem_id="preview", interactive=False)
                 method = gr.Dropdown(methods, value=pipe.config.method, label="Method", elem_id="method")
                 whole = gr.Checkbox(value=True, label="Use the whole image when no face is found", elem_id="whole")
                 face = gr.Number(value=0, precision=0, minimum=0, label="Face (0 = largest)", elem_id="face")
@@ -198,6 +267,7 @@ def build_app(pipe: Pipeline, *, workdir: str | Path | None = None, methods: Seq
         files = gr.File(label="Downloads (pasted photo, crop, bundle)", file_count="multiple", elem_id="files",
                         interactive=False)
         edit_status = gr.Markdown(elem_id="edit-status")
+        photo.change(do_upload, [photo], [preview, status])
         invert_btn.click(do_invert, [photo, method, whole, face], [state, aligned, mask, recon, status])
         edit_btn.click(do_edit, [state, *sliders], [crop, pasted, files, edit_status])
     demo.queue(default_concurrency_limit=1, max_size=16)
@@ -205,7 +275,8 @@ def build_app(pipe: Pipeline, *, workdir: str | Path | None = None, methods: Seq
 
 
 def serve(model: str | Path = "faces-64", *, host: str = DEFAULT_HOST, port: int = 7860, device: str = "auto",
-          config: Any = None, seed: int = 0, block: bool = True, max_file_size: str = "25mb"):
+          config: Any = None, seed: int = 0, block: bool = True, max_file_size: str = "25mb",
+          max_pixels: int | None = None):
     """Starts the UI on ``http://host:port`` (127.0.0.1 by default: not reachable from other machines).
 
     Args:
@@ -216,14 +287,16 @@ def serve(model: str | Path = "faces-64", *, host: str = DEFAULT_HOST, port: int
         config: Inversion config (object, dict or file).
         seed: Random seed.
         block: Wait until interrupted; False returns the running app (call ``.close()``).
-        max_file_size: Largest accepted upload.
+        max_file_size: Largest accepted upload file.
+        max_pixels: Largest accepted photo (width x height); default
+            :data:`dhr.io.image.DEFAULT_MAX_PIXELS`.
     """
     from dhr.pipeline import Pipeline
 
     if host not in (DEFAULT_HOST, "localhost", "::1"):
         logger.warning("binding the dhr web UI to %s: anyone who can reach this address can use it", host)
     pipe = Pipeline.from_pretrained(model, device=device, config=config, seed=seed)
-    demo = build_app(pipe)
+    demo = build_app(pipe, max_pixels=max_pixels)
     demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, share=False, inbrowser=False,
                 show_error=True, max_file_size=max_file_size)
     return demo
