@@ -1,0 +1,109 @@
+"""Measures the latency of one edit (move the W+ code, re-render, no paste) on an inverted photo.
+
+1. Loads a model (``--model``: a bundled name, default ``faces-64``, or a model folder).
+2. Inverts one photo (``--photo``; default the scikit-image astronaut) with ``--method``
+   (default ``encoder``: fast, the edit cost does not depend on how the code was found).
+3. Runs ``--warmup`` untimed edits, then times ``--n`` calls of
+   ``pipe.edit(inv, <first direction>=1.0, paste=False)`` (CUDA synchronised when on a GPU).
+4. Prints one JSON object: ``mean_ms``, ``p95_ms`` (nearest-rank), ``device``, ``model`` and the
+   settings used.
+
+Usage: ``python scripts/edit_speed.py [--model NAME|PATH] [--photo FILE] [--n 20] [--device auto]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+
+import torch
+
+from dhr.errors import DHRError
+from dhr.pipeline import Pipeline
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in [0, 100]) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def measure(model: str, photo: str | None, n: int, warmup: int, device: str, method: str,
+            threads: int | None) -> dict:
+    if threads is not None:
+        torch.set_num_threads(threads)
+    pipe = Pipeline.from_pretrained(model, device=device, method=method)
+    names = [] if pipe.model.directions is None else pipe.model.directions.names()
+    if not names:
+        raise DHRError(f"model {pipe.model.name!r} has no edit directions to time")
+    direction = names[0]
+    if photo is None:
+        from dhr.cli.example import example_photo
+
+        source = example_photo("astronaut")
+        photo_name = "skimage:astronaut"
+    else:
+        source, photo_name = photo, photo
+    inv = pipe.invert(source, whole_image=True)[0]
+    for _ in range(warmup):
+        pipe.edit(inv, {direction: 1.0}, paste=False)
+    _sync(pipe.device)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        pipe.edit(inv, {direction: 1.0}, paste=False)
+        _sync(pipe.device)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return {
+        "mean_ms": round(statistics.fmean(times), 3),
+        "p95_ms": round(percentile(times, 95), 3),
+        "device": str(pipe.device),
+        "model": pipe.model.name,
+        "model_path": str(pipe.model.path),
+        "resolution": pipe.resolution,
+        "direction": direction,
+        "method": inv.method,
+        "photo": photo_name,
+        "face": inv.stem,
+        "n": n,
+        "warmup": warmup,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="faces-64", help="bundled model name or model folder")
+    ap.add_argument("--photo", default=None, help="photo to invert (default: the scikit-image astronaut)")
+    ap.add_argument("--n", type=int, default=20, help="timed edits")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed edits first")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    ap.add_argument("--method", default="encoder", help="inversion method (the edit itself never optimises)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = ap.parse_args(argv)
+    if args.n < 1 or args.warmup < 0:
+        ap.error("--n must be >= 1 and --warmup >= 0")
+    try:
+        result = measure(args.model, args.photo, args.n, args.warmup, args.device, args.method, args.threads)
+    except DHRError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
