@@ -77,7 +77,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             return torch.device("cuda")
         return torch.device("mps") if mps_ok else torch.device("cpu")
     if base == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' but no CUDA GPU is available; use device='auto' or 'cpu'")
+        raise ConfigError("the cuda device was requested but no CUDA GPU is available; use device='auto' or 'cpu'")
     if base == "mps" and not mps_ok:
         raise ConfigError("device='mps' but Apple MPS is not available; use device='auto' or 'cpu'")
     return torch.device(str(device))

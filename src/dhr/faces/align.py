@@ -661,7 +661,7 @@ def template_from_images(
     Use it once for the bundled model (UTKFace crops): the aligner then frames new photos the
     way the model saw faces in training. Example::
 
-        paths = sorted(Path("../shared/datasets/utkface").glob("*.jpg"))[:2000]
+        paths = sorted(Path("path/to/utkface").glob("*.jpg"))[:2000]
         template = template_from_images(paths, 256, name="utkface")
         json.dump(template.to_dict(), open("align_template.json", "w"))
 
