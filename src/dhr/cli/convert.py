@@ -27,11 +27,17 @@ def convert_command(
     src: Path = typer.Argument(..., help="Foreign checkpoint: rosinality/e4e/pSp .pt or NVIDIA StyleGAN2(-ADA) .pkl."),
     out: Path = typer.Argument(..., help="Output folder (gets generator/ and, for e4e/pSp, encoder/)."),
     dtype: str = typer.Option("float32", help="Storage dtype of the generator tensors: float32 or float16."),
+    direction: list[Path] = typer.Option([], "--direction", "-d",
+                                         help="Edit direction file to add (InterFaceGAN .pt/.npy, plain vector); "
+                                              "repeat. Named after the file stem."),
+    name: str = typer.Option(None, help="Model name in model.json (default: OUT's folder name)."),
 ) -> None:
-    """Convert SRC into native folders under OUT (nothing in SRC is executed).
+    """Convert SRC into a model folder OUT (model.json + native components; nothing in SRC is executed).
+
+    OUT then works wherever a model name does: dhr run photo.jpg --model OUT, dhr.load(OUT).
 
     Example:
-        dhr convert stylegan2-ffhq-config-f.pt models/ffhq --dtype float16
+        dhr convert e4e_ffhq_encode.pt models/ffhq -d age.pt -d smile.pt --dtype float16
     """
     from dhr.models.checkpoint import model_sha256
     from dhr.models.convert import convert
@@ -40,13 +46,16 @@ def convert_command(
         raise typer.BadParameter(f"dtype={dtype!r} is not valid; choose float32 or float16", param_hint="--dtype")
     fp: Literal["float32", "float16"] = "float16" if dtype == "float16" else "float32"
     try:
-        folder = convert(src, out, dtype=fp)
+        folder = convert(src, out, dtype=fp, directions=direction, name=name)
     except DHRError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(code=1) from None
     typer.echo(f"wrote {folder / 'generator'} (sha256 {model_sha256(folder / 'generator')[:16]})")
     if (folder / "encoder").is_dir():
         typer.echo(f"wrote {folder / 'encoder'}")
+    if (folder / "directions").is_dir():
+        typer.echo(f"wrote {folder / 'directions'} ({', '.join(p.stem for p in direction)})")
+    typer.echo(f"wrote {folder / 'model.json'}; use it with: dhr run PHOTO --model {folder}")
 
 
 def register(root: typer.Typer) -> None:

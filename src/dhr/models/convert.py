@@ -62,7 +62,7 @@ import pickle
 import re
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -807,26 +807,37 @@ def import_checkpoint(path: str | os.PathLike) -> ImportedCheckpoint:
 
 
 def convert(path: str | os.PathLike, out_folder: str | os.PathLike, *,
-            dtype: Literal["float32", "float16"] = "float32") -> Path:
-    """Imports a foreign checkpoint and writes native folders.
+            dtype: Literal["float32", "float16"] = "float32",
+            directions: Sequence[str | os.PathLike] = (), name: str | None = None) -> Path:
+    """Imports a foreign checkpoint and writes a model folder that :func:`dhr.load` and ``dhr run --model`` use.
 
     Layout written under ``out_folder``::
 
+        model.json                    manifest: name, resolution, components, parser
         generator/config.json, generator/model.safetensors     (load with load_generator)
         encoder/model.safetensors     e4e / pSp encoder tensors, official key names (only if present)
         encoder/latent_avg.safetensors   {'latent_avg': (n_styles, D) or (D,)} (only if present)
         encoder/encoder_meta.json     format, source, sha256, opts (JSON-safe), tensor count
+        directions/                   the edit directions given in ``directions`` (only if any)
+
+    The model has no perceptual network and no alignment template of its own: the pipeline then uses
+    LPIPS (AlexNet, as the reference) and FFHQ framing, which is what the official FFHQ weights expect.
 
     Args:
         path: A rosinality / e4e / pSp ``.pt`` or NVIDIA ``.pkl`` file.
         out_folder: Destination folder (created).
         dtype: Storage dtype of the generator tensors (``float16`` halves the size).
+        directions: Edit direction files (InterFaceGAN ``.pt``/``.npy``, plain vectors; see
+            :func:`dhr.editing.load_direction`), each named after its file stem. They are checked against
+            the generator's latent width and number of W+ entries.
+        name: Model name in ``model.json`` (default: the output folder's name).
 
     Returns:
         ``out_folder`` as a Path.
 
     Raises:
-        CheckpointError: See :func:`import_checkpoint`.
+        CheckpointError: See :func:`import_checkpoint`; or a direction file that cannot be read or does
+            not fit the generator.
     """
     from safetensors.torch import save_file
 
@@ -834,6 +845,7 @@ def convert(path: str | os.PathLike, out_folder: str | os.PathLike, *,
 
     path, out = Path(path), Path(out_folder)
     imported = import_checkpoint(path)
+    dir_set = _load_directions(directions, imported.generator_config)
     source_sha = sha256_file(path)
     g = imported.build_generator()
     meta = {"source": path.name, "source_sha256": source_sha, "source_format": imported.format,
@@ -856,5 +868,55 @@ def convert(path: str | os.PathLike, out_folder: str | os.PathLike, *,
             "opts": _jsonable(imported.opts or {}),
         }
         (enc / "encoder_meta.json").write_text(json.dumps(enc_meta, indent=2) + "\n", encoding="utf-8")
+    components = {"generator": "generator"}
+    if imported.encoder_state:
+        components["encoder"] = "encoder"
+    if dir_set is not None:
+        dir_set.save(out / "directions")
+        components["directions"] = "directions"
+    manifest = {
+        "name": name or out.resolve().name,
+        "description": f"imported from {path.name} ({imported.format}) by dhr convert",
+        "resolution": imported.generator_config.resolution,
+        "components": components,
+        "parser": "landmarks",
+        "licence": "that of the source checkpoint (see its project)",
+    }
+    (out / "model.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     logger.info("converted %s (%s) to %s", path, imported.format, out)
     return out
+
+
+def _load_directions(paths: Sequence[str | os.PathLike], config: GeneratorConfig) -> Any:
+    """Reads edit direction files and checks them against the generator (None when there are none)."""
+    if not paths:
+        return None
+    from dhr.editing import DirectionSet, load_direction
+    from dhr.errors import DHRError
+
+    found = []
+    for p in paths:
+        try:
+            d = load_direction(p)
+        except DHRError as e:
+            raise CheckpointError(f"direction file {p}: {e}") from None
+        if d.dim != config.style_dim:
+            raise CheckpointError(
+                f"direction file {p} has width {d.dim} but the generator's latent width is {config.style_dim}; "
+                "it belongs to another model"
+            )
+        if d.num_layers is not None and d.num_layers != config.num_ws:
+            raise CheckpointError(
+                f"direction file {p} has {d.num_layers} W+ entries but the generator has {config.num_ws}; "
+                "it belongs to a model of another resolution"
+            )
+        if d.layers is not None and d.layers[1] > config.num_ws:
+            raise CheckpointError(
+                f"direction file {p} edits W+ entries {list(d.layers)} but the generator has only {config.num_ws}"
+            )
+        found.append(d)
+    names = [d.name for d in found]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise CheckpointError(f"direction names {dupes} occur twice (names come from the file stems); rename the files")
+    return DirectionSet(found)

@@ -20,7 +20,8 @@ from torch import nn
 
 from dhr.errors import CheckpointError, ConfigError
 
-__all__ = ["FaceModel", "load_model", "available_models", "MODEL_JSON", "DEFAULT_MODEL", "register_small_components"]
+__all__ = ["FaceModel", "load_model", "available_models", "MODEL_JSON", "DEFAULT_MODEL", "register_small_components",
+           "load_official_encoder"]
 
 log = logging.getLogger(__name__)
 MODEL_JSON = "model.json"
@@ -80,6 +81,37 @@ class FaceModel:
         return self
 
 
+def load_official_encoder(folder: str | Path) -> nn.Module:
+    """Loads an e4e / pSp encoder folder written by :func:`dhr.models.convert.convert`.
+
+    The folder holds ``model.safetensors`` (official key names), ``encoder_meta.json`` (format and the
+    training options) and, when the encoder adds one, ``latent_avg.safetensors``.
+
+    Returns:
+        A :class:`dhr.models.encoders.LatentEncoder` in eval mode.
+
+    Raises:
+        CheckpointError: A file is missing or does not match the options.
+    """
+    from dhr.models.checkpoint import load_state_file
+    from dhr.models.encoders.psp import load_encoder
+
+    folder = Path(folder)
+    meta_path, weights = folder / "encoder_meta.json", folder / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"encoder folder {folder}: missing model.safetensors; convert the checkpoint again")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{meta_path}: unreadable ({e}); convert the checkpoint again") from None
+    kind = meta.get("format")
+    if kind not in ("e4e", "psp"):
+        raise CheckpointError(f"{meta_path}: format {kind!r} is not an encoder format (e4e or psp)")
+    avg_path = folder / "latent_avg.safetensors"
+    latent_avg = load_state_file(avg_path)["latent_avg"] if avg_path.is_file() else None
+    return load_encoder(load_state_file(weights), latent_avg, meta.get("opts") or None, kind=kind).eval()
+
+
 def available_models() -> list[str]:
     """Names of the bundled models."""
     if not _ASSETS.is_dir():
@@ -136,7 +168,10 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, device: torch.device
             sub = folder / comps[key]
             if not sub.is_dir():
                 raise CheckpointError(f"{mpath}: component '{key}' folder {sub} is missing; reinstall the model")
-            loaded[key] = load_pretrained(sub).eval().requires_grad_(False)
+            if key == "encoder" and (sub / "encoder_meta.json").is_file():
+                loaded[key] = load_official_encoder(sub).requires_grad_(False)
+            else:
+                loaded[key] = load_pretrained(sub).eval().requires_grad_(False)
     if "directions" in comps:
         from dhr.editing import DirectionSet
 

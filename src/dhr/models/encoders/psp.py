@@ -232,6 +232,11 @@ class LatentEncoder(nn.Module):
     def style_dim(self) -> int:
         return self.encoder.style_dim
 
+    @property
+    def input_resolution(self) -> int:
+        """Side of the square input the encoder reads (256 for the official models)."""
+        return int(self.encoder.input_size)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         codes = self.encoder(x)
         if self.latent_avg is not None:
