@@ -192,61 +192,6 @@ def _check_sweeps(pipe, sweep_specs: list[str]) -> list[tuple[str, tuple[float, 
     return sweeps
 
 
-def _display(img, min_size: int = 128):
-    """``uint8 (H, W, 3)`` (or a PIL image) enlarged by an integer nearest-neighbour factor to at
-    least ``min_size`` wide, so that sheet titles fit over tiny crops."""
-    import numpy as np
-    from PIL import Image
-
-    arr = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img, dtype=np.uint8)
-    factor = -(-min_size // arr.shape[1])
-    if factor > 1:
-        arr = np.repeat(np.repeat(arr, factor, axis=0), factor, axis=1)
-    return np.ascontiguousarray(arr)
-
-
-def _save_sweeps(pipe, pi, root: Path, sweeps: list[tuple[str, tuple[float, ...]]]) -> dict[str, Any]:
-    """Grid PNG, ping-pong GIF and MP4 per sweep in ``root/sweeps``; MP4 skipped with a warning when
-    imageio-ffmpeg is missing."""
-    from dhr.editing.media import save_mp4, save_png
-    from dhr.errors import ConfigError
-
-    folder = root / "sweeps"
-    written: dict[str, Any] = {}
-    for name, strengths in sweeps:
-        res = pipe.sweep(pi, name, strengths)
-        base = folder / f"{pi.stem}_{name}"
-        entry: dict[str, Any] = {"strengths": list(res.strengths),
-                                 "grid": str(save_png(res.grid, base.with_suffix(".png"))),
-                                 "gif": str(res.save_gif(base.with_suffix(".gif"))), "mp4": None}
-        try:
-            import imageio_ffmpeg  # noqa: F401  (save_mp4's dependency; checked here to skip cleanly)
-        except ImportError:
-            log.warning("%s: MP4 of the %s sweep skipped: imageio-ffmpeg is not installed "
-                        "(pip install imageio-ffmpeg)", pi.stem, name)
-        else:
-            try:
-                entry["mp4"] = str(save_mp4(res.frames, base.with_suffix(".mp4"), fps=8.0, pingpong=True))
-            except (ConfigError, OSError, RuntimeError) as e:
-                log.warning("%s: MP4 of the %s sweep skipped: %s", pi.stem, name, e)
-        written[name] = entry
-    return written
-
-
-def _save_sheet(pi, root: Path, edit_results: list) -> str:
-    """``root/sheets/<stem>.png``: aligned input, domain mask, inversion and each edit side by side."""
-    from dhr.editing.media import contact_sheet, save_png
-
-    columns = {"input": _display(pi.aligned_image)}
-    mask = pi.mask_image
-    if mask is not None:
-        columns["mask (white: in-domain)"] = _display(mask)
-    columns["inversion"] = _display(pi.to_numpy())
-    for res in edit_results:
-        columns[res.name] = _display(res.crop)
-    return str(save_png(contact_sheet(columns), root / "sheets" / f"{pi.stem}.png"))
-
-
 def _record_setup(record, pipe) -> None:
     from dhr.records import model_identity
 
@@ -254,60 +199,6 @@ def _record_setup(record, pipe) -> None:
     record.config = pipe.config.to_dict()
     record.device = str(pipe.device)
     record.seed = pipe.seed
-
-
-def _save_face(pipe, pi, tree, face: dict[str, Any], *, masks: bool, inversion: bool, bundle: bool,
-               edits: list[dict[str, float]], paste: bool, aligned: bool = True,
-               sweeps: list[tuple[str, tuple[float, ...]]] | None = None, sheet: bool = False) -> None:
-    """Writes the outputs of one processed face and lists them in ``face['outputs']``."""
-    from dhr.io.image import save_image
-
-    outputs: dict[str, Any] = face.setdefault("outputs", {})
-    t0 = time.perf_counter()
-    if aligned and pi.aligned is not None:
-        outputs["aligned"] = str(save_image(tree.aligned / f"{pi.stem}.png", pi.aligned.crop))
-    if masks and pi.inversion.domain is not None:
-        from dhr.segmentation.domain import save_domain_pngs
-
-        written = save_domain_pngs(pi.inversion.domain, tree.masks, pi.stem, target=pi.inversion.target.cpu())
-        outputs["masks"] = {k: str(v) for k, v in written.items()}
-    if inversion:
-        outputs["inversion"] = str(save_image(tree.inversion / f"{pi.stem}.png", pi.to_numpy()))
-    if bundle:
-        st, _ = pipe.save_bundle(pi, tree.bundles / pi.stem)
-        outputs["bundle"] = str(st.with_suffix(""))
-    can_paste = paste and pi.photo is not None and pi.aligned is not None
-    if inversion and can_paste:
-        recon = pipe.edit(pi)
-        outputs["pasted_inversion"] = str(save_image(tree.pasted / f"{pi.stem}_inversion.png", recon.pasted_pixels,
-                                                     like=pi.photo))
-    results = []
-    for combo in edits:
-        res = pipe.edit(pi, combo, paste=can_paste)
-        results.append(res)
-        name = res.name
-        entry = {"strengths": res.strengths,
-                 "crop": str(save_image(tree.edits(name) / f"{pi.stem}.png", res.tensor))}
-        if res.pasted_pixels is not None:
-            entry["pasted"] = str(save_image(tree.pasted / f"{pi.stem}_{name}.png", res.pasted_pixels, like=pi.photo))
-        outputs.setdefault("edits", {})[name] = entry
-    if sweeps:
-        outputs["sweeps"] = _save_sweeps(pipe, pi, tree.root, sweeps)
-    if sheet:
-        outputs["sheet"] = _save_sheet(pi, tree.root, results)
-    face.setdefault("timings", {})["save_s"] = time.perf_counter() - t0
-
-
-def _face_entry(pi) -> dict[str, Any]:
-    return {
-        "stem": pi.stem,
-        "face_index": None if pi.aligned is None else int(pi.aligned.face_index),
-        "whole_image": pi.whole_image,
-        "method": pi.inversion.method,
-        "notes": list(pi.notes),
-        "timings": {k: round(float(v), 4) for k, v in pi.timings.items()},
-        "final_losses": pi.final_losses(),
-    }
 
 
 def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], mode: str, pipe,
@@ -355,26 +246,14 @@ def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], m
 def _photo_work(pipe, tree, *, face_index: int | None, all_faces: bool, whole_image: bool, masks: bool,
                 inversion: bool, bundle: bool, edits: list[dict[str, float]], align_only: bool = False,
                 sweeps: list[tuple[str, tuple[float, ...]]] | None = None, sheet: bool = False):
-    from dhr.io.image import load_image, save_image
+    from dhr.jobs import PhotoJob, process_photo
+
+    job = PhotoJob.from_lists(edits, sweeps or [], face_index=face_index, all_faces=all_faces,
+                              whole_image=whole_image, masks=masks, inversion=inversion, bundle=bundle,
+                              align_only=align_only, sheet=sheet)
 
     def work(item: str, rec, reporter) -> None:
-        photo = load_image(item)
-        rec.notes.extend(photo.notes)
-        index = None if all_faces else (face_index if face_index is not None else 0)
-        if align_only:
-            faces = pipe.align(photo, face_index=index, whole_image=whole_image)
-            for a in faces:
-                stem = f"{Path(item).stem}_whole" if a.whole_image else f"{Path(item).stem}_face{a.face_index}"
-                rec.faces.append({"stem": stem, "face_index": int(a.face_index), "whole_image": a.whole_image,
-                                  "notes": list(a.notes),
-                                  "outputs": {"aligned": str(save_image(tree.aligned / f"{stem}.png", a.crop))}})
-            return
-        invs = pipe.invert(photo, face_index=index, whole_image=whole_image, progress=reporter)
-        for pi in invs:
-            face = _face_entry(pi)
-            rec.faces.append(face)
-            _save_face(pipe, pi, tree, face, masks=masks, inversion=inversion, bundle=bundle, edits=edits,
-                       paste=True, sweeps=sweeps, sheet=sheet)
+        process_photo(pipe, item, tree, job, rec, reporter)
 
     return work
 
@@ -562,6 +441,7 @@ def register(app: typer.Typer) -> None:
 
         def work(item: str, rec, reporter) -> None:
             from dhr.bundle import bundle_paths
+            from dhr.jobs import save_face
             from dhr.records import file_sha256
 
             rec.sha256 = file_sha256(bundle_paths(item)[0])
@@ -570,7 +450,7 @@ def register(app: typer.Typer) -> None:
             face = {"stem": pi.stem, "method": pi.inversion.method, "whole_image": pi.whole_image,
                     "photo": None if pi.photo is None else str(pi.photo.path)}
             rec.faces.append(face)
-            _save_face(pipe, pi, tree, face, masks=False, inversion=False, bundle=False, edits=edits, paste=True,
+            save_face(pipe, pi, tree, face, masks=False, inversion=False, bundle=False, edits=edits, paste=True,
                        aligned=False, sweeps=sweeps, sheet=True)
 
         raise typer.Exit(_batch("edit", items, out, options, mode, pipe, work))

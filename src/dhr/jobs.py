@@ -1,0 +1,201 @@
+"""Per-photo and per-face work shared by the batch commands, the web UI and the distributed engine.
+
+One photo goes through :func:`process_photo`: load -> detect/align -> invert -> save the outputs of
+each face (:func:`save_face`) into an :class:`dhr.records.OutputTree`, recording what happened in
+an :class:`dhr.records.InputRecord`. The same function runs in ``dhr run`` (in process) and on dask
+workers (:mod:`dhr.distributed`), so both write identical files.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PhotoJob", "display", "face_entry", "process_photo", "save_face", "save_sheet", "save_sweeps"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PhotoJob:
+    """What to do with each photo (plain data: it travels to distributed workers).
+
+    Attributes:
+        face_index: Which face (0 = largest); None with ``all_faces``.
+        all_faces: Process every detected face.
+        whole_image: Process the whole image resized when no face is found.
+        masks, inversion, bundle: Which outputs to write (domain-mask PNGs, inversion PNG and pasted
+            inversion, reusable bundle).
+        edits: Edit combinations, each a tuple of ``(direction, strength)`` pairs; one output each.
+        sweeps: ``(direction, strengths)`` sweeps (grid PNG, GIF, MP4).
+        sheet: Write the side-by-side sheet (input, mask, inversion, edits).
+        align_only: Only detect and align (``dhr align``).
+    """
+
+    face_index: int | None = 0
+    all_faces: bool = False
+    whole_image: bool = False
+    masks: bool = True
+    inversion: bool = True
+    bundle: bool = True
+    edits: tuple[tuple[tuple[str, float], ...], ...] = ()
+    sweeps: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    sheet: bool = True
+    align_only: bool = False
+
+    @staticmethod
+    def from_lists(edits: list[dict[str, float]] = (), sweeps: list[tuple[str, tuple[float, ...]]] = (),
+                   **kwargs: Any) -> PhotoJob:
+        """Builds a job from the CLI's edit dicts and sweep tuples."""
+        return PhotoJob(edits=tuple(tuple(combo.items()) for combo in edits),
+                        sweeps=tuple((n, tuple(float(s) for s in st)) for n, st in sweeps), **kwargs)
+
+    def edit_dicts(self) -> list[dict[str, float]]:
+        return [dict(combo) for combo in self.edits]
+
+
+def display(img, min_size: int = 128):
+    """``uint8 (H, W, 3)`` (or a PIL image) enlarged by an integer nearest-neighbour factor to at
+    least ``min_size`` wide, so that sheet titles fit over tiny crops."""
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img, dtype=np.uint8)
+    factor = -(-min_size // arr.shape[1])
+    if factor > 1:
+        arr = np.repeat(np.repeat(arr, factor, axis=0), factor, axis=1)
+    return np.ascontiguousarray(arr)
+
+
+def save_sweeps(pipe, pi, root: Path, sweeps: list[tuple[str, tuple[float, ...]]]) -> dict[str, Any]:
+    """Grid PNG, ping-pong GIF and MP4 per sweep in ``root/sweeps``; MP4 skipped with a warning when
+    imageio-ffmpeg is missing."""
+    from dhr.editing.media import save_mp4, save_png
+    from dhr.errors import ConfigError
+
+    folder = root / "sweeps"
+    written: dict[str, Any] = {}
+    for name, strengths in sweeps:
+        res = pipe.sweep(pi, name, strengths)
+        base = folder / f"{pi.stem}_{name}"
+        entry: dict[str, Any] = {"strengths": list(res.strengths),
+                                 "grid": str(save_png(res.grid, base.with_suffix(".png"))),
+                                 "gif": str(res.save_gif(base.with_suffix(".gif"))), "mp4": None}
+        try:
+            import imageio_ffmpeg  # noqa: F401  (save_mp4's dependency; checked here to skip cleanly)
+        except ImportError:
+            log.warning("%s: MP4 of the %s sweep skipped: imageio-ffmpeg is not installed "
+                        "(pip install imageio-ffmpeg)", pi.stem, name)
+        else:
+            try:
+                entry["mp4"] = str(save_mp4(res.frames, base.with_suffix(".mp4"), fps=8.0, pingpong=True))
+            except (ConfigError, OSError, RuntimeError) as e:
+                log.warning("%s: MP4 of the %s sweep skipped: %s", pi.stem, name, e)
+        written[name] = entry
+    return written
+
+
+def save_sheet(pi, root: Path, edit_results: list) -> str:
+    """``root/sheets/<stem>.png``: aligned input, domain mask, inversion and each edit side by side."""
+    from dhr.editing.media import contact_sheet, save_png
+
+    columns = {"input": display(pi.aligned_image)}
+    mask = pi.mask_image
+    if mask is not None:
+        columns["mask (white: in-domain)"] = display(mask)
+    columns["inversion"] = display(pi.to_numpy())
+    for res in edit_results:
+        columns[res.name] = display(res.crop)
+    return str(save_png(contact_sheet(columns), root / "sheets" / f"{pi.stem}.png"))
+
+
+def save_face(pipe, pi, tree, face: dict[str, Any], *, masks: bool, inversion: bool, bundle: bool,
+               edits: list[dict[str, float]], paste: bool, aligned: bool = True,
+               sweeps: list[tuple[str, tuple[float, ...]]] | None = None, sheet: bool = False) -> None:
+    """Writes the outputs of one processed face and lists them in ``face['outputs']``."""
+    from dhr.io.image import save_image
+
+    outputs: dict[str, Any] = face.setdefault("outputs", {})
+    t0 = time.perf_counter()
+    if aligned and pi.aligned is not None:
+        outputs["aligned"] = str(save_image(tree.aligned / f"{pi.stem}.png", pi.aligned.crop))
+    if masks and pi.inversion.domain is not None:
+        from dhr.segmentation.domain import save_domain_pngs
+
+        written = save_domain_pngs(pi.inversion.domain, tree.masks, pi.stem, target=pi.inversion.target.cpu())
+        outputs["masks"] = {k: str(v) for k, v in written.items()}
+    if inversion:
+        outputs["inversion"] = str(save_image(tree.inversion / f"{pi.stem}.png", pi.to_numpy()))
+    if bundle:
+        st, _ = pipe.save_bundle(pi, tree.bundles / pi.stem)
+        outputs["bundle"] = str(st.with_suffix(""))
+    can_paste = paste and pi.photo is not None and pi.aligned is not None
+    if inversion and can_paste:
+        recon = pipe.edit(pi)
+        outputs["pasted_inversion"] = str(save_image(tree.pasted / f"{pi.stem}_inversion.png", recon.pasted_pixels,
+                                                     like=pi.photo))
+    results = []
+    for combo in edits:
+        res = pipe.edit(pi, combo, paste=can_paste)
+        results.append(res)
+        name = res.name
+        entry = {"strengths": res.strengths,
+                 "crop": str(save_image(tree.edits(name) / f"{pi.stem}.png", res.tensor))}
+        if res.pasted_pixels is not None:
+            entry["pasted"] = str(save_image(tree.pasted / f"{pi.stem}_{name}.png", res.pasted_pixels, like=pi.photo))
+        outputs.setdefault("edits", {})[name] = entry
+    if sweeps:
+        outputs["sweeps"] = save_sweeps(pipe, pi, tree.root, sweeps)
+    if sheet:
+        outputs["sheet"] = save_sheet(pi, tree.root, results)
+    face.setdefault("timings", {})["save_s"] = time.perf_counter() - t0
+
+
+def face_entry(pi) -> dict[str, Any]:
+    return {
+        "stem": pi.stem,
+        "face_index": None if pi.aligned is None else int(pi.aligned.face_index),
+        "whole_image": pi.whole_image,
+        "method": pi.inversion.method,
+        "notes": list(pi.notes),
+        "timings": {k: round(float(v), 4) for k, v in pi.timings.items()},
+        "final_losses": pi.final_losses(),
+    }
+
+
+def process_photo(pipe: Any, item: str, tree: Any, job: PhotoJob, rec: Any, reporter: Any = None) -> None:
+    """Processes one photo: every output of ``job`` is written under ``tree`` and listed in ``rec.faces``.
+
+    Args:
+        pipe: A :class:`dhr.pipeline.Pipeline`.
+        item: The photo's path.
+        tree: The :class:`dhr.records.OutputTree` to write into.
+        job: What to do (see :class:`PhotoJob`).
+        rec: The :class:`dhr.records.InputRecord` of the photo (notes and faces are appended).
+        reporter: Optional progress callback (a :class:`dhr.progress.Reporter`).
+
+    Raises:
+        DHRError: Unreadable photo, no face (without ``whole_image``), bad edit, ...
+    """
+    from dhr.io.image import load_image, save_image
+
+    photo = load_image(item)
+    rec.notes.extend(photo.notes)
+    index = None if job.all_faces else (job.face_index if job.face_index is not None else 0)
+    if job.align_only:
+        faces = pipe.align(photo, face_index=index, whole_image=job.whole_image)
+        for a in faces:
+            stem = f"{Path(item).stem}_whole" if a.whole_image else f"{Path(item).stem}_face{a.face_index}"
+            rec.faces.append({"stem": stem, "face_index": int(a.face_index), "whole_image": a.whole_image,
+                              "notes": list(a.notes),
+                              "outputs": {"aligned": str(save_image(tree.aligned / f"{stem}.png", a.crop))}})
+        return
+    invs = pipe.invert(photo, face_index=index, whole_image=job.whole_image, progress=reporter)
+    for pi in invs:
+        face = face_entry(pi)
+        rec.faces.append(face)
+        save_face(pipe, pi, tree, face, masks=job.masks, inversion=job.inversion, bundle=job.bundle,
+                  edits=job.edit_dicts(), paste=True, sweeps=list(job.sweeps), sheet=job.sheet)
