@@ -17,7 +17,7 @@ if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.
 fi
 # 2. the package with its face extras (torch>=2.1 is already satisfied, so nothing else is pulled).
 extras="faces,video,bench"
-[[ $DEV == 1 ]] && extras="$extras,dev,web"
+[[ $DEV == 1 ]] && extras="$extras,dev,web,dist"
 pip_install -e ".[${extras}]"
 if [[ $DEV == 1 ]]; then
   pip_install onnx

@@ -24,6 +24,7 @@ _REGISTRARS: list[str] = [
     "dhr.cli.convert",
     "dhr.cli.run",
     "dhr.cli.bench",
+    "dhr.cli.dist",
 ]
 
 

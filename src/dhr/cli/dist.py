@@ -1,0 +1,86 @@
+"""``dhr dist``: ``dhr run`` over a dask cluster (local worker processes or a remote scheduler)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dhr.errors import DHRError
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Adds ``dhr dist`` to the root app."""
+
+    @app.command("dist", no_args_is_help=True)
+    def dist_cmd(
+        photos: list[str] = typer.Argument(..., help="Photos, folders or globs ('shots/*.jpg')."),
+        edit: list[str] = typer.Option([], "--edit", "-e", help="NAME=STRENGTH, repeatable; commas combine."),
+        sweep: list[str] = typer.Option([], "--sweep", help="NAME[=MIN:MAX:STEPS], repeatable."),
+        out: Path = typer.Option(Path("dhr-out"), "--out", "-o", help="Output folder (shared with the workers)."),
+        model: str = typer.Option("faces-64", "--model", "-m", help="Bundled model name or a model folder."),
+        method: str | None = typer.Option(None, "--method", help="dhr, pti, feature, encoder or optim."),
+        device: str = typer.Option("cpu", "--device", help="Device on each worker: cpu, cuda, mps or auto."),
+        seed: int = typer.Option(0, "--seed", help="Random seed (applied before every photo)."),
+        config: Path | None = typer.Option(None, "--config", "-c", help="InvertConfig file (TOML/YAML/JSON)."),
+        face_index: int | None = typer.Option(None, "--face-index", help="Which face (0 = largest; default 0)."),
+        all_faces: bool = typer.Option(False, "--all-faces", help="Process every detected face."),
+        whole_image: bool = typer.Option(False, "--whole-image", help="Process the whole image when no face "
+                                         "is found."),
+        perceptual: str = typer.Option("model", "--perceptual", help="model, alex, vgg or squeeze."),
+        workers: int | None = typer.Option(None, "--workers", "-w", min=1, help="Local worker processes, one "
+                                           "photo at a time each (default: CPU count / --threads)."),
+        threads: int = typer.Option(1, "--threads", min=1, help="Torch threads per worker."),
+        scheduler: str | None = typer.Option(None, "--scheduler", help="Address of a running dask scheduler "
+                                             "(tcp://host:8786) instead of a local cluster."),
+        memory_limit: str | None = typer.Option(None, "--memory-limit", help="Per local worker, e.g. 4GB."),
+        retries: int = typer.Option(1, "--retries", min=0, help="Retries of a photo whose worker died."),
+        no_resume: bool = typer.Option(False, "--no-resume", help="Redo photos finished in an earlier run."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+        as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
+    ) -> None:
+        """Run the whole pipeline on many photos in parallel; same outputs as dhr run.
+
+        Each worker loads the model once. Finished photos are kept on disk with a record in
+        OUT/records/, so a rerun resumes where a crash stopped (--no-resume redoes everything).
+        Remote workers must see the photos, the model and OUT at the same paths.
+
+        Examples:
+
+          dhr dist photos/ --edit age=+2 --workers 4 -o out/
+
+          dhr dist 'shots/*.jpg' --scheduler tcp://10.0.0.5:8786 --device cuda -o /shared/out
+
+        Exit codes: 0 all ok, 1 some photos failed, 2 bad option, 3 nothing succeeded.
+        """
+        from dhr.cli.run import _check_edits, _check_sweeps, _common, _usage, expand_inputs
+        from dhr.distributed import PipelineSpec, run_distributed
+        from dhr.jobs import PhotoJob
+        from dhr.progress import make_reporter
+
+        if face_index is not None and all_faces:
+            raise _usage("--face-index and --all-faces exclude each other")
+        # Build the pipeline here once: a bad model, config or edit is a usage error before any worker starts.
+        mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json)
+        edits = _check_edits(pipe, edit)
+        sweeps = _check_sweeps(pipe, sweep)
+        items = expand_inputs(photos)
+        if not items:
+            raise _usage("no input photos")
+        spec = PipelineSpec(model=model, config=None if config is None else str(config.resolve()), seed=seed,
+                            method=method, perceptual=perceptual, device=device, torch_threads=threads)
+        job = PhotoJob.from_lists(edits, sweeps, face_index=face_index, all_faces=all_faces,
+                                  whole_image=whole_image)
+        options = {"photos": photos, "edit": edit, "sweep": sweep, "out": out, "model": model,
+                   "method": pipe.config.method, "device": device, "seed": seed, "config": config,
+                   "face_index": face_index, "all_faces": all_faces, "whole_image": whole_image,
+                   "perceptual": perceptual}
+        try:
+            record = run_distributed(items, out, spec, job, scheduler=scheduler, n_workers=workers,
+                                     memory_limit=memory_limit, resume=not no_resume,
+                                     retries=retries, reporter=make_reporter(mode), options=options, pipeline=pipe)
+        except DHRError as e:
+            raise _usage(str(e)) from None
+        raise typer.Exit(record.exit_code())

@@ -1,0 +1,305 @@
+"""Distributed engine: process many photos on a dask cluster (local processes or remote workers).
+
+Each photo is one task. A worker builds the pipeline once (cached per worker process, keyed by
+:class:`PipelineSpec`) and runs :func:`dhr.jobs.process_photo` on it, which is exactly what
+``dhr run`` does in process, so both write identical files into the same output tree. Workers
+write their outputs directly into ``out`` (remote workers need a shared file system) and finish
+each photo with a small record ``out/records/<key>.json``, written atomically. The client gathers
+the records into ``run.json`` as results arrive.
+
+Robustness:
+
+* a photo that fails (bad file, no face, out of memory) is recorded with its error and the rest go
+  on; a worker that dies is recorded against the photo it was running;
+* finished photos survive anything that happens later: their files and records are on disk;
+* ``resume=True`` (default) skips photos whose record says ``ok`` for the same input bytes
+  (sha256) and the same pipeline and job, so a rerun after a crash does only what is missing.
+
+Determinism: the pipeline reseeds before every photo, so results do not depend on which worker
+ran a photo or in which order (tested against the in-process ``dhr run``).
+
+Example:
+    >>> from dhr.distributed import PipelineSpec, run_distributed
+    >>> from dhr.jobs import PhotoJob
+    >>> record = run_distributed(["a.jpg", "b.jpg"], "out", PipelineSpec(model="faces-64"),
+    ...                          PhotoJob.from_lists([{"age": 2.0}]), n_workers=2)
+    >>> record.counts
+    {'total': 2, 'ok': 2, 'failed': 0}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dhr.errors import ConfigError, DHRError
+from dhr.jobs import PhotoJob
+
+__all__ = ["PipelineSpec", "item_key", "run_distributed", "process_item", "RECORDS_DIR"]
+
+log = logging.getLogger(__name__)
+
+RECORDS_DIR = "records"
+_PIPELINES: dict[str, Any] = {}  # per worker process: PipelineSpec fingerprint -> Pipeline
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """How a worker builds its pipeline (plain data: it is sent to every worker).
+
+    Attributes:
+        model: Bundled model name or a model folder (visible to the workers at the same path).
+        config: InvertConfig as a dict, a path to a TOML/YAML/JSON file, or None for the defaults.
+        seed: Seed applied before every photo.
+        method: Overrides ``config.method`` (``dhr``, ``pti``, ``feature``, ``encoder``, ``optim``).
+        perceptual: ``model``, ``alex``, ``vgg`` or ``squeeze``.
+        device: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (on each worker).
+        torch_threads: Intra-op threads per worker (None: leave torch's default).
+    """
+
+    model: str = "faces-64"
+    config: dict[str, Any] | str | None = None
+    seed: int = 0
+    method: str | None = None
+    perceptual: str = "model"
+    device: str = "cpu"
+    torch_threads: int | None = 1
+
+    def fingerprint(self) -> str:
+        """A short hash of everything that changes the results (not ``torch_threads``)."""
+        d = dataclasses.asdict(self)
+        d.pop("torch_threads")
+        if isinstance(d["config"], str) and Path(d["config"]).is_file():
+            d["config"] = Path(d["config"]).read_text(encoding="utf-8")
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def build(self) -> Any:
+        """Builds the :class:`dhr.pipeline.Pipeline` (raises DHRError on a bad model or config)."""
+        import torch
+
+        from dhr.pipeline import Pipeline
+
+        if self.torch_threads is not None:
+            torch.set_num_threads(int(self.torch_threads))
+        return Pipeline.from_pretrained(self.model, config=self.config, device=self.device, seed=self.seed,
+                                        perceptual=self.perceptual, method=self.method)
+
+
+def _job_fingerprint(job: PhotoJob) -> str:
+    return hashlib.sha256(json.dumps(dataclasses.asdict(job), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def item_key(item: str | os.PathLike) -> str:
+    """File-name-safe key of an input: its stem plus a hash of its absolute path (stems may repeat)."""
+    p = Path(item)
+    digest = hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in p.stem)[:80]
+    return f"{stem}-{digest}"
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def process_item(spec: PipelineSpec, job: PhotoJob, item: str, out: str) -> dict[str, Any]:
+    """Processes one photo on a worker and returns its input record as plain data.
+
+    Never raises for a problem with the photo: the error is in the returned record
+    (``status="failed"``, ``error``, ``error_type``). A pipeline that cannot be built is a failure
+    of every photo and is reported the same way.
+    """
+    from dhr.records import InputRecord, OutputTree, WarningCollector, file_sha256
+
+    t0 = time.perf_counter()
+    p = Path(item)
+    rec = InputRecord(path=str(item), sha256=file_sha256(p) if p.is_file() else None)
+    with WarningCollector() as warn:
+        try:
+            key = spec.fingerprint()
+            pipe = _PIPELINES.get(key)
+            if pipe is None:
+                pipe = _PIPELINES[key] = spec.build()
+            from dhr.jobs import process_photo
+
+            process_photo(pipe, str(item), OutputTree(Path(out)), job, rec)
+            rec.status = "ok"
+        except (DHRError, OSError) as e:
+            rec.fail(e)
+        except (RuntimeError, ValueError, TypeError, MemoryError) as e:  # e.g. out of memory: record it
+            log.debug("%s failed", item, exc_info=True)
+            rec.fail(e)
+    rec.warnings.extend(warn.messages)
+    rec.seconds = round(time.perf_counter() - t0, 4)
+    data = dict(vars(rec))
+    data["worker"] = _worker_name()
+    data["fingerprint"] = {"pipeline": spec.fingerprint(), "job": _job_fingerprint(job)}
+    _write_json_atomic(Path(out) / RECORDS_DIR / f"{item_key(item)}.json", data)
+    return data
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().name)
+    except (ImportError, ValueError):
+        return f"pid-{os.getpid()}"
+
+
+def _finished(out: Path, item: str, sha: str | None, fingerprint: dict[str, str]) -> dict[str, Any] | None:
+    """The saved record of ``item`` if it finished ok with the same input bytes, pipeline and job."""
+    path = out / RECORDS_DIR / f"{item_key(item)}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if data.get("status") == "ok" and data.get("sha256") == sha and data.get("fingerprint") == fingerprint:
+        return data
+    return None
+
+
+def _client(scheduler: str | None, n_workers: int | None, torch_threads: int, processes: bool,
+            memory_limit: str | None) -> tuple[Any, Any]:
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ConfigError("the distributed engine needs dask: pip install 'dask[distributed]' "
+                          "(or pip install 'dhr[dist]')") from None
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="30s"), None
+        except (OSError, TimeoutError) as e:
+            raise ConfigError(f"cannot reach the dask scheduler at {scheduler!r} ({e}); start one with "
+                              "`dask scheduler` and workers with `dask worker ADDRESS`, or leave --scheduler "
+                              "out to run a local cluster") from None
+    if n_workers is not None and n_workers < 1:
+        raise ConfigError(f"n_workers={n_workers} must be >= 1")
+    if n_workers is None:
+        n_workers = max(1, (os.cpu_count() or 1) // max(1, torch_threads))
+    # One task at a time per worker: the pipeline reseeds torch's global generator before each photo,
+    # so photos sharing a process concurrently would not be reproducible. Parallelism is processes
+    # (and torch threads inside each).
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
+                           dashboard_address=None, memory_limit=memory_limit or "auto")
+    return Client(cluster), cluster
+
+
+def run_distributed(items: Sequence[str | os.PathLike], out: str | os.PathLike, spec: PipelineSpec,
+                    job: PhotoJob, *, scheduler: str | None = None, n_workers: int | None = None,
+                    processes: bool = True, memory_limit: str | None = None,
+                    resume: bool = True, retries: int = 0, reporter: Any = None,
+                    options: dict[str, Any] | None = None, pipeline: Any = None) -> Any:
+    """Runs ``job`` on every photo over a dask cluster and writes ``out/run.json``.
+
+    Args:
+        items: Photo paths (expand folders and globs first, e.g. with ``dhr.cli.run.expand_inputs``).
+        out: Output folder, shared with the workers.
+        spec: How each worker builds its pipeline.
+        job: What to do with each photo (edits, outputs).
+        scheduler: Address of a running dask scheduler (``tcp://host:8786``); None starts a local cluster.
+        n_workers: Local worker processes, each running one photo at a time (default: CPU count /
+            ``spec.torch_threads``). Remote workers should be started with ``--nthreads 1`` for the
+            same reason: the pipeline reseeds torch's global generator before each photo.
+        processes: Local workers as processes (True) or threads of this process (False; for tests).
+        memory_limit: Per local worker (``"4GB"``); a worker above it is restarted and its photo recorded failed.
+        resume: Skip photos already finished ok with the same input, pipeline and job.
+        retries: Times a photo is retried when its worker dies (a photo that *fails* is not retried).
+        reporter: A :class:`dhr.progress.Reporter` (default: none).
+        options: Command options stored in ``run.json``.
+        pipeline: A pipeline built from ``spec`` on the client (e.g. to validate edits first); when given,
+            its model identity and resolved config are stored in ``run.json``.
+
+    Returns:
+        The :class:`dhr.records.RunRecord` (also written to ``out/run.json``); its ``exit_code()`` is 0 when
+        every photo is ok, 1 when some failed, 3 when none succeeded.
+
+    Raises:
+        ConfigError: dask is missing, the scheduler cannot be reached, or bad worker counts.
+    """
+    from dhr.progress import QuietReporter
+    from dhr.records import RunRecord
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    reporter = reporter if reporter is not None else QuietReporter()
+    opts = dict(options or {})
+    opts.setdefault("engine", {"scheduler": scheduler, "n_workers": n_workers, "torch_threads": spec.torch_threads,
+                               "resume": resume, "retries": retries})
+    record = RunRecord(out, "dist", opts)
+    record.seed, record.device = spec.seed, spec.device
+    if pipeline is not None:
+        from dhr.records import model_identity
+
+        record.model, record.config = model_identity(pipeline.model), pipeline.config.to_dict()
+    fingerprint = {"pipeline": spec.fingerprint(), "job": _job_fingerprint(job)}
+    recs = [record.add_input(str(i)) for i in items]
+    todo: list[int] = []
+    for idx, rec in enumerate(recs):
+        done = _finished(out, rec.path, rec.sha256, fingerprint) if resume else None
+        if done is None:
+            todo.append(idx)
+        else:
+            _fill(rec, done)
+            rec.notes.append("finished in an earlier run (resumed)")
+    reporter.start_batch(len(recs))
+    for idx, rec in enumerate(recs):
+        if idx not in todo:
+            reporter.end_item(Path(rec.path).name, rec.status, rec.error)
+    record.write()
+    if not todo:
+        reporter.finish({**record.counts, "record": str(record.tree.record), "exit_code": record.exit_code()})
+        reporter.close()
+        return record
+
+    client, cluster = _client(scheduler, n_workers, spec.torch_threads or 1, processes, memory_limit)
+    try:
+        from distributed import as_completed
+
+        record.options["engine"]["workers"] = len(client.scheduler_info().get("workers", {}))
+        futures = {}
+        for idx in todo:
+            fut = client.submit(process_item, spec, job, recs[idx].path, str(out), pure=False, retries=retries,
+                                key=f"dhr-{item_key(recs[idx].path)}-{time.time_ns()}")
+            futures[fut] = idx
+        for fut in as_completed(futures):
+            rec = recs[futures[fut]]
+            try:
+                _fill(rec, fut.result())
+            except Exception as e:  # noqa: BLE001 - a dead worker (KilledWorker), a cancelled task: record it
+                rec.fail(e)
+                rec.notes.append("the worker running this photo failed (see error); other photos went on")
+            for face in rec.faces:
+                for k, v in face.get("timings", {}).items():
+                    if k.endswith("_s") and k != "total_s":
+                        record.timings[k] = record.timings.get(k, 0.0) + float(v)
+            for m in rec.warnings:
+                reporter.note("warning", f"{Path(rec.path).name}: {m}")
+            reporter.end_item(Path(rec.path).name, rec.status, rec.error)
+            record.write()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+        path = record.write()
+        reporter.finish({**record.counts, "record": str(path), "exit_code": record.exit_code()})
+        reporter.close()
+    return record
+
+
+def _fill(rec: Any, data: dict[str, Any]) -> None:
+    for k in ("status", "error", "error_type", "faces", "warnings", "notes", "seconds"):
+        if k in data:
+            setattr(rec, k, data[k])
+    if data.get("worker"):
+        rec.notes = [*rec.notes, f"worker: {data['worker']}"]

@@ -1,0 +1,137 @@
+"""The distributed engine (dask) on a tiny model: same files as the in-process run, failures
+isolated, resume, and the `dhr dist` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed", reason="the distributed engine needs dask[distributed] (pip install 'dhr[dist]')")
+
+from dhr.distributed import RECORDS_DIR, PipelineSpec, item_key, run_distributed  # noqa: E402
+from dhr.jobs import PhotoJob, process_photo  # noqa: E402
+from dhr.records import InputRecord, OutputTree  # noqa: E402
+from tests.pipeline_fixtures import TINY_CONFIG, make_tiny_model, synthetic_photo  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    model = make_tiny_model(root / "model")
+    photos = [synthetic_photo(root / "in" / f"p{i}.png", seed=i) for i in range(3)]
+    broken = root / "in" / "broken.jpg"
+    broken.write_bytes(b"not a jpeg at all")
+    spec = PipelineSpec(model=str(model), config=TINY_CONFIG, seed=3, device="cpu")
+    job = PhotoJob.from_lists([{"age": 1.5}], whole_image=True)
+    return {"root": root, "photos": photos, "broken": broken, "spec": spec, "job": job}
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.suffix in (".png", ".safetensors")}
+
+
+def test_same_files_as_in_process_and_failures_isolated(env, tmp_path):
+    spec, job = env["spec"], env["job"]
+    # In process, as `dhr run` does it.
+    ref = tmp_path / "ref"
+    pipe = spec.build()
+    for p in env["photos"]:
+        process_photo(pipe, str(p), OutputTree(ref), job, InputRecord(path=str(p)))
+    # Distributed, photos in reverse order, the broken file in the middle.
+    items = [str(env["photos"][2]), str(env["broken"]), str(env["photos"][1]), str(env["photos"][0])]
+    out = tmp_path / "dist"
+    record = run_distributed(items, out, spec, job, n_workers=1, processes=False)
+    assert record.counts == {"total": 4, "ok": 3, "failed": 1}
+    assert record.exit_code() == 1
+    failed = [r for r in record.inputs if r.status == "failed"]
+    assert failed[0].path == str(env["broken"]) and failed[0].error_type == "ImageError"
+    assert "broken.jpg" in failed[0].error
+    expected = _outputs(ref)
+    got = _outputs(out)
+    assert expected and got.keys() == expected.keys()
+    assert all(got[k] == expected[k] for k in expected), [k for k in expected if got[k] != expected[k]]
+    run = json.loads((out / "run.json").read_text())
+    assert run["command"] == "dist" and run["counts"]["ok"] == 3
+    assert [i["path"] for i in run["inputs"]] == items  # input order, not completion order
+    assert (out / RECORDS_DIR / f"{item_key(items[0])}.json").is_file()
+
+
+def test_resume_skips_finished_photos_and_redoes_changed_ones(env, tmp_path):
+    spec, job = env["spec"], env["job"]
+    src = tmp_path / "in"
+    src.mkdir()
+    items = []
+    for p in env["photos"][:2]:
+        q = src / p.name
+        q.write_bytes(p.read_bytes())
+        items.append(str(q))
+    out = tmp_path / "out"
+    first = run_distributed(items, out, spec, job, n_workers=1, processes=False)
+    assert first.counts["ok"] == 2
+    stamp = {i: (out / RECORDS_DIR / f"{item_key(i)}.json").stat().st_mtime_ns for i in items}
+    # Change the second photo's bytes: only it is redone.
+    Path(items[1]).write_bytes(env["photos"][2].read_bytes())
+    second = run_distributed(items, out, spec, job, n_workers=1, processes=False)
+    assert second.counts == {"total": 2, "ok": 2, "failed": 0}
+    assert any("resumed" in n for n in second.inputs[0].notes)
+    assert not any("resumed" in n for n in second.inputs[1].notes)
+    assert (out / RECORDS_DIR / f"{item_key(items[0])}.json").stat().st_mtime_ns == stamp[items[0]]
+    assert (out / RECORDS_DIR / f"{item_key(items[1])}.json").stat().st_mtime_ns != stamp[items[1]]
+    # Another job (a different edit) redoes everything.
+    third = run_distributed(items, out, spec, PhotoJob.from_lists([{"age": -1.0}], whole_image=True),
+                            n_workers=1, processes=False)
+    assert not any("resumed" in n for r in third.inputs for n in r.notes)
+
+
+def test_worker_side_crash_is_recorded_and_others_finish(env, tmp_path, monkeypatch):
+    import dhr.jobs
+
+    real = dhr.jobs.process_photo
+
+    def flaky(pipe, item, tree, job, rec, reporter=None):
+        if item.endswith("p1.png"):
+            raise KeyError("simulated crash outside the handled error types")
+        return real(pipe, item, tree, job, rec, reporter)
+
+    monkeypatch.setattr(dhr.jobs, "process_photo", flaky)
+    items = [str(p) for p in env["photos"]]
+    record = run_distributed(items, tmp_path / "out", env["spec"], env["job"], n_workers=1, processes=False)
+    status = {Path(r.path).name: r.status for r in record.inputs}
+    assert status == {"p0.png": "ok", "p1.png": "failed", "p2.png": "ok"}
+    bad = next(r for r in record.inputs if r.status == "failed")
+    assert bad.error_type == "KeyError" and "simulated crash" in bad.error
+    assert any("worker" in n for n in bad.notes)
+
+
+def test_bad_worker_count(env, tmp_path):
+    from dhr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="n_workers=0"):
+        run_distributed([str(env["photos"][0])], tmp_path, env["spec"], env["job"], n_workers=0)
+
+
+def test_cli_dist_with_worker_processes(env, tmp_path):
+    """Two real worker processes through `dhr dist`; outputs and run.json as `dhr run` writes them."""
+    from typer.testing import CliRunner
+
+    from dhr.cli import build_app
+    from tests.pipeline_fixtures import tiny_config_file
+
+    cfg = tiny_config_file(tmp_path)
+    out = tmp_path / "out"
+    args = ["dist", str(env["root"] / "in"), "--model", env["spec"].model, "--config", str(cfg),
+            "--edit", "smile=-1", "--whole-image", "--workers", "2", "-q", "-o", str(out)]
+    res = CliRunner().invoke(build_app(), args)
+    assert res.exit_code == 1, res.output  # the broken file fails, the three photos succeed
+    run = json.loads((out / "run.json").read_text())
+    assert run["counts"] == {"total": 4, "ok": 3, "failed": 1}
+    assert run["model"]["name"] == "tiny-test" and run["options"]["engine"]["workers"] == 2
+    for stem in ("p0", "p1", "p2"):
+        assert (out / "edits" / "smile-1" / f"{stem}_whole.png").is_file()
+        assert (out / "bundles" / f"{stem}_whole.safetensors").is_file()
+    res = CliRunner().invoke(build_app(), ["dist", str(env["photos"][0]), "--edit", "nosuch=1", "--model",
+                                           env["spec"].model, "-q", "-o", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "nosuch" in res.output
