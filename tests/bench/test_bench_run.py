@@ -194,3 +194,41 @@ def test_cli_exit_codes(env, tmp_path):
                                      "--lpips", "model", "--n", "5", "-o", str(tmp_path / "d")])
     assert partial.exit_code == 1, partial.output
     assert np.isfinite(json.loads((tmp_path / "d" / "results.json").read_text())["summary"]["encoder"]["mse"]["mean"])
+
+
+def _metrics_by_image(res: dict) -> dict:
+    return {img["image"]: {m: v.get("metrics") for m, v in img["methods"].items()} for img in res["images"]}
+
+
+def test_shards_merge_to_the_unsharded_result(env, result, tmp_path):
+    from dhr.bench.run import merge_results
+
+    common = dict(data=env["data"], model=env["model"], base=BASE, occlusion=True,
+                  ablations=("weight-only", "theta=0.5"), identity="none", parser="none", lpips="model",
+                  qualitative=1)
+    parts = []
+    for i in range(2):
+        r = run_benchmark(BenchConfig(out=tmp_path / f"s{i}", shard=(i, 2), **common), command=f"dhr bench --shard {i}/2")
+        assert r["benchmark"]["shard"] == [i, 2]
+        parts.append(r)
+    assert sorted(len(p["images"]) for p in parts) == [2, 2]  # 4 loadable images over 2 shards
+    merged = merge_results([tmp_path / "s1", tmp_path / "s0"], tmp_path / "merged")
+    assert [i["image"] for i in merged["images"]] == [i["image"] for i in result["images"]]
+    # Same seeds and occluders per image: every metric equals the unsharded run's.
+    assert _metrics_by_image(merged) == _metrics_by_image(result)
+    for label, metrics in result["summary"].items():
+        for name, stats in metrics.items():
+            if not name.startswith(("time", "peak")):
+                assert merged["summary"][label][name]["mean"] == pytest.approx(stats["mean"], rel=1e-9), (label, name)
+    assert merged["benchmark"]["shard"] is None and len(merged["benchmark"]["merged_from"]) == 2
+    assert sorted(f["image"] for f in merged["failures"]) == sorted(f["image"] for f in result["failures"])
+    assert (tmp_path / "merged" / "report.md").is_file()
+    assert any(k.startswith("qualitative_s") for k in merged["files"])
+    with pytest.raises(ConfigError, match="missing"):
+        merge_results([tmp_path / "s0"], tmp_path / "m2")
+    with pytest.raises(ConfigError, match="twice"):
+        merge_results([tmp_path / "s0", tmp_path / "s0"], tmp_path / "m3")
+    with pytest.raises(ConfigError, match="unsharded"):
+        merge_results([env["root"] / "out", tmp_path / "s1"], tmp_path / "m4")
+    with pytest.raises(ConfigError, match="shard="):
+        BenchConfig(data=env["data"], out=tmp_path, shard=(2, 2))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -388,7 +388,8 @@ def _clean(o: Any) -> Any:
     return o
 
 
-def write_report(result: dict, out: Path, *, sheets: Sequence[dict] = ()) -> dict[str, Path]:
+def write_report(result: dict, out: Path, *, sheets: Sequence[dict] = (),
+                 extra: Mapping[str, Path] | None = None) -> dict[str, Path]:
     """Writes plots, ``report.md`` and ``results.json`` (in that order) into ``out``.
 
     Args:
@@ -396,6 +397,7 @@ def write_report(result: dict, out: Path, *, sheets: Sequence[dict] = ()) -> dic
         out: Output folder (created).
         sheets: Qualitative sheets ``{"image", "input", "rows": [{"method", "mask", "inversion",
             "edits": [(name, image)]}]}``.
+        extra: Further files already in ``out`` to list (and show, if PNG) in the report.
 
     Returns:
         ``{"json", "markdown", "metrics_plot", "tradeoff_plot", "qualitative_<k>"...}`` paths.
@@ -409,6 +411,7 @@ def write_report(result: dict, out: Path, *, sheets: Sequence[dict] = ()) -> dic
     for k, sheet in enumerate(sheets):
         if sheet.get("rows"):
             paths[f"qualitative_{k}"] = plot_qualitative(sheet, out / f"qualitative_{k}.png")
+    paths.update(extra or {})
     result["files"] = {k: str(v) for k, v in paths.items()}
     paths["markdown"].write_text(markdown(result), encoding="utf-8")
     paths["json"].write_text(json.dumps(_clean(result), indent=2, default=_json_default), encoding="utf-8")

@@ -63,6 +63,7 @@ __all__ = [
     "BENCH_METHODS",
     "IMAGE_SUFFIXES",
     "BenchConfig",
+    "merge_results",
     "MethodSpec",
     "PeakMemory",
     "list_images",
@@ -126,6 +127,9 @@ class BenchConfig:
         parser: ``auto`` (landmark parsing when dlib finds the face) or ``none``.
         qualitative: Number of images with a qualitative sheet.
         device: ``cpu``, ``cuda``, ``auto``.
+        shard: ``(i, k)``: score only images ``i, i + k, i + 2k, ...`` of the sorted list (occluders and
+            seeds are those of the whole run), so k processes or machines can share the work; combine
+            the k output folders with :func:`merge_results`. None = every image.
     """
 
     data: Path
@@ -146,6 +150,7 @@ class BenchConfig:
     parser: str = "auto"
     qualitative: int = 2
     device: str = "cpu"
+    shard: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", Path(self.data))
@@ -171,6 +176,10 @@ class BenchConfig:
         if self.base is not None and not isinstance(self.base, InvertConfig):
             raise ConfigError(f"base must be an InvertConfig, got {type(self.base).__name__}")
         parse_ablations(self.ablations)
+        if self.shard is not None:
+            i, k = self.shard
+            if not (isinstance(i, int) and isinstance(k, int) and k >= 1 and 0 <= i < k):
+                raise ConfigError(f"shard={self.shard!r} must be (i, k) with 0 <= i < k, e.g. (0, 2) and (1, 2)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -629,9 +638,14 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
         try:
             items.append(_load_item(f, R, cfg.strict))
         except (DHRError, OSError) as e:
-            failures.append({"image": f.name, "method": None, "stage": "load", "error": f"{type(e).__name__}: {e}"})
+            if cfg.shard is None or cfg.shard[0] == 0:  # every shard loads every file; shard 0 reports
+                failures.append({"image": f.name, "method": None, "stage": "load",
+                                 "error": f"{type(e).__name__}: {e}"})
             logger.warning("benchmark: %s failed to load: %s", f.name, e)
-    for it in items:
+    mine = set(range(len(items))) if cfg.shard is None else {j for j in range(len(items)) if j % cfg.shard[1] == cfg.shard[0]}
+    for j, it in enumerate(items):
+        if j not in mine:
+            continue
         if any(s.label.startswith("dhr") for s in specs) and cfg.parser == "auto":
             try:
                 _detect_landmarks(it)
@@ -644,6 +658,8 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
     sheets: list[dict] = []
     order = sorted(range(len(specs)), key=lambda k: 0 if specs[k].label == "dhr" else 1)
     for idx, it in enumerate(items):
+        if idx not in mine:
+            continue
         t_img = time.perf_counter()
         rec: dict[str, Any] = {"image": it.name, "original_size": list(it.original_size), "notes": it.notes,
                                "methods": {}}
@@ -773,6 +789,7 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
             "data": str(cfg.data), "model": model.name, "model_resolution": R, "methods": [s.label for s in specs],
             "n_requested": cfg.n, "n_images": len(files), "occlusion": cfg.occlusion, "steps_scale": cfg.steps_scale,
             "steps": steps, "seed": cfg.seed, "strict": cfg.strict,
+            "shard": None if cfg.shard is None else list(cfg.shard),
             "edits": [{"direction": d.name, "strength": cfg.edit_strength} for d in edits],
             "configs": {label: c.to_dict() for label, c in configs.items()},
         },
@@ -818,3 +835,87 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
     if progress is not None:
         progress("done", {"images": len(results), "failures": len(failures)})
     return out
+
+
+def merge_results(folders: Sequence[str | Path], out: str | Path) -> dict:
+    """Combines the output folders of a sharded benchmark (``shard=(i, k)`` for every i) into one report.
+
+    The shards must come from the same benchmark (same data, model, methods, steps, seed, ...); each
+    shard index must appear once and all k must be present. Images are put back in the sorted order of
+    the whole run, summaries and verdicts are recomputed over all of them, and the shards'
+    qualitative sheets are copied.
+
+    Returns:
+        The merged results dict (as written to ``out/results.json``).
+
+    Raises:
+        ConfigError: Missing or unreadable ``results.json``, shards of different benchmarks, a shard given
+            twice or missing.
+    """
+    import json
+    import shutil
+
+    from dhr.bench.report import summarize, verdicts, write_report
+
+    loaded = []
+    for f in folders:
+        path = Path(f) / "results.json"
+        try:
+            loaded.append((Path(f), json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read a benchmark result ({e}); run dhr bench --shard I/K into that "
+                              "folder first") from None
+    if not loaded:
+        raise ConfigError("nothing to merge: give the output folders of the shards")
+
+    def identity(r: dict) -> dict:
+        b = dict(r["benchmark"])
+        for k in ("shard", "command"):
+            b.pop(k, None)
+        return b
+
+    ref = identity(loaded[0][1])
+    seen: dict[int, Path] = {}
+    counts = set()
+    for folder, r in loaded:
+        shard = r["benchmark"].get("shard")
+        if shard is None:
+            raise ConfigError(f"{folder} holds an unsharded benchmark; only --shard I/K outputs can be merged")
+        if identity(r) != ref:
+            diff = sorted(k for k in set(ref) | set(identity(r)) if ref.get(k) != identity(r).get(k))
+            raise ConfigError(f"{folder} is a different benchmark from {loaded[0][0]} (differs in {diff})")
+        i, k = shard
+        counts.add(k)
+        if i in seen:
+            raise ConfigError(f"shard {i}/{k} is given twice: {seen[i]} and {folder}")
+        seen[i] = folder
+    if len(counts) != 1:
+        raise ConfigError(f"shards of different counts {sorted(counts)} cannot be merged")
+    (k,) = counts
+    missing = sorted(set(range(k)) - set(seen))
+    if missing:
+        raise ConfigError(f"shards {missing} of {k} are missing; run them with --shard I/{k}")
+    first = loaded[0][1]
+    images = sorted((img for _, r in loaded for img in r["images"]), key=lambda d: d["image"])
+    failures = [f for _, r in loaded for f in r["failures"]]
+    labels = first["benchmark"]["methods"]
+    merged = {key: first[key] for key in first if key not in ("images", "failures", "summary", "verdicts", "files")}
+    merged["benchmark"] = {**first["benchmark"], "shard": None,
+                           "merged_from": [str(seen[i]) for i in range(k)]}
+    commands = [r["benchmark"].get("command") for _, r in sorted(loaded, key=lambda fr: fr[1]["benchmark"]["shard"][0])]
+    if any(commands):
+        merged["benchmark"]["command"] = "\n".join(c for c in commands if c)
+    merged["environment"] = {**first["environment"], "shards": k}
+    merged["images"], merged["failures"] = images, failures
+    merged["summary"] = summarize(images, labels)
+    merged["verdicts"] = verdicts(images, labels, reference="dhr")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Path] = {}
+    for i in range(k):
+        for q in sorted(seen[i].glob("qualitative_*.png")):
+            dst = out / f"qualitative_s{i}_{q.stem.split('_')[-1]}.png"
+            shutil.copyfile(q, dst)
+            extra[dst.stem] = dst
+    write_report(merged, out, extra=extra)
+    return merged

@@ -42,6 +42,8 @@ def register(app: typer.Typer) -> None:
         parser: str = typer.Option("auto", "--parser", help="DHR face parsing: auto (landmarks), none."),
         qualitative: int = typer.Option(2, "--qualitative", help="Images with a qualitative sheet."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+        shard: str = typer.Option(None, "--shard", help="I/K: score only every K-th image starting at I (0-based), "
+                                  "to split a run over K processes or machines; combine with dhr bench-merge."),
     ) -> None:
         """Benchmark inversion methods on equal footing: reconstruction, regions, occlusion and editing metrics.
 
@@ -61,7 +63,7 @@ def register(app: typer.Typer) -> None:
                 occlusion=occlusion, steps_scale=steps_scale, strict=strict, seed=seed, base=base,
                 edits=None if edits is None else tuple(s.strip() for s in edits.split(",") if s.strip()),
                 edit_strength=edit_strength, lpips=lpips, identity=identity, parser=parser, qualitative=qualitative,
-                device=device,
+                device=device, shard=_parse_shard(shard),
             )
 
             def progress(event: str, info: dict) -> None:
@@ -79,3 +81,39 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(3)
         if result["failures"]:
             raise typer.Exit(1)
+
+    @app.command("bench-merge", no_args_is_help=True)
+    def bench_merge(
+        shards: list[Path] = typer.Argument(..., help="Output folders of dhr bench --shard 0/K ... K-1/K."),
+        out: Path = typer.Option(Path("bench-out"), "-o", "--out", help="Output folder of the merged report."),
+    ) -> None:
+        """Combine the outputs of a sharded benchmark into one report (summaries recomputed over all images).
+
+        Example:
+
+          dhr bench --data faces/ --shard 0/2 -o b0 & dhr bench --data faces/ --shard 1/2 -o b1; wait
+
+          dhr bench-merge b0 b1 -o bench-out
+        """
+        from dhr.bench.run import merge_results
+        from dhr.errors import DHRError
+
+        try:
+            result = merge_results(shards, out)
+        except DHRError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"wrote {result['files']['markdown']} ({len(result['images'])} images from {len(shards)} shards, "
+                   f"{len(result['failures'])} failure(s))")
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"1/4"`` -> ``(1, 4)``; None stays None."""
+    if text is None:
+        return None
+    try:
+        i, k = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not I/K (e.g. 0/2)", param_hint="--shard") from None
+    return i, k
+
