@@ -40,3 +40,12 @@ def test_photo_to_edited_photo(pipe):
     out = pipe.edit(inv, age=2)
     assert out.pasted is not None and out.pasted.size == (512, 512)
     assert (out.tensor - inv.inversion.image).abs().mean() > 1e-3
+
+
+def test_bundled_model_recommends_longer_refinement():
+    """faces-64 ships its own refinement budget (see dhr.train.export.RECOMMENDED_CONFIG)."""
+    from dhr.train.export import RECOMMENDED_CONFIG
+
+    cfg = load_model("faces-64").recommended_config()
+    assert cfg.refine.steps == RECOMMENDED_CONFIG["refine"]["steps"] > 100
+    assert cfg.refine.weight_steps == RECOMMENDED_CONFIG["refine"]["weight_steps"]

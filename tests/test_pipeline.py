@@ -211,3 +211,28 @@ def test_real_photo_faces(setup):
     assert inv.inversion.domain.mask_parsing is not None  # the landmark parser was used
     out = pipe.edit(inv, age=1)
     assert out.pasted.size == Image.open(path).size
+
+
+def test_model_recommended_config_is_the_base(tmp_path):
+    import json
+
+    from dhr.config import InvertConfig
+
+    model = make_tiny_model(tmp_path / "m")
+    manifest = json.loads((model / "model.json").read_text())
+    manifest["config"] = {"refine": {"steps": 7, "weight_steps": 5}, "pti": {"steps": 9}}
+    (model / "model.json").write_text(json.dumps(manifest))
+    pipe = Pipeline.from_pretrained(model, device="cpu")
+    assert (pipe.config.refine.steps, pipe.config.refine.weight_steps, pipe.config.pti.steps) == (7, 5, 9)
+    # The user's options apply over the model's; a complete InvertConfig replaces them.
+    pipe = Pipeline.from_pretrained(model, device="cpu", config={"refine": {"steps": 3}})
+    assert (pipe.config.refine.steps, pipe.config.refine.weight_steps, pipe.config.pti.steps) == (3, 5, 9)
+    toml = tmp_path / "c.toml"
+    toml.write_text("[pti]\nsteps = 2\n")
+    pipe = Pipeline.from_pretrained(model, device="cpu", config=toml)
+    assert (pipe.config.refine.steps, pipe.config.pti.steps) == (7, 2)
+    assert Pipeline.from_pretrained(model, device="cpu", config=InvertConfig()).config == InvertConfig()
+    manifest["config"] = {"refine": {"stepz": 7}}
+    (model / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=r"model\.json: recommended 'config' is invalid.*refine\.stepz"):
+        Pipeline.from_pretrained(model, device="cpu")

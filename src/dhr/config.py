@@ -175,18 +175,23 @@ def _dataclass_from_dict(cls: type, data: Any, path: str, base: Any | None) -> A
         raise ConfigError(f"{where}: {e}") from None
 
 
-def config_from_dict(data: dict[str, Any]) -> InvertConfig:
+def config_from_dict(data: dict[str, Any], *, base: InvertConfig | None = None) -> InvertConfig:
     """Builds an :class:`InvertConfig` from a nested dict, rejecting unknown keys and bad types.
 
-    Sections that are given start from the field's default (``optim`` from the baseline recipe,
-    ``coarse`` from the coarse recipe) and override only the listed keys.
+    Sections that are given start from ``base``'s (default: the field's default, ``optim`` from the
+    baseline recipe, ``coarse`` from the coarse recipe) and override only the listed keys.
+
+    Args:
+        data: Nested options, e.g. ``{"refine": {"steps": 50}}``.
+        base: The configuration the options apply to (e.g. a model's recommended settings);
+            default :class:`InvertConfig()` (the reference defaults).
 
     Raises:
         ConfigError: Naming the key path, the bad value and the valid keys or choices.
     """
     if not isinstance(data, dict):
         raise ConfigError(f"a configuration must be a mapping of options, got {type(data).__name__}")
-    defaults = InvertConfig()
+    defaults = InvertConfig() if base is None else base
     hints = typing.get_type_hints(InvertConfig)
     names = [f.name for f in dataclasses.fields(InvertConfig)]
     kwargs: dict[str, Any] = {}
@@ -204,8 +209,10 @@ def config_from_dict(data: dict[str, Any]) -> InvertConfig:
         raise ConfigError(f"config: {e}") from None
 
 
-def load_config(path: str | Path) -> InvertConfig:
+def load_config(path: str | Path, *, base: InvertConfig | None = None) -> InvertConfig:
     """Loads an :class:`InvertConfig` from a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file.
+
+    Options in the file override ``base`` (default: the reference defaults); see :func:`config_from_dict`.
 
     Raises:
         ConfigError: Unreadable file, unknown suffix, syntax errors, unknown keys or bad values.
@@ -233,6 +240,6 @@ def load_config(path: str | Path) -> InvertConfig:
     except Exception as e:  # parser-specific syntax errors (tomllib, yaml, json)
         raise ConfigError(f"configuration file {path} could not be parsed ({type(e).__name__}: {e})") from None
     try:
-        return config_from_dict(data)
+        return config_from_dict(data, base=base)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

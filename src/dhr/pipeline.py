@@ -306,8 +306,9 @@ class Pipeline:
 
     Args:
         model: A loaded :class:`~dhr.models.zoo.FaceModel`.
-        config: An :class:`~dhr.config.InvertConfig`, a dict of its options, a path to a
-            TOML/YAML/JSON file, or None for the defaults.
+        config: None for the model's recommended settings (:meth:`FaceModel.recommended_config`:
+            ``model.json``'s ``config`` over the reference defaults); a dict of options or a
+            TOML/YAML/JSON file, applied over those; or a complete :class:`~dhr.config.InvertConfig`.
         device: ``auto`` (cuda > mps > cpu), ``cpu``, ``cuda`` or ``mps``.
         seed: Seeds torch and the optimisation configs before every inversion (reproducible runs).
         perceptual: ``model`` (the model's own perceptual metric, default; LPIPS-alex when the model
@@ -325,7 +326,7 @@ class Pipeline:
             raise ConfigError(f"seed must be an integer, got {seed!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device)
-        self.config = self._with_method(self._load_config(config), method)
+        self.config = self._with_method(self._load_config(config, model.recommended_config()), method)
         self.seed = seed
         self.perceptual_name = perceptual
         self.parser_name = parser
@@ -350,17 +351,19 @@ class Pipeline:
                    parser=parser, method=method)
 
     @staticmethod
-    def _load_config(config: Any) -> InvertConfig:
+    def _load_config(config: Any, base: InvertConfig) -> InvertConfig:
+        """``None``: the model's recommended config; a dict or file: its options over it; an
+        :class:`InvertConfig`: used as given (complete)."""
         from dhr.config import InvertConfig, config_from_dict, load_config
 
         if config is None:
-            return InvertConfig()
+            return base
         if isinstance(config, InvertConfig):
             return config
         if isinstance(config, Mapping):
-            return config_from_dict(dict(config))
+            return config_from_dict(dict(config), base=base)
         if isinstance(config, (str, Path)):
-            return load_config(config)
+            return load_config(config, base=base)
         raise ConfigError(f"config must be an InvertConfig, a dict or a file path, got {type(config).__name__}")
 
     # -- components -----------------------------------------------------------------------

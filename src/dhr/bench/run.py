@@ -12,8 +12,9 @@ Protocol (written into the report):
   patches cut from the *other* images of the set).
 - **Fairness**: ``pti``, ``feature`` and ``dhr`` start from the same W+ code (the model's encoder,
   else the same seeded latent optimisation); all optimisation uses seed ``seed``; the step counts
-  are the reference defaults (optim 1000, coarse 40, DHR 100 / 50 weight steps, PTI 350) times
-  ``steps_scale`` (at least 1). Every method uses the model's own perceptual metric for its
+  are those of the base config times ``steps_scale`` (at least 1). The base config is the model's
+  recommended one (``model.json`` over the reference defaults: optim 1000, coarse 40, DHR 100 / 50
+  weight steps, PTI 350; the bundled ``faces-64`` refines DHR 200 / 150) unless ``base`` is given. Every method uses the model's own perceptual metric for its
   losses. One image at a time (batch 1) so time and memory are per image.
 - **Scoring**: reconstructions are clamped and rounded to uint8, then evaluated at
   ``min(256, R)`` (antialiased resize when R > 256) against the uint8 input: MSE, PSNR (correct
@@ -114,10 +115,11 @@ class BenchConfig:
         ablations: DHR variants (see :func:`parse_ablations`).
         n: Use the first n images (sorted); None = all.
         occlusion: Paste seeded synthetic occluders and score against their masks.
-        steps_scale: Factor on every optimisation step count (reference defaults x factor, >= 1 step).
+        steps_scale: Factor on every optimisation step count (base config's x factor, >= 1 step).
         strict: Refuse images that are not already R x R instead of resizing them.
         seed: Seed of the optimisations and the occluders.
-        base: Base inversion config (its steps are scaled too); default :class:`InvertConfig()`.
+        base: Base inversion config (its steps are scaled too); default: the model's recommended config
+            (:meth:`dhr.models.zoo.FaceModel.recommended_config`).
         edits: Direction names to edit along (default: the first two the classifier can score,
             else the first two of the model).
         edit_strength: Strength of every edit.
@@ -597,7 +599,9 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
     G = model.generator
     R = G.resolution
     eval_size = min(EVAL_MAX_RESOLUTION, R)
-    base = scale_steps(cfg.base or InvertConfig(), cfg.steps_scale)
+    base_source = "given" if cfg.base is not None else ("the model's recommended config (model.json)"
+                                                          if model.manifest.get("config") else "reference defaults")
+    base = scale_steps(cfg.base or model.recommended_config(), cfg.steps_scale)
     embed = "encoder" if model.encoder is not None else "optim"
     configs = {s.label: _method_config(base, s, embed) for s in specs}  # validates every override up front
     perceptual = model.perceptual
@@ -808,7 +812,7 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
                        "to >= 256 px (the alignment is given); no parser where no face is found"
                        if cfg.parser == "auto" else "none (--parser none)",
             "embedding": f"pti/feature/dhr start from the same W+ code ({embed})",
-            "step_budget": f"reference step counts x {cfg.steps_scale} (>= 1): " +
+            "step_budget": f"step counts of the base config ({base_source}) x {cfg.steps_scale} (>= 1): " +
                            ", ".join(f"{k} {v}" for k, v in steps.items()),
             "regions": "in./ood. use the DHR mask of the image for every method (1 = in-domain)",
             "memory": {"cuda_max_allocated": "torch.cuda.max_memory_allocated during invert()",

@@ -28,12 +28,12 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("faces-64", "--model", help="Bundled model name or model folder."),
         occlusion: bool = typer.Option(False, "--occlusion", help="Paste seeded synthetic occluders (ground-truth masks)."),
         n: int = typer.Option(None, "--n", help="Use the first N images (sorted)."),
-        steps_scale: float = typer.Option(1.0, "--steps-scale", help="Factor on every reference step count."),
+        steps_scale: float = typer.Option(1.0, "--steps-scale", help="Factor on every step count of the base config."),
         ablation: list[str] = typer.Option([], "--ablation", help="DHR variant (repeat or comma-separate): weight-only, "
                                            "feature-only, hybrid, parsing, no-parsing, superpixels, no-superpixels, "
                                            "feature-res=R, theta=T."),
         strict: bool = typer.Option(False, "--strict", help="Refuse images that are not already the model's size."),
-        config: Path = typer.Option(None, "--config", help="Base inversion config (TOML/YAML/JSON); steps are scaled."),
+        config: Path = typer.Option(None, "--config", help="Base inversion config (TOML/YAML/JSON; default: the model's recommended one); steps are scaled."),
         seed: int = typer.Option(0, "--seed", help="Seed of the optimisations and occluders."),
         edits: str = typer.Option(None, "--edits", help="Two direction names to edit along (default: chosen from the model)."),
         edit_strength: float = typer.Option(2.0, "--edit-strength", help="Strength of every edit."),

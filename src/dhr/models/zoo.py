@@ -28,7 +28,7 @@ MODEL_JSON = "model.json"
 DEFAULT_MODEL = "faces-64"
 _ASSETS = Path(__file__).resolve().parents[1] / "assets" / "models"
 _MANIFEST_KEYS = {"name", "description", "resolution", "components", "parser", "template", "card", "training",
-                  "licence", "perceptual_name"}
+                  "licence", "perceptual_name", "config"}
 _COMPONENTS = ("generator", "encoder", "perceptual", "classifier", "directions")
 
 
@@ -72,6 +72,19 @@ class FaceModel:
     @property
     def resolution(self) -> int:
         return int(self.generator.resolution)
+
+    def recommended_config(self) -> Any:
+        """The model's recommended :class:`dhr.config.InvertConfig`: ``model.json``'s ``config`` options
+        over the reference defaults (the reference defaults alone when it has none).
+
+        The reference step counts were tuned for FFHQ at 1024 px; a model may ship settings that
+        suit it better (the bundled ``faces-64`` refines longer). Options passed by the user are
+        applied on top of these (:class:`dhr.pipeline.Pipeline`).
+        """
+        from dhr.config import InvertConfig, config_from_dict
+
+        options = (self.manifest or {}).get("config")
+        return InvertConfig() if not options else config_from_dict(dict(options))
 
     def to(self, device: torch.device | str) -> FaceModel:
         """Moves every network to ``device`` (in place) and returns self."""
@@ -179,6 +192,15 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, device: torch.device
     template = None
     if manifest.get("template"):
         template = json.loads((folder / manifest["template"]).read_text(encoding="utf-8"))
+    if manifest.get("config") is not None:
+        from dhr.config import config_from_dict
+
+        if not isinstance(manifest["config"], dict):
+            raise ConfigError(f"{mpath}: 'config' must be a mapping of inversion options")
+        try:
+            config_from_dict(manifest["config"])
+        except ConfigError as e:
+            raise ConfigError(f"{mpath}: recommended 'config' is invalid: {e}") from None
     model = FaceModel(name=manifest.get("name", folder.name), path=folder, template=template, manifest=manifest, **loaded)
     if device is not None:
         model.to(device)
