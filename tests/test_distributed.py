@@ -28,8 +28,18 @@ def env(tmp_path_factory):
     return {"root": root, "photos": photos, "broken": broken, "spec": spec, "job": job}
 
 
-def _outputs(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+def _content(p: Path):
+    """PNG bytes; safetensors as (metadata, tensors): the header's metadata order is not stable."""
+    if p.suffix == ".png":
+        return p.read_bytes()
+    from safetensors import safe_open
+
+    with safe_open(str(p), "pt") as f:
+        return f.metadata(), {k: f.get_tensor(k).numpy().tobytes() for k in sorted(f.keys())}
+
+
+def _outputs(out: Path) -> dict[str, object]:
+    return {str(p.relative_to(out)): _content(p) for p in sorted(out.rglob("*"))
             if p.is_file() and p.suffix in (".png", ".safetensors")}
 
 
@@ -52,7 +62,8 @@ def test_same_files_as_in_process_and_failures_isolated(env, tmp_path):
     expected = _outputs(ref)
     got = _outputs(out)
     assert expected and got.keys() == expected.keys()
-    assert all(got[k] == expected[k] for k in expected), [k for k in expected if got[k] != expected[k]]
+    differ = [k for k in expected if got[k] != expected[k]]
+    assert not differ, differ
     run = json.loads((out / "run.json").read_text())
     assert run["command"] == "dist" and run["counts"]["ok"] == 3
     assert [i["path"] for i in run["inputs"]] == items  # input order, not completion order

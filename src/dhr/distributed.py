@@ -127,6 +127,12 @@ def process_item(spec: PipelineSpec, job: PhotoJob, item: str, out: str) -> dict
     with WarningCollector() as warn:
         try:
             key = spec.fingerprint()
+            if spec.torch_threads is not None:
+                import torch
+
+                # Per call: the thread count is a per-thread setting, and a worker may run tasks on
+                # another thread than the one that built the pipeline (results depend on it slightly).
+                torch.set_num_threads(int(spec.torch_threads))
             pipe = _PIPELINES.get(key)
             if pipe is None:
                 pipe = _PIPELINES[key] = spec.build()
@@ -279,10 +285,7 @@ def run_distributed(items: Sequence[str | os.PathLike], out: str | os.PathLike, 
             except Exception as e:  # noqa: BLE001 - a dead worker (KilledWorker), a cancelled task: record it
                 rec.fail(e)
                 rec.notes.append("the worker running this photo failed (see error); other photos went on")
-            for face in rec.faces:
-                for k, v in face.get("timings", {}).items():
-                    if k.endswith("_s") and k != "total_s":
-                        record.timings[k] = record.timings.get(k, 0.0) + float(v)
+            record.add_stage_timings(rec)
             for m in rec.warnings:
                 reporter.note("warning", f"{Path(rec.path).name}: {m}")
             reporter.end_item(Path(rec.path).name, rec.status, rec.error)

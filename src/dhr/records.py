@@ -219,6 +219,13 @@ class RunRecord:
         self.inputs.append(rec)
         return rec
 
+    def add_stage_timings(self, rec: InputRecord) -> None:
+        """Adds the per-stage timings (``*_s``, not ``total_s``) of ``rec``'s faces to the run totals."""
+        for face in rec.faces:
+            for key, value in face.get("timings", {}).items():
+                if key.endswith("_s") and key != "total_s":
+                    self.timings[key] = self.timings.get(key, 0.0) + float(value)
+
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
         """Adds the wall time of the block to ``timings[stage + "_s"]``."""

@@ -55,20 +55,15 @@ def register(app: typer.Typer) -> None:
 
         Exit codes: 0 all ok, 1 some photos failed, 2 bad option, 3 nothing succeeded.
         """
-        from dhr.cli.run import _check_edits, _check_sweeps, _common, _usage, expand_inputs
+        from dhr.cli.run import _usage, prepare_photo_command
         from dhr.distributed import PipelineSpec, run_distributed
         from dhr.jobs import PhotoJob
         from dhr.progress import make_reporter
 
-        if face_index is not None and all_faces:
-            raise _usage("--face-index and --all-faces exclude each other")
         # Build the pipeline here once: a bad model, config or edit is a usage error before any worker starts.
-        mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json)
-        edits = _check_edits(pipe, edit)
-        sweeps = _check_sweeps(pipe, sweep)
-        items = expand_inputs(photos)
-        if not items:
-            raise _usage("no input photos")
+        mode, pipe, edits, sweeps, items = prepare_photo_command(
+            photos, edit, sweep, model=model, method=method, device=device, seed=seed, config=config,
+            perceptual=perceptual, quiet=quiet, as_json=as_json, face_index=face_index, all_faces=all_faces)
         spec = PipelineSpec(model=model, config=None if config is None else str(config.resolve()), seed=seed,
                             method=method, perceptual=perceptual, device=device, torch_threads=threads)
         job = PhotoJob.from_lists(edits, sweeps, face_index=face_index, all_faces=all_faces,

@@ -226,10 +226,7 @@ def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], m
                     log.debug("%s failed", item, exc_info=True)
                     rec.fail(e)
             rec.warnings.extend(warn.messages)
-            for face in rec.faces:
-                for key, value in face.get("timings", {}).items():
-                    if key.endswith("_s") and key != "total_s":
-                        record.timings[key] = record.timings.get(key, 0.0) + float(value)
+            record.add_stage_timings(rec)
             for m in warn.messages:
                 reporter.note("warning", f"{Path(item).name}: {m}")
             rec.seconds = round(time.perf_counter() - t0, 4)
@@ -269,6 +266,25 @@ def _common(model, method, device, seed, config, perceptual, quiet, as_json):
     mode = _progress_mode(quiet, as_json)
     pipe = _build_pipeline(model, device, config, seed, method, perceptual)
     return mode, pipe
+
+
+def prepare_photo_command(photos: list[str], edit: list[str], sweep: list[str], *, model: str, method: str | None,
+                          device: str, seed: int, config: Path | None, perceptual: str, quiet: bool, as_json: bool,
+                          face_index: int | None, all_faces: bool):
+    """Checks the options of a photo command and builds its pipeline; any problem exits with 2.
+
+    Returns:
+        ``(progress mode, pipeline, edit dicts, sweeps, expanded input paths)``.
+    """
+    if face_index is not None and all_faces:
+        raise _usage("--face-index and --all-faces exclude each other")
+    mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json)
+    edits = _check_edits(pipe, edit)
+    sweeps = _check_sweeps(pipe, sweep)
+    items = expand_inputs(photos)
+    if not items:
+        raise _usage("no input photos")
+    return mode, pipe, edits, sweeps, items
 
 
 def register(app: typer.Typer) -> None:
@@ -312,14 +328,9 @@ def register(app: typer.Typer) -> None:
 
         Exit codes: 0 all ok, 1 some inputs failed, 2 bad option, 3 nothing succeeded.
         """
-        if face_index is not None and all_faces:
-            raise _usage("--face-index and --all-faces exclude each other")
-        mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json)
-        edits = _check_edits(pipe, edit)
-        sweeps = _check_sweeps(pipe, sweep)
-        items = expand_inputs(photos)
-        if not items:
-            raise _usage("no input photos")
+        mode, pipe, edits, sweeps, items = prepare_photo_command(
+            photos, edit, sweep, model=model, method=method, device=device, seed=seed, config=config,
+            perceptual=perceptual, quiet=quiet, as_json=as_json, face_index=face_index, all_faces=all_faces)
         from dhr.records import OutputTree
 
         tree = OutputTree(out)
