@@ -98,3 +98,16 @@ def test_train_steps_checkpoint_resume_and_refusal(face_folder, lpips_files, tmp
 def test_training_needs_lpips(face_folder, tmp_path):
     with pytest.raises(ConfigError, match="lpips"):
         Trainer(TrainConfig(data=str(face_folder), out=str(tmp_path / "r")))
+
+
+def test_write_held_out_matches_the_split(face_folder, tmp_path):
+    from dhr.train.data import main, write_held_out
+
+    names = sorted(p.name for p in face_folder.iterdir() if p.suffix == ".jpg")
+    expected = [n for n in names if is_validation(n, 0.5)]
+    written = write_held_out(face_folder, tmp_path / "val", fraction=0.5)
+    assert [p.name for p in written] == expected
+    assert all(p.is_symlink() and p.resolve() == (face_folder / p.name).resolve() for p in written)
+    main(["held-out", str(face_folder), str(tmp_path / "val2"), "--fraction", "0.5", "--copy"])
+    copied = sorted((tmp_path / "val2").iterdir())
+    assert [p.name for p in copied] == expected and not any(p.is_symlink() for p in copied)

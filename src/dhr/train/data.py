@@ -97,3 +97,58 @@ def prepare_dataset(folder: str | Path, size: int, cache: str | Path | None = No
                      names=np.array(ds.names), skipped=skipped)
     val = np.array([is_validation(n, val_fraction) for n in ds.names])
     return ds.subset(np.nonzero(~val)[0]), ds.subset(np.nonzero(val)[0]), skipped
+
+
+def write_held_out(folder: str | Path, out: str | Path, *, fraction: float = 0.04, link: bool = True) -> list[Path]:
+    """Puts the held-out crops of ``folder`` (:func:`is_validation` with ``fraction``) into ``out``.
+
+    These are the images no training step saw: the benchmark and the model card evaluate on them.
+
+    Args:
+        folder: The labelled crops (e.g. ``../shared/datasets/utkface``).
+        out: Destination folder (created).
+        fraction: The held-out fraction the model was trained with (its ``val_fraction``, 0.04).
+        link: Symbolic links (default) or copies.
+
+    Returns:
+        The written paths, sorted.
+    """
+    import shutil
+
+    src, dst = Path(folder), Path(out)
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src} is not a folder of face crops")
+    dst.mkdir(parents=True, exist_ok=True)
+    written = []
+    for p in sorted(src.iterdir()):
+        if p.suffix.lower() not in (".jpg", ".jpeg", ".png") or not is_validation(p.name, fraction):
+            continue
+        q = dst / p.name
+        if q.exists() or q.is_symlink():
+            q.unlink()
+        if link:
+            q.symlink_to(p.resolve())
+        else:
+            shutil.copyfile(p, q)
+        written.append(q)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m dhr.train.data held-out DATA OUT [--fraction 0.04] [--copy]``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="Dataset helpers for dhr.train.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    h = sub.add_parser("held-out", help="put the held-out crops (never trained on) into a folder")
+    h.add_argument("data", type=Path)
+    h.add_argument("out", type=Path)
+    h.add_argument("--fraction", type=float, default=0.04)
+    h.add_argument("--copy", action="store_true", help="copy instead of symbolic links")
+    a = p.parse_args(argv)
+    written = write_held_out(a.data, a.out, fraction=a.fraction, link=not a.copy)
+    print(f"{len(written)} held-out crops in {a.out}")
+
+
+if __name__ == "__main__":
+    main()
