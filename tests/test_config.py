@@ -59,3 +59,25 @@ def test_load_toml_yaml_json(tmp_path):
         load_config(tmp_path / "x.ini")
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_overrides_from_the_command_line():
+    from dhr.config import apply_overrides, parse_overrides
+
+    assert parse_overrides(["refine.steps=300", "segment.theta_skin=0.3", "method=pti",
+                            "refine.tune_resolutions=[16, 32]", "segment.theta=null"]) == {
+        "refine": {"steps": 300, "tune_resolutions": [16, 32]}, "segment": {"theta_skin": 0.3, "theta": None},
+        "method": "pti"}
+    base = InvertConfig.from_dict({"refine": {"weight_steps": 7}})
+    cfg = apply_overrides(base, ["refine.steps=30", "segment.theta_other=0.2"])
+    assert (cfg.refine.steps, cfg.refine.weight_steps, cfg.segment.theta_other) == (30, 7, 0.2)
+    assert apply_overrides(base, []) is base
+    for bad, match in (("refine.steps", "KEY=VALUE"), ("=3", "KEY=VALUE"), ("refine..steps=1", "KEY=VALUE")):
+        with pytest.raises(ConfigError, match=match):
+            parse_overrides([bad])
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_overrides(["refine.steps=1", "refine.steps=2"])
+    with pytest.raises(ConfigError, match=r"refine\.stepz"):
+        apply_overrides(base, ["refine.stepz=1"])
+    with pytest.raises(ConfigError, match="steps"):
+        apply_overrides(base, ["refine.steps=many"])

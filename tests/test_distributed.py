@@ -146,3 +146,11 @@ def test_cli_dist_with_worker_processes(env, tmp_path):
     res = CliRunner().invoke(build_app(), ["dist", str(env["photos"][0]), "--edit", "nosuch=1", "--model",
                                            env["spec"].model, "-q", "-o", str(tmp_path / "x")])
     assert res.exit_code == 2 and "nosuch" in res.output
+
+
+def test_spec_overrides_change_the_pipeline_and_fingerprint(env):
+    import dataclasses
+
+    spec = dataclasses.replace(env["spec"], overrides=("refine.steps=1",))
+    assert spec.fingerprint() != env["spec"].fingerprint()
+    assert spec.build().config.refine.steps == 1

@@ -36,7 +36,8 @@ from dhr.refinement.baselines import PTIConfig
 from dhr.refinement.hybrid import RefineConfig
 from dhr.segmentation.domain import SegmentConfig
 
-__all__ = ["InvertConfig", "Method", "EmbedMethod", "METHODS", "load_config", "config_from_dict"]
+__all__ = ["InvertConfig", "Method", "EmbedMethod", "METHODS", "load_config", "config_from_dict", "parse_overrides",
+           "apply_overrides"]
 
 Method = Literal["dhr", "pti", "feature", "encoder", "optim"]
 EmbedMethod = Literal["encoder", "optim"]
@@ -243,3 +244,48 @@ def load_config(path: str | Path, *, base: InvertConfig | None = None) -> Invert
         return config_from_dict(data, base=base)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def parse_overrides(specs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Turns ``["refine.steps=300", "segment.theta_skin=0.3"]`` into a nested options dict.
+
+    Values are read as YAML scalars or lists (``300`` int, ``0.3`` float, ``true``, ``null``,
+    ``[16, 32]``, ``pti``). Keys are checked when the dict is applied (:func:`config_from_dict`).
+
+    Raises:
+        ConfigError: A spec without ``=`` or with an empty key, or a key given twice.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for spec in specs:
+        key, sep, raw = str(spec).partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {spec!r} must be KEY=VALUE with a dotted key, e.g. refine.steps=300 or "
+                              "segment.theta_skin=0.3")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {spec!r}: {part!r} was already given a value")
+        if parts[-1] in node:
+            raise ConfigError(f"--set {key} is given twice")
+        node[parts[-1]] = value
+    return out
+
+
+def apply_overrides(config: InvertConfig, specs: list[str] | tuple[str, ...]) -> InvertConfig:
+    """``config`` with ``KEY=VALUE`` overrides applied (see :func:`parse_overrides`).
+
+    Raises:
+        ConfigError: Malformed specs, unknown keys (named with the valid ones) or bad values.
+    """
+    if not specs:
+        return config
+    return config_from_dict(parse_overrides(specs), base=config)

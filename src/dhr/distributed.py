@@ -63,6 +63,7 @@ class PipelineSpec:
         perceptual: ``model``, ``alex``, ``vgg`` or ``squeeze``.
         device: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (on each worker).
         torch_threads: Intra-op threads per worker (None: leave torch's default).
+        overrides: ``KEY=VALUE`` config overrides applied last (:func:`dhr.config.apply_overrides`).
     """
 
     model: str = "faces-64"
@@ -72,6 +73,7 @@ class PipelineSpec:
     perceptual: str = "model"
     device: str = "cpu"
     torch_threads: int | None = 1
+    overrides: tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
         """A short hash of everything that changes the results (not ``torch_threads``)."""
@@ -89,8 +91,12 @@ class PipelineSpec:
 
         if self.torch_threads is not None:
             torch.set_num_threads(int(self.torch_threads))
-        return Pipeline.from_pretrained(self.model, config=self.config, device=self.device, seed=self.seed,
+        from dhr.config import apply_overrides
+
+        pipe = Pipeline.from_pretrained(self.model, config=self.config, device=self.device, seed=self.seed,
                                         perceptual=self.perceptual, method=self.method)
+        pipe.config = apply_overrides(pipe.config, list(self.overrides))
+        return pipe
 
 
 def _job_fingerprint(job: PhotoJob) -> str:

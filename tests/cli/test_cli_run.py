@@ -271,3 +271,19 @@ def test_sweep_without_ffmpeg_and_edit_sweep(env, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "unknown direction 'agee'" in r.output
     r = _invoke("edit", inv / "bundles", "-o", ed, "--model", env["model"], "--device", "cpu")
     assert r.exit_code == 2 and "--sweep" in r.output
+
+
+def test_set_overrides_config(env, tmp_path):
+    out = tmp_path / "out"
+    r = _invoke("run", env["inputs"] / "a.png", "--whole-image", "--quiet", "--set", "refine.steps=3",
+                "--set", "segment.theta_skin=0.25", "-o", out, *_common(env))
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["config"]["refine"]["steps"] == 3 and rec["config"]["segment"]["theta_skin"] == 0.25
+    assert rec["config"]["refine"]["weight_steps"] == 1  # from --config, not replaced
+    r = _invoke("run", env["inputs"] / "a.png", "--whole-image", "--set", "refine.stepz=3", "-o", tmp_path / "x",
+                *_common(env))
+    assert r.exit_code == 2 and "refine.stepz" in r.output
+    r = _invoke("invert", env["inputs"] / "a.png", "--whole-image", "--set", "bad", "-o", tmp_path / "y",
+                *_common(env))
+    assert r.exit_code == 2 and "KEY=VALUE" in r.output

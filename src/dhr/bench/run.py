@@ -129,6 +129,8 @@ class BenchConfig:
         parser: ``auto`` (landmark parsing when dlib finds the face) or ``none``.
         qualitative: Number of images with a qualitative sheet.
         device: ``cpu``, ``cuda``, ``auto``.
+        overrides: ``KEY=VALUE`` options applied to the base config before scaling
+            (:func:`dhr.config.apply_overrides`), e.g. ``("segment.theta_skin=0.3",)``.
         shard: ``(i, k)``: score only images ``i, i + k, i + 2k, ...`` of the sorted list (occluders and
             seeds are those of the whole run), so k processes or machines can share the work; combine
             the k output folders with :func:`merge_results`. None = every image.
@@ -152,6 +154,7 @@ class BenchConfig:
     parser: str = "auto"
     qualitative: int = 2
     device: str = "cpu"
+    overrides: tuple[str, ...] = ()
     shard: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
@@ -178,6 +181,10 @@ class BenchConfig:
         if self.base is not None and not isinstance(self.base, InvertConfig):
             raise ConfigError(f"base must be an InvertConfig, got {type(self.base).__name__}")
         parse_ablations(self.ablations)
+        object.__setattr__(self, "overrides", tuple(self.overrides))
+        from dhr.config import parse_overrides
+
+        parse_overrides(self.overrides)
         if self.shard is not None:
             i, k = self.shard
             if not (isinstance(i, int) and isinstance(k, int) and k >= 1 and 0 <= i < k):
@@ -601,7 +608,11 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
     eval_size = min(EVAL_MAX_RESOLUTION, R)
     base_source = "given" if cfg.base is not None else ("the model's recommended config (model.json)"
                                                           if model.manifest.get("config") else "reference defaults")
-    base = scale_steps(cfg.base or model.recommended_config(), cfg.steps_scale)
+    if cfg.overrides:
+        base_source += " with " + ", ".join(cfg.overrides)
+    from dhr.config import apply_overrides
+
+    base = scale_steps(apply_overrides(cfg.base or model.recommended_config(), cfg.overrides), cfg.steps_scale)
     embed = "encoder" if model.encoder is not None else "optim"
     configs = {s.label: _method_config(base, s, embed) for s in specs}  # validates every override up front
     perceptual = model.perceptual
@@ -794,6 +805,7 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
             "n_requested": cfg.n, "n_images": len(files), "occlusion": cfg.occlusion, "steps_scale": cfg.steps_scale,
             "steps": steps, "seed": cfg.seed, "strict": cfg.strict,
             "shard": None if cfg.shard is None else list(cfg.shard),
+            "overrides": list(cfg.overrides),
             "edits": [{"direction": d.name, "strength": cfg.edit_strength} for d in edits],
             "configs": {label: c.to_dict() for label, c in configs.items()},
         },

@@ -42,6 +42,8 @@ def register(app: typer.Typer) -> None:
         parser: str = typer.Option("auto", "--parser", help="DHR face parsing: auto (landmarks), none."),
         qualitative: int = typer.Option(2, "--qualitative", help="Images with a qualitative sheet."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+        set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override of the base config, repeatable "
+                                       "(e.g. --set segment.theta_skin=0.3)."),
         shard: str = typer.Option(None, "--shard", help="I/K: score only every K-th image starting at I (0-based), "
                                   "to split a run over K processes or machines; combine with dhr bench-merge."),
     ) -> None:
@@ -63,7 +65,7 @@ def register(app: typer.Typer) -> None:
                 occlusion=occlusion, steps_scale=steps_scale, strict=strict, seed=seed, base=base,
                 edits=None if edits is None else tuple(s.strip() for s in edits.split(",") if s.strip()),
                 edit_strength=edit_strength, lpips=lpips, identity=identity, parser=parser, qualitative=qualitative,
-                device=device, shard=_parse_shard(shard),
+                device=device, shard=_parse_shard(shard), overrides=tuple(set_),
             )
 
             def progress(event: str, info: dict) -> None:

@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("cpu", "--device", help="Device on each worker: cpu, cuda, mps or auto."),
         seed: int = typer.Option(0, "--seed", help="Random seed (applied before every photo)."),
         config: Path | None = typer.Option(None, "--config", "-c", help="InvertConfig file (TOML/YAML/JSON)."),
+        set_: list[str] = typer.Option([], "--set", help="KEY=VALUE config override, repeatable, applied last."),
         face_index: int | None = typer.Option(None, "--face-index", help="Which face (0 = largest; default 0)."),
         all_faces: bool = typer.Option(False, "--all-faces", help="Process every detected face."),
         whole_image: bool = typer.Option(False, "--whole-image", help="Process the whole image when no face "
@@ -63,15 +64,17 @@ def register(app: typer.Typer) -> None:
         # Build the pipeline here once: a bad model, config or edit is a usage error before any worker starts.
         mode, pipe, edits, sweeps, items = prepare_photo_command(
             photos, edit, sweep, model=model, method=method, device=device, seed=seed, config=config,
-            perceptual=perceptual, quiet=quiet, as_json=as_json, face_index=face_index, all_faces=all_faces)
+            perceptual=perceptual, quiet=quiet, as_json=as_json, face_index=face_index, all_faces=all_faces,
+            sets=set_)
         spec = PipelineSpec(model=model, config=None if config is None else str(config.resolve()), seed=seed,
-                            method=method, perceptual=perceptual, device=device, torch_threads=threads)
+                            method=method, perceptual=perceptual, device=device, torch_threads=threads,
+                            overrides=tuple(set_))
         job = PhotoJob.from_lists(edits, sweeps, face_index=face_index, all_faces=all_faces,
                                   whole_image=whole_image)
         options = {"photos": photos, "edit": edit, "sweep": sweep, "out": out, "model": model,
                    "method": pipe.config.method, "device": device, "seed": seed, "config": config,
                    "face_index": face_index, "all_faces": all_faces, "whole_image": whole_image,
-                   "perceptual": perceptual}
+                   "perceptual": perceptual, "set": set_}
         try:
             record = run_distributed(items, out, spec, job, scheduler=scheduler, n_workers=workers,
                                      memory_limit=memory_limit, resume=not no_resume,

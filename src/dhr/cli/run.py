@@ -160,13 +160,16 @@ def _progress_mode(quiet: bool, as_json: bool) -> str:
 
 
 def _build_pipeline(model: str, device: str, config: Path | None, seed: int, method: str | None,
-                    perceptual: str):
-    """Loads the pipeline; any problem is a usage error (exit 2)."""
+                    perceptual: str, sets: list[str] | None = None):
+    """Loads the pipeline and applies ``--set`` overrides; any problem is a usage error (exit 2)."""
+    from dhr.config import apply_overrides
     from dhr.pipeline import Pipeline
 
     try:
         pipe = Pipeline.from_pretrained(model, device=device, config=config, seed=seed, perceptual=perceptual,
                                         method=method)
+        if sets:
+            pipe.config = apply_overrides(pipe.config, sets)
     except DHRError as e:
         raise _usage(str(e)) from None
     return pipe
@@ -262,15 +265,19 @@ _MODEL_HELP = "Bundled model name (dhr models list) or a model folder."
 _METHOD_HELP = "dhr (hybrid refinement), pti, feature, encoder or optim; default from --config (dhr)."
 
 
-def _common(model, method, device, seed, config, perceptual, quiet, as_json):
+def _common(model, method, device, seed, config, perceptual, quiet, as_json, sets=None):
     mode = _progress_mode(quiet, as_json)
-    pipe = _build_pipeline(model, device, config, seed, method, perceptual)
+    pipe = _build_pipeline(model, device, config, seed, method, perceptual, sets)
     return mode, pipe
+
+
+_SET_HELP = ("KEY=VALUE config override, repeatable, applied last (e.g. --set segment.theta_skin=0.3 "
+             "--set refine.steps=300).")
 
 
 def prepare_photo_command(photos: list[str], edit: list[str], sweep: list[str], *, model: str, method: str | None,
                           device: str, seed: int, config: Path | None, perceptual: str, quiet: bool, as_json: bool,
-                          face_index: int | None, all_faces: bool):
+                          face_index: int | None, all_faces: bool, sets: list[str] | None = None):
     """Checks the options of a photo command and builds its pipeline; any problem exits with 2.
 
     Returns:
@@ -278,7 +285,7 @@ def prepare_photo_command(photos: list[str], edit: list[str], sweep: list[str], 
     """
     if face_index is not None and all_faces:
         raise _usage("--face-index and --all-faces exclude each other")
-    mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json)
+    mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json, sets)
     edits = _check_edits(pipe, edit)
     sweeps = _check_sweeps(pipe, sweep)
     items = expand_inputs(photos)
@@ -303,6 +310,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto (cuda > mps > cpu), cpu, cuda or mps."),
         seed: int = typer.Option(0, "--seed", help="Random seed (runs are reproducible)."),
         config: Path | None = typer.Option(None, "--config", "-c", help="InvertConfig file (TOML/YAML/JSON)."),
+        set_: list[str] = typer.Option([], "--set", help=_SET_HELP),
         face_index: int | None = typer.Option(None, "--face-index", help="Which face (0 = largest; default 0)."),
         all_faces: bool = typer.Option(False, "--all-faces", help="Process every detected face."),
         whole_image: bool = typer.Option(False, "--whole-image", help="When no face is found, process the "
@@ -330,12 +338,13 @@ def register(app: typer.Typer) -> None:
         """
         mode, pipe, edits, sweeps, items = prepare_photo_command(
             photos, edit, sweep, model=model, method=method, device=device, seed=seed, config=config,
-            perceptual=perceptual, quiet=quiet, as_json=as_json, face_index=face_index, all_faces=all_faces)
+            perceptual=perceptual, quiet=quiet, as_json=as_json, face_index=face_index, all_faces=all_faces,
+            sets=set_)
         from dhr.records import OutputTree
 
         tree = OutputTree(out)
         options = {"photos": photos, "edit": edit, "sweep": sweep, "out": out, "model": model,
-                   "method": pipe.config.method,
+                   "method": pipe.config.method, "set": set_,
                    "device": device, "seed": seed, "config": config, "face_index": face_index,
                    "all_faces": all_faces, "whole_image": whole_image, "perceptual": perceptual}
         work = _photo_work(pipe, tree, face_index=face_index, all_faces=all_faces, whole_image=whole_image,
@@ -386,6 +395,7 @@ def register(app: typer.Typer) -> None:
         face_index: int | None = typer.Option(None, "--face-index", help="Which face (0 = largest; default 0)."),
         all_faces: bool = typer.Option(False, "--all-faces", help="Process every detected face."),
         whole_image: bool = typer.Option(False, "--whole-image", help="Process the whole image when no face is found."),
+        set_: list[str] = typer.Option([], "--set", help=_SET_HELP),
         perceptual: str = typer.Option("model", "--perceptual", help="model, alex, vgg or squeeze."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
         as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
@@ -402,12 +412,13 @@ def register(app: typer.Typer) -> None:
         """
         if face_index is not None and all_faces:
             raise _usage("--face-index and --all-faces exclude each other")
-        mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json)
+        mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json, set_)
         items = expand_inputs(photos)
         from dhr.records import OutputTree
 
         tree = OutputTree(out)
-        options = {"photos": photos, "out": out, "model": model, "method": pipe.config.method, "device": device,
+        options = {"photos": photos, "out": out, "model": model, "method": pipe.config.method, "set": set_,
+                   "device": device,
                    "seed": seed, "config": config, "face_index": face_index, "all_faces": all_faces,
                    "whole_image": whole_image, "perceptual": perceptual}
         work = _photo_work(pipe, tree, face_index=face_index, all_faces=all_faces, whole_image=whole_image,
