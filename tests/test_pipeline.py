@@ -236,3 +236,37 @@ def test_model_recommended_config_is_the_base(tmp_path):
     (model / "model.json").write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match=r"model\.json: recommended 'config' is invalid.*refine\.stepz"):
         Pipeline.from_pretrained(model, device="cpu")
+
+
+def test_user_ood_mask_replaces_segmentation(setup, tmp_path):
+    pipe, _, photo, _ = setup
+    h, w = 40, 48
+    m = np.zeros((h, w), np.uint8)
+    m[:, : w // 2] = 255  # left half of the photo is out of domain
+    path = tmp_path / "mask.png"
+    Image.fromarray(m).save(path)
+    inv = pipe.invert(photo, whole_image=True, ood_mask=path)[0]
+    dom = inv.inversion.domain.mask[0]
+    R = dom.shape[-1]
+    # The whole-image fit keeps left/right: the crop's left part is out of domain where the photo
+    # is (rows outside the photo are padding: in domain), the right part in domain.
+    rows = (inv.aligned.photo_to_crop(np.array([[0.0, 0.0], [0.0, h - 1.0]]))[:, 1] * R / inv.aligned.size).round()
+    r0, r1 = int(rows.min()) + 1, int(rows.max())
+    assert dom[r0:r1, : R // 4].mean() == 0 and dom[:, -R // 4:].mean() == 1
+    assert any("given by the user" in n for n in inv.notes)
+    same = pipe.invert(photo, whole_image=True, ood_mask=m > 0)[0]
+    assert torch.equal(same.inversion.domain.mask, inv.inversion.domain.mask)
+    with pytest.raises(ImageError, match="photo is 48x40"):
+        pipe.invert(photo, whole_image=True, ood_mask=np.zeros((10, 10)))
+    with pytest.raises(ConfigError, match="method 'dhr' only"):
+        pipe.invert(photo, whole_image=True, ood_mask=path, method="pti")
+    from dhr.errors import ShapeError
+
+    # An aligned face takes a mask of the crop's size.
+    a = inv.aligned
+    with pytest.raises(ShapeError, match="empty"):
+        pipe.invert(a, ood_mask=np.ones((a.size, a.size)))
+    crop_mask = np.zeros((a.size, a.size))
+    crop_mask[: a.size // 2] = 1
+    top = pipe.invert(a, ood_mask=crop_mask)[0].inversion.domain.mask[0]
+    assert top[: R // 4].mean() == 0 and top[-R // 4:].mean() == 1

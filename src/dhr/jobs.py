@@ -33,6 +33,8 @@ class PhotoJob:
         sweeps: ``(direction, strengths)`` sweeps (grid PNG, GIF, MP4).
         sheet: Write the side-by-side sheet (input, mask, inversion, edits).
         align_only: Only detect and align (``dhr align``).
+        ood_mask: Path of a user out-of-domain mask for the photo (white = out of domain; see
+            :meth:`dhr.pipeline.Pipeline.invert`), replacing DHR's segmentation. For one photo.
     """
 
     face_index: int | None = 0
@@ -45,6 +47,7 @@ class PhotoJob:
     sweeps: tuple[tuple[str, tuple[float, ...]], ...] = ()
     sheet: bool = True
     align_only: bool = False
+    ood_mask: str | None = None
 
     @staticmethod
     def from_lists(edits: list[dict[str, float]] = (), sweeps: list[tuple[str, tuple[float, ...]]] = (),
@@ -193,7 +196,8 @@ def process_photo(pipe: Any, item: str, tree: Any, job: PhotoJob, rec: Any, repo
                               "notes": list(a.notes),
                               "outputs": {"aligned": str(save_image(tree.aligned / f"{stem}.png", a.crop))}})
         return
-    invs = pipe.invert(photo, face_index=index, whole_image=job.whole_image, progress=reporter)
+    invs = pipe.invert(photo, face_index=index, whole_image=job.whole_image, progress=reporter,
+                       ood_mask=job.ood_mask)
     for pi in invs:
         face = face_entry(pi)
         rec.faces.append(face)

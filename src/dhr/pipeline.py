@@ -298,6 +298,44 @@ def _alignment_meta(aligned: AlignedFace, photo: Photo | None) -> dict[str, Any]
     }
 
 
+def _user_mask_for_crop(mask: Any, aligned: Any, photo: Any, R: int) -> torch.Tensor:
+    """A user's out-of-domain mask (photo or crop coordinates) as an in-domain mask ``(1, R, R)`` of the crop."""
+    from PIL import Image
+
+    from dhr.faces.align import sample_affine
+
+    if isinstance(mask, (str, Path)):
+        try:
+            with Image.open(mask) as im:
+                arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        except OSError as e:
+            raise ImageError(f"mask {mask}: not a readable image ({e})") from None
+    elif isinstance(mask, Image.Image):
+        arr = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
+    else:
+        t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).float().squeeze()
+        if t.ndim != 2:
+            raise ImageError(f"mask must be 2-D (H, W), got shape {tuple(t.shape)}")
+        arr = (t > 0).float().cpu().numpy()
+    h, w = arr.shape
+    S = aligned.size
+    if photo is not None:
+        if (h, w) != tuple(photo.pixels.shape[:2]):
+            raise ImageError(f"mask is {w}x{h} but the photo is {photo.pixels.shape[1]}x{photo.pixels.shape[0]}; "
+                             "draw the mask on the photo itself (white = out of domain)")
+        crop_to_src = aligned.inverse
+    else:
+        if (h, w) != (S, S):
+            raise ImageError(f"mask is {w}x{h} but the aligned face is {S}x{S}; give a mask of the crop's size")
+        crop_to_src = np.eye(3)
+    # Output pixel x_R of the R x R crop sits at x_S = (x_R + 0.5) * S / R - 0.5 of the S x S crop.
+    k = S / R
+    r_to_s = np.array([[k, 0, 0.5 * k - 0.5], [0, k, 0.5 * k - 0.5], [0, 0, 1]], dtype=np.float64)
+    ood = sample_affine(torch.from_numpy(arr)[None], crop_to_src @ r_to_s, (R, R), supersample=2,
+                        padding_mode="zeros")
+    return (ood < 0.5).float()
+
+
 class Pipeline:
     """Detect, align, invert, edit and paste back with one named model.
 
@@ -472,7 +510,7 @@ class Pipeline:
                                    coarse=dataclasses.replace(cfg.coarse, seed=self.seed))
 
     def invert(self, image: Any, *, method: str | None = None, face_index: int | None = None,
-               whole_image: bool = False, progress: Any = None) -> list[PhotoInversion]:
+               whole_image: bool = False, progress: Any = None, ood_mask: Any = None) -> list[PhotoInversion]:
         """Inverts every processed face of a photo (or one aligned face).
 
         Args:
@@ -483,6 +521,10 @@ class Pipeline:
             whole_image: Fall back to the whole image when no face is found (recorded in ``notes``).
             progress: Optional ``progress(stage, step, total, info)`` callable, e.g. a
                 :class:`dhr.progress.Reporter`.
+            ood_mask: Your own out-of-domain mask instead of DHR's segmentation (``method="dhr"``
+                only): a path, PIL image, ``(H, W)`` array or tensor, nonzero / white = out of domain
+                (hands, glasses, background to keep). It has the photo's size (it is warped into each
+                face's crop with the alignment) or, when ``image`` is an aligned face, the crop's.
 
         Returns:
             One :class:`PhotoInversion` per face, largest face first.
@@ -522,10 +564,18 @@ class Pipeline:
                              else f"segmentation without a face parser (parser={self.parser_name})")
             notes.append(n)
         parse_s = time.perf_counter() - t0
+        user_masks = None
+        if ood_mask is not None:
+            if config.method != "dhr":
+                raise ConfigError(f"ood_mask is used by method 'dhr' only, not {config.method!r}")
+            user_masks = torch.stack([_user_mask_for_crop(ood_mask, a, photo, R) for a in faces]).to(self.device)
+            for n in notes:
+                n.append("domain mask given by the user (DHR's segmentation skipped)")
         torch.manual_seed(self.seed)
         invs = engine_invert(self.generator, targets, config=config, perceptual=self.perceptual,
-                             encoder=self.model.encoder, parsing=parsing if config.method == "dhr" else None,
-                             progress=progress)
+                             encoder=self.model.encoder,
+                             parsing=parsing if config.method == "dhr" and user_masks is None else None,
+                             masks=user_masks, progress=progress)
         base = "image" if photo is None or photo.path is None else Path(photo.path).stem
         out = []
         for a, inv, n in zip(faces, invs, notes):

@@ -287,3 +287,27 @@ def test_set_overrides_config(env, tmp_path):
     r = _invoke("invert", env["inputs"] / "a.png", "--whole-image", "--set", "bad", "-o", tmp_path / "y",
                 *_common(env))
     assert r.exit_code == 2 and "KEY=VALUE" in r.output
+
+
+def test_ood_mask_option(env, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    m = np.zeros((40, 48), np.uint8)
+    m[:, :20] = 255
+    mask = tmp_path / "mask.png"
+    Image.fromarray(m).save(mask)
+    out = tmp_path / "out"
+    r = _invoke("run", env["inputs"] / "a.png", "--whole-image", "--quiet", "--ood-mask", mask, "-o", out, *_common(env))
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "run.json").read_text())
+    face = rec["inputs"][0]["faces"][0]
+    assert any("given by the user" in n for n in face["notes"])
+    saved = np.asarray(Image.open(face["outputs"]["masks"]["mask"]))
+    R = saved.shape[0]  # rows outside the photo (whole-image padding) stay in domain
+    assert saved[R // 4: -R // 4, :4].max() == 0 and saved[:, -4:].min() == 255  # black = out of domain
+    r = _invoke("run", env["inputs"], "--whole-image", "--ood-mask", mask, "-o", tmp_path / "x", *_common(env))
+    assert r.exit_code == 2 and "one photo" in r.output
+    r = _invoke("invert", env["inputs"] / "a.png", "--ood-mask", tmp_path / "nope.png", "-o", tmp_path / "y",
+                *_common(env))
+    assert r.exit_code == 2 and "not found" in r.output

@@ -245,12 +245,14 @@ def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], m
 
 def _photo_work(pipe, tree, *, face_index: int | None, all_faces: bool, whole_image: bool, masks: bool,
                 inversion: bool, bundle: bool, edits: list[dict[str, float]], align_only: bool = False,
-                sweeps: list[tuple[str, tuple[float, ...]]] | None = None, sheet: bool = False):
+                sweeps: list[tuple[str, tuple[float, ...]]] | None = None, sheet: bool = False,
+                ood_mask: Path | None = None):
     from dhr.jobs import PhotoJob, process_photo
 
     job = PhotoJob.from_lists(edits, sweeps or [], face_index=face_index, all_faces=all_faces,
                               whole_image=whole_image, masks=masks, inversion=inversion, bundle=bundle,
-                              align_only=align_only, sheet=sheet)
+                              align_only=align_only, sheet=sheet,
+                              ood_mask=None if ood_mask is None else str(ood_mask))
 
     def work(item: str, rec, reporter) -> None:
         process_photo(pipe, item, tree, job, rec, reporter)
@@ -277,7 +279,8 @@ _SET_HELP = ("KEY=VALUE config override, repeatable, applied last (e.g. --set se
 
 def prepare_photo_command(photos: list[str], edit: list[str], sweep: list[str], *, model: str, method: str | None,
                           device: str, seed: int, config: Path | None, perceptual: str, quiet: bool, as_json: bool,
-                          face_index: int | None, all_faces: bool, sets: list[str] | None = None):
+                          face_index: int | None, all_faces: bool, sets: list[str] | None = None,
+                          ood_mask: Path | None = None):
     """Checks the options of a photo command and builds its pipeline; any problem exits with 2.
 
     Returns:
@@ -291,7 +294,19 @@ def prepare_photo_command(photos: list[str], edit: list[str], sweep: list[str], 
     items = expand_inputs(photos)
     if not items:
         raise _usage("no input photos")
+    _check_ood_mask(ood_mask, items, pipe)
     return mode, pipe, edits, sweeps, items
+
+
+def _check_ood_mask(ood_mask: Path | None, items: list[str], pipe) -> None:
+    if ood_mask is None:
+        return
+    if len(items) != 1:
+        raise _usage(f"--ood-mask is drawn on one photo, but {len(items)} inputs were given; run them one by one")
+    if not Path(ood_mask).is_file():
+        raise _usage(f"--ood-mask {ood_mask}: file not found")
+    if pipe.config.method != "dhr":
+        raise _usage(f"--ood-mask replaces DHR's segmentation; it does not apply to --method {pipe.config.method}")
 
 
 def register(app: typer.Typer) -> None:
@@ -311,6 +326,8 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Random seed (runs are reproducible)."),
         config: Path | None = typer.Option(None, "--config", "-c", help="InvertConfig file (TOML/YAML/JSON)."),
         set_: list[str] = typer.Option([], "--set", help=_SET_HELP),
+        ood_mask: Path | None = typer.Option(None, "--ood-mask", help="Your out-of-domain mask for the (single) "
+                                             "photo, white = keep as is (hands, glasses); replaces DHR's segmentation."),
         face_index: int | None = typer.Option(None, "--face-index", help="Which face (0 = largest; default 0)."),
         all_faces: bool = typer.Option(False, "--all-faces", help="Process every detected face."),
         whole_image: bool = typer.Option(False, "--whole-image", help="When no face is found, process the "
@@ -339,16 +356,17 @@ def register(app: typer.Typer) -> None:
         mode, pipe, edits, sweeps, items = prepare_photo_command(
             photos, edit, sweep, model=model, method=method, device=device, seed=seed, config=config,
             perceptual=perceptual, quiet=quiet, as_json=as_json, face_index=face_index, all_faces=all_faces,
-            sets=set_)
+            sets=set_, ood_mask=ood_mask)
         from dhr.records import OutputTree
 
         tree = OutputTree(out)
         options = {"photos": photos, "edit": edit, "sweep": sweep, "out": out, "model": model,
-                   "method": pipe.config.method, "set": set_,
+                   "method": pipe.config.method, "set": set_, "ood_mask": ood_mask,
                    "device": device, "seed": seed, "config": config, "face_index": face_index,
                    "all_faces": all_faces, "whole_image": whole_image, "perceptual": perceptual}
         work = _photo_work(pipe, tree, face_index=face_index, all_faces=all_faces, whole_image=whole_image,
-                           masks=True, inversion=True, bundle=True, edits=edits, sweeps=sweeps, sheet=True)
+                           masks=True, inversion=True, bundle=True, edits=edits, sweeps=sweeps, sheet=True,
+                           ood_mask=ood_mask)
         raise typer.Exit(_batch("run", items, out, options, mode, pipe, work))
 
     @app.command("align", no_args_is_help=True)
@@ -396,6 +414,8 @@ def register(app: typer.Typer) -> None:
         all_faces: bool = typer.Option(False, "--all-faces", help="Process every detected face."),
         whole_image: bool = typer.Option(False, "--whole-image", help="Process the whole image when no face is found."),
         set_: list[str] = typer.Option([], "--set", help=_SET_HELP),
+        ood_mask: Path | None = typer.Option(None, "--ood-mask", help="Your out-of-domain mask for the (single) "
+                                             "photo, white = keep as is (hands, glasses); replaces DHR's segmentation."),
         perceptual: str = typer.Option("model", "--perceptual", help="model, alex, vgg or squeeze."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
         as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
@@ -414,15 +434,17 @@ def register(app: typer.Typer) -> None:
             raise _usage("--face-index and --all-faces exclude each other")
         mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json, set_)
         items = expand_inputs(photos)
+        _check_ood_mask(ood_mask, items, pipe)
         from dhr.records import OutputTree
 
         tree = OutputTree(out)
         options = {"photos": photos, "out": out, "model": model, "method": pipe.config.method, "set": set_,
+                   "ood_mask": ood_mask,
                    "device": device,
                    "seed": seed, "config": config, "face_index": face_index, "all_faces": all_faces,
                    "whole_image": whole_image, "perceptual": perceptual}
         work = _photo_work(pipe, tree, face_index=face_index, all_faces=all_faces, whole_image=whole_image,
-                           masks=True, inversion=True, bundle=True, edits=[])
+                           masks=True, inversion=True, bundle=True, edits=[], ood_mask=ood_mask)
         raise typer.Exit(_batch("invert", items, out, options, mode, pipe, work))
 
     @app.command("edit", no_args_is_help=True)
