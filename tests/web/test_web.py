@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dhr.errors import EditError, FaceNotFoundError, ImageError
+from dhr.errors import DHRError, EditError, FaceNotFoundError, ImageError
 from dhr.pipeline import Pipeline
 from dhr.web.app import WebBackend
 from tests.pipeline_fixtures import TINY_CONFIG, make_tiny_model, synthetic_photo
@@ -54,6 +54,17 @@ def test_backend_invert_and_edit(env, tmp_path):
     same = backend.edit(view.result, {"age": 0.0, "smile": 0.0})
     crop = np.asarray(Image.open(same.files[1]))
     assert np.array_equal(crop, view.result.to_numpy())
+    # A user mask (white = out of domain) replaces the segmentation; a mask of the wrong size is refused.
+    m = np.zeros((40, 48), np.uint8)
+    m[:, 30:] = 255
+    Image.fromarray(m).save(tmp_path / "ood.png")
+    masked = backend.invert(str(photo), "dhr", whole_image=True, ood_mask=str(tmp_path / "ood.png"))
+    assert "given by the user" in masked.status
+    mk = np.asarray(masked.mask.convert("L"))
+    assert mk[100:156, -40:].max() == 0 and mk[:, :40].min() == 255
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "small.png")
+    with pytest.raises(DHRError, match="mask is 5x5"):
+        backend.invert(str(photo), "dhr", whole_image=True, ood_mask=str(tmp_path / "small.png"))
 
 
 def _bad_uploads(root: Path) -> tuple[Path, Path]:

@@ -131,15 +131,19 @@ class WebBackend:
         return UploadView(preview=PILImage.fromarray(photo.pixels), status=status)
 
     def invert(self, path: str | Path | None, method: str = "dhr", whole_image: bool = True, face_index: int = 0,
-               progress: Callable[[str, int, int, dict], None] | None = None) -> InvertView:
+               progress: Callable[[str, int, int, dict], None] | None = None,
+               ood_mask: str | Path | None = None) -> InvertView:
         """Inverts face ``face_index`` (0 = largest) of the uploaded photo.
 
+        ``ood_mask``: optional mask image of the photo's size, white = out of domain (replaces DHR's
+        segmentation; see :meth:`dhr.pipeline.Pipeline.invert`).
+
         Raises:
-            DHRError: No photo, unreadable photo, no face (and ``whole_image`` off), bad option.
+            DHRError: No photo, unreadable photo or mask, no face (and ``whole_image`` off), bad option.
         """
         photo = self.load(path)
         inv = self.pipe.invert(photo, method=method, face_index=int(face_index), whole_image=bool(whole_image),
-                               progress=progress)[0]
+                               progress=progress, ood_mask=ood_mask or None)[0]
         lines = [f"**{inv.stem}**: method `{inv.method}`"]
         losses = inv.final_losses()
         if losses:
@@ -220,12 +224,12 @@ def build_app(pipe: Pipeline, *, workdir: str | Path | None = None, methods: Seq
             return None, _error_status(e)
         return view.preview, view.status
 
-    def do_invert(path, method, whole, face, progress=gr.Progress()):
+    def do_invert(path, method, whole, face, ood, progress=gr.Progress()):
         def report(stage: str, step: int, total: int, info: dict) -> None:
             progress((step, total), desc=stage)
 
         try:
-            view = backend.invert(path, method, whole, int(face or 0), progress=report)
+            view = backend.invert(path, method, whole, int(face or 0), progress=report, ood_mask=ood)
         except DHRError as e:
             logger.info("inversion refused: %s", e)
             return None, None, None, None, _error_status(e)
@@ -252,6 +256,8 @@ def build_app(pipe: Pipeline, *, workdir: str | Path | None = None, methods: Seq
                 method = gr.Dropdown(methods, value=pipe.config.method, label="Method", elem_id="method")
                 whole = gr.Checkbox(value=True, label="Use the whole image when no face is found", elem_id="whole")
                 face = gr.Number(value=0, precision=0, minimum=0, label="Face (0 = largest)", elem_id="face")
+                ood = gr.File(label="Optional out-of-domain mask (photo-sized, white = keep as is; method dhr)",
+                              file_types=["image"], type="filepath", elem_id="ood-mask")
                 invert_btn = gr.Button("Invert", variant="primary", elem_id="invert")
             with gr.Column():
                 aligned = gr.Image(label="Aligned face", type="pil", elem_id="aligned", interactive=False)
@@ -268,7 +274,7 @@ def build_app(pipe: Pipeline, *, workdir: str | Path | None = None, methods: Seq
                         interactive=False)
         edit_status = gr.Markdown(elem_id="edit-status")
         photo.change(do_upload, [photo], [preview, status])
-        invert_btn.click(do_invert, [photo, method, whole, face], [state, aligned, mask, recon, status])
+        invert_btn.click(do_invert, [photo, method, whole, face, ood], [state, aligned, mask, recon, status])
         edit_btn.click(do_edit, [state, *sliders], [crop, pasted, files, edit_status])
     demo.queue(default_concurrency_limit=1, max_size=16)
     return demo
