@@ -584,6 +584,7 @@ def _model_summary(model) -> dict[str, Any]:
             "parser": man.get("parser"), "perceptual_name": man.get("perceptual_name"),
             "card": str(Path(model.path) / man["card"]) if man.get("card") else None,
             "template": model.template is not None, "training": man.get("training"),
+            "recommended_config": man.get("config") or {},
             "components": comps, "directions": directions}
 
 
@@ -644,6 +645,9 @@ def models_show(
     for d in summary["directions"]:
         layers = "all" if d["layers"] is None else f"{d['layers'][0]}:{d['layers'][1]}"
         typer.echo(f"    {d['name']:<14} {d['kind']:<12} {d['space']:<3} layers {layers:<6} {d['source']}")
+    if summary["recommended_config"]:
+        typer.echo(f"  recommended inversion settings (over the reference defaults): "
+                   f"{json.dumps(summary['recommended_config'])}")
     if summary["training"]:
         typer.echo(f"  training: {json.dumps(summary['training'], default=str)}")
     if summary["card"]:
