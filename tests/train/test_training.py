@@ -111,3 +111,25 @@ def test_write_held_out_matches_the_split(face_folder, tmp_path):
     main(["held-out", str(face_folder), str(tmp_path / "val2"), "--fraction", "0.5", "--copy"])
     copied = sorted((tmp_path / "val2").iterdir())
     assert [p.name for p in copied] == expected and not any(p.is_symlink() for p in copied)
+
+
+def test_sigterm_stops_training_with_a_checkpoint(face_folder, lpips_files, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from dhr.train.gan import train
+
+    real_step = Trainer.train_step
+
+    def step_then_signal(self, data):
+        logs = real_step(self, data)
+        if self.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return logs
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_signal)
+    before = signal.getsignal(signal.SIGTERM)
+    out = train(_cfg(face_folder, lpips_files, tmp_path / "run"), kimg=1.0, sample_every=1000)
+    st = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
+    assert st["step"] == 3 and st["images_seen"] == 12
+    assert signal.getsignal(signal.SIGTERM) == before  # handlers restored

@@ -257,13 +257,15 @@ class Trainer:
         g = torch.Generator().manual_seed(123)
         z = torch.randn(32, self.cfg.style_dim, generator=g)
         imgs = self.G_ema(self.G_ema.sample_ws(z), noise_mode="const")
-        real = _to_tensor(val.images[:16])
-        rec = self.G_ema(self.E(real, self.G_ema.w_avg), noise_mode="const")
-        pairs = torch.stack([real, rec], 1).reshape(-1, *real.shape[1:])
         from PIL import Image
 
         kimg = self.images_seen // 1000
         Image.fromarray(_grid(imgs, 8)).save(self.out / "samples" / f"fakes_{kimg:05d}.png")
+        if len(val) == 0:  # no held-out crops (tiny data or val_fraction 0): no reconstruction grid
+            return
+        real = _to_tensor(val.images[:16])
+        rec = self.G_ema(self.E(real, self.G_ema.w_avg), noise_mode="const")
+        pairs = torch.stack([real, rec], 1).reshape(-1, *real.shape[1:])
         Image.fromarray(_grid(pairs, 8)).save(self.out / "samples" / f"recon_{kimg:05d}.png")
 
 
@@ -296,6 +298,7 @@ def train(cfg: TrainConfig, *, kimg: float, resume: bool = True, ckpt_every: int
         log.info("warm start from %s at %.1f kimg", init_from, tr.images_seen / 1000)
     t0 = time.time()
     logf = open(Path(cfg.out) / "log.jsonl", "a")
+    previous = _stop_on_signals()
     try:
         while tr.images_seen < kimg * 1000:
             logs = tr.train_step(train_set)
@@ -310,11 +313,39 @@ def train(cfg: TrainConfig, *, kimg: float, resume: bool = True, ckpt_every: int
                 tr.snapshot(val_set)
             if max_minutes is not None and time.time() - t0 > max_minutes * 60:
                 break
+    except KeyboardInterrupt as e:
+        log.info("stopped (%s) at step %d (%.1f kimg); checkpoint saved", e or "interrupt", tr.step,
+                 tr.images_seen / 1000)
     finally:
         tr.save()
         tr.snapshot(val_set)
         logf.close()
+        _restore_signals(previous)
     return Path(cfg.out)
+
+
+def _stop_on_signals() -> dict:
+    """SIGTERM and SIGINT stop training cleanly (checkpoint saved). SIGINT is ignored by shells for
+    background jobs (``cmd &``), so it is re-armed here; returns the previous handlers."""
+    import signal
+
+    def stop(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, stop)
+        except ValueError:  # not the main thread: leave the handlers alone
+            pass
+    return previous
+
+
+def _restore_signals(previous: dict) -> None:
+    import signal
+
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> None:
