@@ -6,8 +6,9 @@
    a. in process, one photo after another, torch using ``--threads-seq`` threads (as ``dhr run``);
    b. with :func:`dhr.distributed.run_distributed` on a local cluster of ``--workers`` processes,
       one torch thread each (as ``dhr dist``), cluster start-up included.
-3. Checks that both wrote byte-identical inversion PNGs and prints one JSON object with the two
-   wall times, photos per minute and ``speedup`` = sequential time / distributed time.
+3. Prints one JSON object with the two wall times, photos per minute and ``speedup`` = sequential
+   time / distributed time, and whether both wrote byte-identical inversion PNGs. That check is
+   meaningful with ``--threads-seq 1`` only: torch's results depend slightly on its thread count.
 
 Usage: ``python scripts/dist_speed.py [--n 8] [--workers 2] [--method dhr] [--model faces-64]``
 """
@@ -100,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
                         "includes": "local cluster start-up and model load per worker"},
         "speedup": round(t_seq / t_dist, 3),
         "identical_outputs": identical,
+        "identity_check_valid": a.threads_seq == 1,
         "cpu_count": os.cpu_count(),
     }, indent=2))
-    return 0 if identical else 1
+    return 0 if identical or a.threads_seq != 1 else 1
 
 
 if __name__ == "__main__":
