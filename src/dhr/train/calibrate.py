@@ -41,12 +41,6 @@ log = logging.getLogger(__name__)
 SCALES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0)
 
 
-def _iou(ood: torch.Tensor, gt: torch.Tensor) -> float:
-    inter = float((ood * gt).sum())
-    union = float(((ood + gt) > 0).float().sum())
-    return inter / union if union > 0 else 1.0
-
-
 def calibrate_thresholds(model_path: str | Path, data: str | Path, *, n: int = 60, seed: int = 1000,
                          scales: tuple[float, ...] = SCALES, val_fraction: float = 0.04) -> dict:
     """Measures segmentation quality against occluder masks for each threshold scale.
@@ -65,7 +59,7 @@ def calibrate_thresholds(model_path: str | Path, data: str | Path, *, n: int = 6
         "best_scale", "thresholds": {"theta_skin", "theta_inner", "theta_other"}, "n", ...}``.
     """
     from dhr.bench.occlusion import occlude
-    from dhr.bench.run import _detect_landmarks, _load_item
+    from dhr.bench.run import _detect_landmarks, _iou, _load_item
     from dhr.embed.optimize import optimize_latent
     from dhr.faces.parsing import LandmarkParser
     from dhr.io.image import uint8_to_tensor
