@@ -90,6 +90,11 @@ def prepare_dataset(folder: str | Path, size: int, cache: str | Path | None = No
                 continue
             lab = parse_utkface_name(p.name) or (-1, -1, -1)
             ages.append(lab[0]), gens.append(lab[1]), races.append(lab[2]), names.append(p.name)
+        if not imgs:
+            from dhr.errors import ConfigError
+
+            raise ConfigError(f"no usable images in {folder}: all {len(files)} image files were unreadable "
+                              f"(see the warnings above); point --data at a folder of face crops")
         ds = FaceDataset(np.stack(imgs), np.array(ages), np.array(gens), np.array(races), tuple(names))
         if cache:
             cache.parent.mkdir(parents=True, exist_ok=True)

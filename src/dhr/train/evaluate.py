@@ -24,32 +24,28 @@ __all__ = ["evaluate_model"]
 
 @torch.no_grad()
 def evaluate_model(model_dir: Path, data: Path, lpips_dir: Path, *, n: int = 2000, seed: int = 0,
-                   grid_dir: Path | None = None) -> dict:
+                   n_face: int = 500, grid_dir: Path | None = None) -> dict:
     from PIL import Image
 
     from dhr.editing import apply_edits
-    from dhr.metrics.kid import fid, kid, squeeze_features
     from dhr.metrics.lpips import LPIPS
     from dhr.models.zoo import load_model
     from dhr.train.aux import evaluate_classifier
     from dhr.train.data import prepare_dataset
     from dhr.train.export import direction_effects
     from dhr.train.gan import _grid, _to_tensor
+    from dhr.train.quality import generate, sample_quality
 
     model = load_model(model_dir)
     G, E = model.generator, model.encoder
     R = G.resolution
     _, val, _ = prepare_dataset(data, R, Path("/tmp") / f"dhr_eval_data_{R}.npz")
     lp = LPIPS("squeeze", backbone=lpips_dir / "squeezenet1_1_features.safetensors", linear=lpips_dir / "v0.1" / "squeeze.pth")
-    gen = torch.Generator().manual_seed(seed)
-    fakes = [G(G.sample_ws(torch.randn(200, G.style_dim, generator=gen))).clamp(-1, 1) for _ in range(n // 200)]
     real = _to_tensor(val.images)
-    ff = squeeze_features(lp.features, fakes)
-    fr = squeeze_features(lp.features, real.split(100))
-    k_mean, k_std = kid(ff, fr, subset_size=min(300, len(fr)))
-    report: dict = {"model": str(model_dir), "held_out_real": len(val), "generated": len(ff),
+    report: dict = {"model": str(model_dir), "held_out_real": len(val),
                     "feature_network": "SqueezeNet-1.1 ImageNet (pooled fire12, 512-d) -- not Inception-v3",
-                    "kid": k_mean, "kid_std": k_std, "fid": fid(ff, fr)}
+                    **sample_quality(G, real, lp.features, n=n, seed=seed, n_face=n_face)}
+    fakes = generate(G, 200, seed=seed)
     rec = torch.cat([G(E(x, G.w_avg)) for x in real.split(100)])
     report["encoder_mse"] = float((rec - real).square().mean())
     report["encoder_lpips_squeeze"] = float(torch.cat([lp(a, b) for a, b in zip(rec.split(100), real.split(100))]).mean())
@@ -86,8 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="JSON report path")
     p.add_argument("--grids", type=Path, default=None, help="folder for sample/edit grid PNGs")
     p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--n-face", type=int, default=500, help="samples scored by dlib (face_rate, kid_face); 0 skips")
     a = p.parse_args(argv)
-    rep = evaluate_model(a.model, a.data, a.lpips_dir, n=a.n, grid_dir=a.grids)
+    rep = evaluate_model(a.model, a.data, a.lpips_dir, n=a.n, n_face=a.n_face, grid_dir=a.grids)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(rep, indent=2) + "\n")
     print(json.dumps(rep, indent=2))

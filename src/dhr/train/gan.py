@@ -34,6 +34,7 @@ from dhr.models.small_encoder import SmallEncoder, SmallEncoderConfig
 from dhr.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from dhr.train.augment import diff_augment
 from dhr.train.data import FaceDataset, prepare_dataset
+from dhr.train.projected import ProjectedDiscriminator, hinge_d_loss, hinge_g_loss
 
 __all__ = ["TrainConfig", "train"]
 
@@ -67,6 +68,10 @@ class TrainConfig:
     val_fraction: float = 0.04
     lpips_backbone: str = ""
     lpips_linear: str = ""
+    discriminator: str = "residual"
+    d_lr: float = 0.002
+    proj_size: int = 128
+    milestone_kimg: float = 0.0
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(resolution=self.resolution, style_dim=self.style_dim, n_mapping=self.n_mapping,
@@ -83,7 +88,7 @@ class TrainConfig:
     def arch_dict(self) -> dict:
         """The fields that must match to resume."""
         d = dataclasses.asdict(self)
-        for k in ("out", "data", "lpips_backbone", "lpips_linear"):
+        for k in ("out", "data", "lpips_backbone", "lpips_linear", "milestone_kimg"):
             d.pop(k)
         return d
 
@@ -114,17 +119,26 @@ class Trainer:
         self.G_ema = Generator(cfg.generator_config())
         self.G_ema.load_state_dict(self.G.state_dict())
         self.G_ema.requires_grad_(False)
-        self.D = Discriminator(cfg.discriminator_config())
         self.E = SmallEncoder(cfg.encoder_config())
         if not cfg.lpips_backbone or not cfg.lpips_linear:
             raise ConfigError("training needs LPIPS-squeeze weights: pass --lpips-backbone and --lpips-linear")
         self.lpips = LPIPS("squeeze", backbone=cfg.lpips_backbone, linear=cfg.lpips_linear)
-        c = cfg.r1_interval / (cfg.r1_interval + 1)
+        self.lpips.requires_grad_(False)
+        if cfg.discriminator == "residual":
+            self.D = Discriminator(cfg.discriminator_config())
+            c = cfg.r1_interval / (cfg.r1_interval + 1)
+            self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr * c, betas=(0.0, 0.99 ** c))
+        elif cfg.discriminator == "projected":
+            # the frozen ImageNet backbone is the one LPIPS-squeeze already loaded (same weights)
+            self.D = ProjectedDiscriminator(self.lpips.features, input_size=cfg.proj_size, seed=cfg.seed)
+            self.opt_d = torch.optim.Adam(self.D.trainable_parameters(), lr=cfg.d_lr, betas=(0.0, 0.99))
+        else:
+            raise ConfigError(f"unknown discriminator {cfg.discriminator!r}: use 'residual' or 'projected'")
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(0.0, 0.99))
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr * c, betas=(0.0, 0.99 ** c))
         self.opt_e = torch.optim.Adam(self.E.parameters(), lr=cfg.enc_lr, betas=(0.9, 0.99))
         self.step = 0
         self.images_seen = 0
+        self.cpu_seconds = 0.0  # process CPU time spent training, summed over resumes
         self.history: list[dict] = []
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -137,6 +151,7 @@ class Trainer:
             "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(), "D": self.D.state_dict(),
             "E": self.E.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "opt_e": self.opt_e.state_dict(), "step": self.step, "images_seen": self.images_seen,
+            "cpu_seconds": self.cpu_seconds,
             "torch_rng": torch.get_rng_state(), "np_rng": json.dumps(self.rng.bit_generator.state),
             "history": json.dumps(self.history),
         }
@@ -159,6 +174,7 @@ class Trainer:
         self.E.load_state_dict(st["E"])
         self.opt_g.load_state_dict(st["opt_g"]), self.opt_d.load_state_dict(st["opt_d"]), self.opt_e.load_state_dict(st["opt_e"])
         self.step, self.images_seen = int(st["step"]), int(st["images_seen"])
+        self.cpu_seconds = float(st.get("cpu_seconds", 0.0))
         torch.set_rng_state(st["torch_rng"])
         self.rng.bit_generator.state = json.loads(st["np_rng"])
         self.history = json.loads(st["history"])
@@ -184,6 +200,19 @@ class Trainer:
         self.images_seen = int(manifest.get("training", {}).get("kimg", 0) * 1000)
         self.step = int(manifest.get("training", {}).get("steps", 0))
 
+    def save_milestone(self) -> Path:
+        """Stores the EMA generator with its image count and CPU time, for quality-vs-compute curves
+        (``python -m dhr.train.curve``)."""
+        folder = self.out / "milestones"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"g_ema_{self.images_seen:09d}.pt"  # images seen
+        tmp = path.with_suffix(".tmp")
+        torch.save({"G_ema": self.G_ema.state_dict(), "generator_config": json.dumps(self.cfg.generator_config().to_dict()),
+                    "kimg": self.images_seen / 1000, "step": self.step, "cpu_seconds": self.cpu_seconds,
+                    "arch": json.dumps(self.cfg.arch_dict(), sort_keys=True)}, tmp)
+        os.replace(tmp, path)
+        return path
+
     # ---------------------------------------------------------------- training
     def _batch(self, data: FaceDataset) -> torch.Tensor:
         idx = self.rng.integers(0, len(data), self.cfg.batch)
@@ -206,9 +235,13 @@ class Trainer:
         with torch.no_grad():
             _, ws = self._sample_ws(cfg.batch)
             fake = self.G(ws, noise_mode="random")
-        self.D.requires_grad_(True)
-        loss_d = F.softplus(self.D(aug(fake))).mean() + F.softplus(-self.D(aug(real))).mean()
-        if self.step % cfg.r1_interval == 0:
+        if cfg.discriminator == "projected":
+            self.D.heads.requires_grad_(True)
+            loss_d = hinge_d_loss(self.D(aug(real), detach_features=True), self.D(aug(fake), detach_features=True))
+        else:
+            self.D.requires_grad_(True)
+            loss_d = F.softplus(self.D(aug(fake))).mean() + F.softplus(-self.D(aug(real))).mean()
+        if cfg.discriminator == "residual" and self.step % cfg.r1_interval == 0:
             real_r = real.detach().requires_grad_(True)
             (grad,) = torch.autograd.grad(self.D(aug(real_r)).sum(), real_r, create_graph=True)
             r1 = grad.square().sum(dim=[1, 2, 3]).mean()
@@ -222,7 +255,10 @@ class Trainer:
         self.D.requires_grad_(False)
         w, ws = self._sample_ws(cfg.batch)
         fake = self.G(ws, noise_mode="random")
-        loss_adv = F.softplus(-self.D(aug(fake))).mean()
+        if cfg.discriminator == "projected":
+            loss_adv = hinge_g_loss(self.D(aug(fake)))
+        else:
+            loss_adv = F.softplus(-self.D(aug(fake))).mean()
         w_avg = self.G.w_avg
         rec_ws = self.E(real, w_avg)
         rec = self.G(rec_ws, noise_mode="const")
@@ -299,11 +335,19 @@ def train(cfg: TrainConfig, *, kimg: float, resume: bool = True, ckpt_every: int
     t0 = time.time()
     logf = open(Path(cfg.out) / "log.jsonl", "a")
     previous = _stop_on_signals()
+    cpu_mark = time.process_time()
     try:
         while tr.images_seen < kimg * 1000:
+            before = tr.images_seen
             logs = tr.train_step(train_set)
+            now = time.process_time()
+            tr.cpu_seconds += now - cpu_mark
+            cpu_mark = now
+            if cfg.milestone_kimg > 0 and int(tr.images_seen // (cfg.milestone_kimg * 1000)) > int(
+                    before // (cfg.milestone_kimg * 1000)):
+                tr.save_milestone()
             if tr.step % 20 == 0:
-                logs.update(step=tr.step, kimg=tr.images_seen / 1000, sec=time.time() - t0)
+                logs.update(step=tr.step, kimg=tr.images_seen / 1000, sec=time.time() - t0, cpu_sec=tr.cpu_seconds)
                 logf.write(json.dumps(logs) + "\n")
                 logf.flush()
                 tr.history.append({k: round(v, 5) for k, v in logs.items()})
