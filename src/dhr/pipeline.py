@@ -305,11 +305,9 @@ def _user_mask_for_crop(mask: Any, aligned: Any, photo: Any, R: int) -> torch.Te
     from dhr.faces.align import sample_affine
 
     if isinstance(mask, (str, Path)):
-        try:
-            with Image.open(mask) as im:
-                arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-        except OSError as e:
-            raise ImageError(f"mask {mask}: not a readable image ({e})") from None
+        from dhr.io.image import load_mask_array
+
+        arr = load_mask_array(mask)  # same limits and allowed formats as photos
     elif isinstance(mask, Image.Image):
         arr = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
     else:
