@@ -598,13 +598,12 @@ class Pipeline:
         return self._resolve_edits(edits, more)
 
     def _resolve_edits(self, edits: Mapping[str, float] | None, kwargs: Mapping[str, float]) -> dict[str, float]:
+        from dhr.editing.directions import check_strength
+
         strengths: dict[str, float] = {}
         for src in (edits or {}), kwargs:
             for name, value in src.items():
-                try:
-                    strengths[str(name)] = float(value)
-                except (TypeError, ValueError):
-                    raise EditError(f"edit {name!r}: strength {value!r} is not a number") from None
+                strengths[str(name)] = check_strength(value, f"edit {name!r}")
         if strengths:
             dirs = self.directions
             for name in strengths:
@@ -681,7 +680,9 @@ class Pipeline:
         from dhr.engine import render
         from dhr.io.image import tensor_to_uint8
 
-        strengths = tuple(float(s) for s in strengths)
+        from dhr.editing.directions import check_strength
+
+        strengths = tuple(check_strength(s, f"sweep {name!r}") for s in strengths)
         if not strengths:
             raise EditError("sweep needs at least one strength")
         direction = self.directions[name]

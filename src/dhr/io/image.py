@@ -106,7 +106,7 @@ def _read_source(source: Source, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> tup
         if path.is_symlink():
             raise ImageError(f"{path} is a dangling link (its target is missing); fix the link.") from None
         if isinstance(exc, FileNotFoundError):
-            raise ImageError(f"Image file {path} does not exist; check the path.") from None
+            raise ImageError(f"Image file {path} not found (it does not exist); check the path.") from None
         raise ImageError(f"Cannot read {path}: {exc.strerror or exc}. Check the file permissions.") from None
     if not stat.S_ISREG(st.st_mode):
         kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
