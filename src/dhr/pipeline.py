@@ -358,8 +358,8 @@ class Pipeline:
                  parser: str = "auto", method: str | None = None) -> None:
         check_choice(perceptual, PERCEPTUALS, "perceptual")
         check_choice(parser, PARSERS, "parser")
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise ConfigError(f"seed must be an integer, got {seed!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+            raise ConfigError(f"seed must be an integer between 0 and 2**63 - 1, got {seed!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device)
         self.config = self._with_method(self._load_config(config, model.recommended_config()), method)
