@@ -473,24 +473,30 @@ class Pipeline:
             ImageError: Unreadable photo.
         """
         from dhr.faces.align import align_face, align_whole_image
-        from dhr.faces.detect import detect_faces
+        from dhr.faces.detect import detect_faces_retrying
 
         photo = as_photo(photo)
         template = self.template()
         try:
-            faces = detect_faces(photo, detector=detector)
-        except FaceNotFoundError:
+            faces, tried = detect_faces_retrying(photo, detector=detector)
+        except FaceNotFoundError as e:
+            tried_text = str(e).rsplit("Tried: ", 1)[-1].rstrip(".") if "Tried: " in str(e) else "as is"
             if whole_image:
-                return [align_whole_image(photo, template)]
+                a = align_whole_image(photo, template)
+                return [dataclasses.replace(a, notes=(*a.notes, f"no face found (tried: {tried_text})"))]
             raise FaceNotFoundError(
-                f"no usable face in {photo.name}; pass whole_image=True (CLI: --whole-image) to process the "
-                "whole image instead, or crop the photo around the face") from None
+                f"no usable face in {photo.name} (tried: {tried_text}); pass whole_image=True (CLI: "
+                "--whole-image) to process the whole image instead, or crop the photo around the face") from None
         if face_index is not None:
             if not 0 <= face_index < len(faces):
                 raise FaceNotFoundError(f"{photo.name} has {len(faces)} usable face(s); face index {face_index} "
                                         f"does not exist (choose 0..{len(faces) - 1})")
             faces = [faces[face_index]]
-        return [align_face(photo, f, template) for f in faces]
+        aligned = [align_face(photo, f, template) for f in faces]
+        if len(tried) > 1:
+            note = f"face found {tried[-1]} (tried: {', '.join(tried)})"
+            aligned = [dataclasses.replace(a, notes=(*a.notes, note)) for a in aligned]
+        return aligned
 
     @staticmethod
     def _with_method(cfg: InvertConfig, method: str | None) -> InvertConfig:
@@ -548,7 +554,7 @@ class Pipeline:
         t0 = time.perf_counter()
         for a, target in zip(faces, targets):
             n = list(a.notes)
-            if a.whole_image and not n:
+            if a.whole_image and not any("whole image" in x for x in n):
                 n.append("no face found: processed the whole image resized to the model resolution")
             if config.method == "dhr" and self._use_parser(a):
                 from dhr.faces.parsing import LandmarkParser
