@@ -250,12 +250,14 @@ class RunRecord:
             path.replace(aside)
             self.warnings.append(f"the earlier {RUN_JSON} was unreadable ({e}); moved to {aside.name}")
             return self.earlier
-        seen: set[str] = set()
+        seen: dict[str, int] = {}
         for e in entries:
             key = _path_key(e["path"])
             if key not in seen:
-                seen.add(key)
+                seen[key] = len(self.earlier)
                 self.earlier.append(e)
+            elif self.earlier[seen[key]].get("status") == "pending" and e.get("status") != "pending":
+                self.earlier[seen[key]] = e  # a killed run's pending entry never hides a finished one
         return self.earlier
 
     def earlier_entry(self, path: str | Path) -> dict[str, Any] | None:
@@ -334,8 +336,9 @@ class RunRecord:
         })
 
     def _earlier_kept(self) -> list[dict[str, Any]]:
-        current = {_path_key(r.path) for r in self.inputs}
-        return [e for e in self.earlier if _path_key(e["path"]) not in current]
+        # Earlier entries stay until this run has an answer of its own for the same input.
+        answered = {_path_key(r.path) for r in self.inputs if r.status != "pending"}
+        return [e for e in self.earlier if _path_key(e["path"]) not in answered]
 
     def write(self) -> Path:
         """Writes ``run.json`` atomically (a unique temporary file renamed over it); returns its path.

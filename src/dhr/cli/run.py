@@ -331,13 +331,17 @@ def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], m
         reporter = make_reporter(mode)
         reporter.start_batch(len(items), what="bundles" if command == "edit" else "photos")
         resumed = 0
+        recs = []
+        for item in items:  # every input is in run.json (pending) before the first one starts
+            rec = record.add_input(item)
+            rec.name, rec.fingerprint = names[item], fingerprint
+            if sha_path is not None:
+                rec.sha256 = file_sha256(sha_path(item))
+            rec.notes.extend(n.split(": ", 1)[1] for n in rename_notes if n.startswith(f"{item}: "))
+            recs.append(rec)
+        record.write()
         try:
-            for i, item in enumerate(items):
-                rec = record.add_input(item)
-                rec.name, rec.fingerprint = names[item], fingerprint
-                if sha_path is not None:
-                    rec.sha256 = file_sha256(sha_path(item))
-                rec.notes.extend(n.split(": ", 1)[1] for n in rename_notes if n.startswith(f"{item}: "))
+            for i, (item, rec) in enumerate(zip(items, recs)):
                 reporter.start_item(Path(item).name, i)
                 ok, why = _resumable(record.earlier_entry(item), rec, fingerprint) if resume else (False, None)
                 if ok:
