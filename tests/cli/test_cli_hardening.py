@@ -127,11 +127,14 @@ def test_dist_redoes_photos_whose_files_were_deleted_or_zeroed(env, tmp_path):
     from dhr.jobs import PhotoJob
 
     photos = [str(synthetic_photo(tmp_path / "in" / f"q{i}.png", seed=i)) for i in range(2)]
+    eps = tmp_path / "in" / "q9.jpg"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 1 1\n")
     out = tmp_path / "out"
     spec = PipelineSpec(model=env["model"], config=env["config"])
     job = PhotoJob(whole_image=True, sweeps=(), sheet=False)
-    rec = run_distributed(photos, out, spec, job, n_workers=1, processes=False)
-    assert rec.counts["ok"] == 2
+    rec = run_distributed([*photos, str(eps)], out, spec, job, n_workers=1, processes=False)
+    assert rec.counts == {"total": 3, "ok": 2, "failed": 1}
+    assert "unsupported format" in rec.inputs[2].error
     Path(rec.inputs[0].faces[0]["outputs"]["inversion"]).write_bytes(b"")
     Path(rec.inputs[1].faces[0]["outputs"]["bundle"] + ".safetensors").unlink()
     rec = run_distributed(photos, out, spec, job, n_workers=1, processes=False)
@@ -352,6 +355,11 @@ def test_folder_run_records_skipped_entries_and_unsupported_formats(env, tmp_pat
     bad = next(e for e in rec["inputs"] if e["path"].endswith("fake.jpg"))
     assert "unsupported format" in bad["error"]
     assert {Path(s["path"]).name for s in rec["skipped"]} == {"notes.pdf", "pipe.png", "loop.png"}
+    # Given by name, a symlink loop is an input that fails clearly; the batch goes on.
+    r = _invoke("run", d / "loop.png", d / "ok.png", "-o", tmp_path / "out2", *_common(env))
+    assert r.exit_code == 1
+    st = {Path(e["path"]).name: (e["status"], e["error"]) for e in _record(tmp_path / "out2")["inputs"]}
+    assert st["ok.png"][0] == "ok" and st["loop.png"][0] == "failed" and "link loop" in st["loop.png"][1]
 
 
 def test_ood_mask_bomb_and_eps_are_usage_errors(env, tmp_path):
