@@ -51,3 +51,18 @@ def test_no_face_lists_what_was_tried(pipe):
         pipe.align(noise)
     aligned = pipe.align(noise, whole_image=True)[0]
     assert any("no face found (tried:" in n for n in aligned.notes)
+
+
+def test_very_dark_photo_is_found_by_contrast_normalisation(pipe):
+    from dhr.faces.detect import detect_faces
+    from dhr.io.image import load_image
+
+    photo = load_image(shared_path("datasets", "photos", "img12.jpg"))
+    upright = detect_faces(photo)[0]
+    dark = dataclasses.replace(photo, pixels=(photo.pixels.astype(np.float64) / 20).astype(np.uint8))
+    with pytest.raises(FaceNotFoundError):
+        detect_faces(dark)  # the premise: dlib alone misses it
+    aligned = pipe.align(dark)[0]
+    assert any("face found contrast-normalised" in n for n in aligned.notes), aligned.notes
+    assert np.allclose(aligned.source_box, upright.box, atol=12)
+    assert aligned.crop.max() <= 13  # aligned on the photo itself, not on the normalised copy
