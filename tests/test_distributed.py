@@ -102,10 +102,10 @@ def test_worker_side_crash_is_recorded_and_others_finish(env, tmp_path, monkeypa
 
     real = dhr.jobs.process_photo
 
-    def flaky(pipe, item, tree, job, rec, reporter=None):
+    def flaky(pipe, item, tree, job, rec, reporter=None, **kw):
         if item.endswith("p1.png"):
             raise KeyError("simulated crash outside the handled error types")
-        return real(pipe, item, tree, job, rec, reporter)
+        return real(pipe, item, tree, job, rec, reporter, **kw)
 
     monkeypatch.setattr(dhr.jobs, "process_photo", flaky)
     items = [str(p) for p in env["photos"]]

@@ -51,6 +51,8 @@ __all__ = [
     "save_bundle",
     "load_bundle",
     "bundle_paths",
+    "validate_bundle",
+    "MAX_BUNDLE_BYTES",
 ]
 
 DeltaFormat = Literal["fp32", "fp16", "int8", "int4"]
@@ -60,6 +62,9 @@ FEATURE_FORMATS: tuple[str, ...] = ("fp32", "fp16")
 SMALL_TENSOR = 1024
 _QMAX = {"int8": 127, "int4": 7}
 _BUNDLE_VERSION = 1
+MAX_BUNDLE_BYTES = 4 << 30
+"""Largest ``.safetensors`` of a bundle accepted (a 1024 px fp32 delta of every weight is ~120 MB)."""
+MAX_SIDECAR_BYTES = 64 << 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,10 +256,13 @@ def save_bundle(
         "losses": _jsonable(inversion.losses),
         "meta": _jsonable({k: v for k, v in meta.items() if k not in ("config", "timings")}),
     }
+    from dhr.outputs import atomic_path, write_text_atomic
+
     st_path, json_path = bundle_paths(stem)
-    st_path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(st_path), metadata={"format": "dhr-bundle", "bundle_version": str(_BUNDLE_VERSION)})
-    json_path.write_text(json.dumps(sidecar, indent=2, sort_keys=True))
+    # Each file is complete or absent under its final name, whatever kills the process.
+    with atomic_path(st_path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "dhr-bundle", "bundle_version": str(_BUNDLE_VERSION)})
+    write_text_atomic(json_path, json.dumps(sidecar, indent=2, sort_keys=True))
     return st_path, json_path
 
 
@@ -277,16 +285,19 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
     from safetensors.torch import load_file
 
     st_path, json_path = bundle_paths(stem)
-    for p in (st_path, json_path):
+    for p, limit in ((st_path, MAX_BUNDLE_BYTES), (json_path, MAX_SIDECAR_BYTES)):
         if not p.is_file():
             raise CheckpointError(f"bundle file not found: {p} (a bundle is <stem>.safetensors + <stem>.json)")
+        if p.stat().st_size > limit:
+            raise CheckpointError(f"bundle file {p} has {p.stat().st_size:,} bytes, more than a bundle can "
+                                  f"have ({limit:,}); it is not a dhr bundle")
     try:
-        side = json.loads(json_path.read_text())
+        side = json.loads(json_path.read_text(encoding="utf-8"))
         tensors = load_file(str(st_path))
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"bundle {st_path} / {json_path} could not be read ({type(e).__name__}: {e})") from None
-    if side.get("library") != "dhr" or "delta" not in side:
-        raise CheckpointError(f"{json_path} is not a dhr result bundle sidecar")
+    except Exception as e:  # noqa: BLE001 - SafetensorError, UnicodeDecodeError, ...: all mean "corrupt"
+        raise CheckpointError(f"bundle {st_path} / {json_path} could not be read ({type(e).__name__}: {e}); "
+                              "it is corrupt: invert the photo again") from None
+    validate_bundle(side, tensors, name=st_path.name, model=model)
     if model is not None and side.get("model_sha256") and model_sha256(model) != side["model_sha256"]:
         raise CheckpointError(
             f"bundle {st_path.name} was made with model sha256 {side['model_sha256'][:12]}..., "
@@ -344,3 +355,102 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
         losses={k: list(v) for k, v in side.get("losses", {}).items()},
         meta=meta,
     )
+
+
+_FLOAT = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def validate_bundle(side: Any, tensors: dict[str, torch.Tensor], *, name: str,
+                    model: torch.nn.Module | None = None) -> None:
+    """Checks a bundle's sidecar and tensors (keys, types, dtypes, shapes) before they are used.
+
+    With ``model`` (a :class:`dhr.models.stylegan2.Generator`) the shapes are also checked against
+    it: ``ws (num_ws, style_dim)``, every delta against the parameter it changes, the feature
+    against the generator's channels at its resolution.
+
+    Args:
+        side: The parsed ``<stem>.json``.
+        tensors: The tensors of ``<stem>.safetensors``.
+        name: The bundle's file name (for messages).
+        model: Optional generator to check shapes against.
+
+    Raises:
+        CheckpointError: The first problem found, naming the key and what was expected.
+    """
+    def bad(msg: str) -> CheckpointError:
+        return CheckpointError(f"bundle {name}: {msg}; it is damaged or was not written by dhr (invert the photo "
+                               "again)")
+
+    if not isinstance(side, dict) or side.get("library") != "dhr" or not isinstance(side.get("delta"), dict):
+        raise bad("its .json is not a dhr result bundle sidecar (needs library='dhr' and a 'delta' mapping)")
+    for key, typ in (("method", str), ("resolution", int), ("delta_format", str)):
+        if not isinstance(side.get(key), typ) or isinstance(side.get(key), bool):
+            raise bad(f"sidecar key {key!r} must be a {typ.__name__}, got {side.get(key)!r:.60}")
+    res = side["resolution"]
+    if not 4 <= res <= 4096:
+        raise bad(f"resolution {res} is outside 4..4096")
+    for key in ("losses", "meta", "layout", "timings"):
+        if key in side and not isinstance(side[key], dict):
+            raise bad(f"sidecar key {key!r} must be a mapping")
+    for k, v in (side.get("losses") or {}).items():
+        if not isinstance(v, list) or not all(isinstance(x, (int, float)) for x in v):
+            raise bad(f"loss curve {k!r} must be a list of numbers")
+    fr = side.get("feature_resolution")
+    if fr is not None and (not isinstance(fr, int) or isinstance(fr, bool) or not 4 <= fr <= res):
+        raise bad(f"feature_resolution {fr!r} must be an integer in 4..{res}")
+    ws = tensors.get("ws")
+    if ws is None or ws.dtype not in _FLOAT or ws.ndim != 2:
+        raise bad(f"tensor 'ws' must be a float (num_ws, style_dim) tensor, got "
+                  f"{None if ws is None else (str(ws.dtype), list(ws.shape))}")
+    for key, ndim in (("feature", 3), ("feature_mask", 3), ("mask", 3), ("coarse", 3), ("target", 3), ("image", 3)):
+        t = tensors.get(key)
+        if t is None:
+            continue
+        if t.ndim != ndim or (key != "mask" and t.dtype not in _FLOAT) or (key == "mask" and t.dtype != torch.uint8):
+            raise bad(f"tensor {key!r} has dtype {t.dtype} and shape {list(t.shape)}, expected a "
+                      f"{'uint8' if key == 'mask' else 'float'} tensor with {ndim} dims")
+        if key in ("mask", "coarse", "target", "image") and tuple(t.shape[-2:]) != (res, res):
+            raise bad(f"tensor {key!r} is {list(t.shape)}, expected {res}x{res} like the recorded resolution")
+        if key in ("target", "image") and t.shape[0] != 3:
+            raise bad(f"tensor {key!r} must have 3 channels, got {t.shape[0]}")
+    if "feature_mask" in tensors and "feature" in tensors and \
+            tuple(tensors["feature_mask"].shape[-2:]) != tuple(tensors["feature"].shape[-2:]):
+        raise bad("'feature_mask' and 'feature' have different sizes")
+    params = dict(model.state_dict()) if model is not None else None
+    for dname, info in side["delta"].items():
+        if not isinstance(info, dict) or info.get("format") not in DELTA_FORMATS or \
+                not isinstance(info.get("shape"), list) or \
+                not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= 1 << 20 for s in info["shape"]):
+            raise bad(f"delta {dname!r} needs a format in {list(DELTA_FORMATS)} and a shape of positive integers")
+        shape = tuple(info["shape"])
+        n = math.prod(shape)
+        prefix = f"delta/{dname}"
+        if info["format"] in ("fp32", "fp16"):
+            t = tensors.get(prefix)
+            if t is None or t.dtype not in _FLOAT or t.numel() != n:
+                raise bad(f"delta {dname!r}: tensor {prefix!r} must be float with {n} values ({list(shape)})")
+        else:
+            q, scale = tensors.get(prefix + "/q"), tensors.get(prefix + "/scale")
+            want_q = n if info["format"] == "int8" else (n + 1) // 2
+            if q is None or scale is None or q.numel() != want_q or scale.numel() != shape[0] or \
+                    q.dtype not in (torch.int8, torch.uint8) or scale.dtype not in _FLOAT:
+                raise bad(f"delta {dname!r}: {info['format']} needs {prefix}/q ({want_q} int8 values) and "
+                          f"{prefix}/scale ({shape[0]} floats)")
+        if params is not None:
+            if dname not in params:
+                raise bad(f"delta {dname!r} names no tensor of the model's generator")
+            if tuple(params[dname].shape) != shape:
+                raise bad(f"delta {dname!r} has shape {list(shape)}, the model's tensor is "
+                          f"{list(params[dname].shape)}")
+    if model is not None and hasattr(model, "num_ws") and hasattr(getattr(model, "config", None), "channels"):
+        num_ws, dim = int(model.num_ws), int(model.config.style_dim)
+        if tuple(ws.shape) != (num_ws, dim):
+            raise bad(f"'ws' is {list(ws.shape)}, the model needs ({num_ws}, {dim}); was it made with another model?")
+        if res != int(model.resolution):
+            raise bad(f"resolution {res} differs from the model's {int(model.resolution)}")
+        if "feature" in tensors:
+            f = tensors["feature"]
+            if fr is None or fr not in model.config.resolutions or \
+                    tuple(f.shape) != (model.config.channels(fr), fr, fr):
+                raise bad(f"'feature' is {list(f.shape)} at resolution {fr}, which the model's generator does not "
+                          "produce")

@@ -152,6 +152,40 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     return value
 
 
+_INT_LIMITS: dict[str, tuple[int, int]] = {
+    "steps": (0, 100_000),
+    "weight_steps": (0, 100_000),
+    "loss_resolution": (8, 4096),
+    "n_mean_samples": (1, 1_000_000),
+    "seed": (0, 2**63 - 1),
+    "n_segments": (1, 100_000),
+    "feature_resolution": (4, 4096),
+    "tune_resolutions": (4, 4096),
+}
+"""Ranges of integer options by key name (any section); other integers must fit in 32 bits."""
+_FLOAT_LIMIT = 1e9
+"""Floats must be finite with a magnitude of at most this."""
+
+
+def _check_bounds(value: Any, key: str, path: str) -> None:
+    """Rejects integers outside their range and non-finite or huge floats (before any allocation)."""
+    import math
+
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_bounds(v, key, f"{path}[{i}]")
+        return
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int):
+        lo, hi = _INT_LIMITS.get(key, (-(2**31), 2**31 - 1))
+        if not lo <= value <= hi:
+            raise ConfigError(f"{path}={value} is out of range; it must be between {lo} and {hi}")
+    elif isinstance(value, float):
+        if not math.isfinite(value) or abs(value) > _FLOAT_LIMIT:
+            raise ConfigError(f"{path}={value!r} must be a finite number of magnitude at most {_FLOAT_LIMIT:g}")
+
+
 def _dataclass_from_dict(cls: type, data: Any, path: str, base: Any | None) -> Any:
     where = path or "config"
     if isinstance(data, cls):
@@ -166,6 +200,7 @@ def _dataclass_from_dict(cls: type, data: Any, path: str, base: Any | None) -> A
         if key not in names:
             raise ConfigError(f"unknown option '{full}'; valid keys of {where}: {names}")
         kwargs[key] = _coerce(value, hints[key], full)
+        _check_bounds(kwargs[key], key, full)
     try:
         if base is not None:
             return dataclasses.replace(base, **kwargs)

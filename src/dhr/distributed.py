@@ -13,7 +13,11 @@ Robustness:
   on; a worker that dies is recorded against the photo it was running;
 * finished photos survive anything that happens later: their files and records are on disk;
 * ``resume=True`` (default) skips photos whose record says ``ok`` for the same input bytes
-  (sha256) and the same pipeline and job, so a rerun after a crash does only what is missing.
+  (sha256), the same pipeline, job and output name, and whose files all exist and read back, so a
+  rerun after a crash does only what is missing (a deleted or zeroed output is redone);
+* one process at a time writes ``out`` (:class:`dhr.outputs.FolderLock`), every file is written
+  atomically, photos with the same stem get distinct output names (:func:`dhr.outputs.assign_names`,
+  the same names ``dhr run`` gives) and ``run.json`` keeps the photos of earlier runs.
 
 Determinism: the pipeline reseeds before every photo, so results do not depend on which worker
 ran a photo or in which order (tested against the in-process ``dhr run``).
@@ -112,18 +116,18 @@ def item_key(item: str | os.PathLike) -> str:
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    from dhr.outputs import write_text_atomic
+
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def process_item(spec: PipelineSpec, job: PhotoJob, item: str, out: str) -> dict[str, Any]:
+def process_item(spec: PipelineSpec, job: PhotoJob, item: str, out: str, name: str | None = None) -> dict[str, Any]:
     """Processes one photo on a worker and returns its input record as plain data.
 
     Never raises for a problem with the photo: the error is in the returned record
     (``status="failed"``, ``error``, ``error_type``). A pipeline that cannot be built is a failure
-    of every photo and is reported the same way.
+    of every photo and is reported the same way. ``name`` is the photo's output name (unique in
+    ``out``, given by the client; default its file stem).
     """
     from dhr.records import InputRecord, OutputTree, WarningCollector, file_sha256
 
@@ -144,15 +148,18 @@ def process_item(spec: PipelineSpec, job: PhotoJob, item: str, out: str) -> dict
                 pipe = _PIPELINES[key] = spec.build()
             from dhr.jobs import process_photo
 
-            process_photo(pipe, str(item), OutputTree(Path(out)), job, rec)
+            process_photo(pipe, str(item), OutputTree(Path(out)), job, rec, name=name)
             rec.status = "ok"
-        except (DHRError, OSError) as e:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except DHRError as e:
             rec.fail(e)
-        except (RuntimeError, ValueError, TypeError, MemoryError) as e:  # e.g. out of memory: record it
+        except BaseException as e:  # noqa: BLE001 - out of memory, decoder bugs: this photo only
             log.debug("%s failed", item, exc_info=True)
             rec.fail(e)
     rec.warnings.extend(warn.messages)
     rec.seconds = round(time.perf_counter() - t0, 4)
+    rec.name = name
     data = dict(vars(rec))
     data["worker"] = _worker_name()
     data["fingerprint"] = {"pipeline": spec.fingerprint(), "job": _job_fingerprint(job)}
@@ -169,15 +176,25 @@ def _worker_name() -> str:
         return f"pid-{os.getpid()}"
 
 
-def _finished(out: Path, item: str, sha: str | None, fingerprint: dict[str, str]) -> dict[str, Any] | None:
-    """The saved record of ``item`` if it finished ok with the same input bytes, pipeline and job."""
+def _finished(out: Path, item: str, sha: str | None, fingerprint: dict[str, str],
+              name: str | None = None) -> dict[str, Any] | None:
+    """The saved record of ``item`` if it finished ok with the same input bytes, pipeline, job and
+    output name, and every file it lists still exists, is non-empty and reads back."""
+    from dhr.outputs import verify_outputs
+
     path = out / RECORDS_DIR / f"{item_key(item)}.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
         return None
-    if data.get("status") == "ok" and data.get("sha256") == sha and data.get("fingerprint") == fingerprint:
-        return data
+    if not isinstance(data, dict) or sha is None:
+        return None
+    if data.get("status") == "ok" and data.get("sha256") == sha and data.get("fingerprint") == fingerprint \
+            and data.get("name") == name:
+        problem = verify_outputs(data.get("faces") or [])
+        if problem is None:
+            return data
+        log.info("%s: redone, %s", item, problem)
     return None
 
 
@@ -211,7 +228,8 @@ def run_distributed(items: Sequence[str | os.PathLike], out: str | os.PathLike, 
                     job: PhotoJob, *, scheduler: str | None = None, n_workers: int | None = None,
                     processes: bool = True, memory_limit: str | None = None,
                     resume: bool = True, retries: int = 0, reporter: Any = None,
-                    options: dict[str, Any] | None = None, pipeline: Any = None) -> Any:
+                    options: dict[str, Any] | None = None, pipeline: Any = None,
+                    skipped: Sequence[dict[str, str]] = ()) -> Any:
     """Runs ``job`` on every photo over a dask cluster and writes ``out/run.json``.
 
     Args:
@@ -231,19 +249,31 @@ def run_distributed(items: Sequence[str | os.PathLike], out: str | os.PathLike, 
         options: Command options stored in ``run.json``.
         pipeline: A pipeline built from ``spec`` on the client (e.g. to validate edits first); when given,
             its model identity and resolved config are stored in ``run.json``.
+        skipped: Folder entries left out while expanding the inputs (``{"path", "reason"}``), recorded.
 
     Returns:
         The :class:`dhr.records.RunRecord` (also written to ``out/run.json``); its ``exit_code()`` is 0 when
         every photo is ok, 1 when some failed, 3 when none succeeded.
 
     Raises:
-        ConfigError: dask is missing, the scheduler cannot be reached, or bad worker counts.
+        ConfigError: dask is missing, the scheduler cannot be reached, bad worker counts, or the
+            output folder is unusable or in use by another process (see :class:`dhr.outputs.FolderLock`).
     """
+    from dhr.outputs import FolderLock, check_output_folder
+
+    out = check_output_folder(out)
+    with FolderLock(out, "dhr dist"):
+        return _run_locked(items, out, spec, job, scheduler=scheduler, n_workers=n_workers, processes=processes,
+                           memory_limit=memory_limit, resume=resume, retries=retries, reporter=reporter,
+                           options=options, pipeline=pipeline, skipped=skipped)
+
+
+def _run_locked(items, out: Path, spec: PipelineSpec, job: PhotoJob, *, scheduler, n_workers, processes,
+                memory_limit, resume, retries, reporter, options, pipeline, skipped) -> Any:
+    from dhr.outputs import assign_names, clean_stale_temps
     from dhr.progress import QuietReporter
     from dhr.records import RunRecord
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     reporter = reporter if reporter is not None else QuietReporter()
     opts = dict(options or {})
     opts.setdefault("engine", {"scheduler": scheduler, "n_workers": n_workers, "torch_threads": spec.torch_threads,
@@ -254,11 +284,18 @@ def run_distributed(items: Sequence[str | os.PathLike], out: str | os.PathLike, 
         from dhr.records import model_identity
 
         record.model, record.config = model_identity(pipeline.model), pipeline.config.to_dict()
+    record.load_earlier()
+    clean_stale_temps(out)
+    record.skipped = list(skipped)
     fingerprint = {"pipeline": spec.fingerprint(), "job": _job_fingerprint(job)}
     recs = [record.add_input(str(i)) for i in items]
+    names, rename_notes = assign_names([r.path for r in recs], record.name_claims())
+    record.warnings.extend(rename_notes)
+    for rec in recs:
+        rec.name, rec.fingerprint = names[rec.path], fingerprint
     todo: list[int] = []
     for idx, rec in enumerate(recs):
-        done = _finished(out, rec.path, rec.sha256, fingerprint) if resume else None
+        done = _finished(out, rec.path, rec.sha256, fingerprint, rec.name) if resume else None
         if done is None:
             todo.append(idx)
         else:
@@ -281,7 +318,8 @@ def run_distributed(items: Sequence[str | os.PathLike], out: str | os.PathLike, 
         record.options["engine"]["workers"] = len(client.scheduler_info().get("workers", {}))
         futures = {}
         for idx in todo:
-            fut = client.submit(process_item, spec, job, recs[idx].path, str(out), pure=False, retries=retries,
+            fut = client.submit(process_item, spec, job, recs[idx].path, str(out), recs[idx].name, pure=False,
+                                retries=retries,
                                 key=f"dhr-{item_key(recs[idx].path)}-{time.time_ns()}")
             futures[fut] = idx
         for fut in as_completed(futures):
@@ -301,7 +339,8 @@ def run_distributed(items: Sequence[str | os.PathLike], out: str | os.PathLike, 
         if cluster is not None:
             cluster.close()
         path = record.write()
-        reporter.finish({**record.counts, "record": str(path), "exit_code": record.exit_code()})
+        reporter.finish({**record.counts, "record": str(path), "exit_code": record.exit_code(),
+                         "skipped": record.skipped})
         reporter.close()
     return record
 

@@ -169,7 +169,13 @@ def face_entry(pi) -> dict[str, Any]:
     }
 
 
-def process_photo(pipe: Any, item: str, tree: Any, job: PhotoJob, rec: Any, reporter: Any = None) -> None:
+def _renamed(stem: str, name: str | None) -> str:
+    """``photo_face0`` -> ``<name>_face0`` (the suffix after the last ``_`` names the face)."""
+    return stem if name is None else f"{name}_{stem.rsplit('_', 1)[-1]}"
+
+
+def process_photo(pipe: Any, item: str, tree: Any, job: PhotoJob, rec: Any, reporter: Any = None, *,
+                  name: str | None = None) -> None:
     """Processes one photo: every output of ``job`` is written under ``tree`` and listed in ``rec.faces``.
 
     Args:
@@ -179,6 +185,8 @@ def process_photo(pipe: Any, item: str, tree: Any, job: PhotoJob, rec: Any, repo
         job: What to do (see :class:`PhotoJob`).
         rec: The :class:`dhr.records.InputRecord` of the photo (notes and faces are appended).
         reporter: Optional progress callback (a :class:`dhr.progress.Reporter`).
+        name: The photo's output name, unique in the output folder (see
+            :func:`dhr.outputs.assign_names`); default its file stem. Faces add ``_face<i>``/``_whole``.
 
     Raises:
         DHRError: Unreadable photo, no face (without ``whole_image``), bad edit, ...
@@ -191,7 +199,8 @@ def process_photo(pipe: Any, item: str, tree: Any, job: PhotoJob, rec: Any, repo
     if job.align_only:
         faces = pipe.align(photo, face_index=index, whole_image=job.whole_image)
         for a in faces:
-            stem = f"{Path(item).stem}_whole" if a.whole_image else f"{Path(item).stem}_face{a.face_index}"
+            base = name if name is not None else Path(item).stem
+            stem = f"{base}_whole" if a.whole_image else f"{base}_face{a.face_index}"
             rec.faces.append({"stem": stem, "face_index": int(a.face_index), "whole_image": a.whole_image,
                               "notes": list(a.notes),
                               "outputs": {"aligned": str(save_image(tree.aligned / f"{stem}.png", a.crop))}})
@@ -199,6 +208,10 @@ def process_photo(pipe: Any, item: str, tree: Any, job: PhotoJob, rec: Any, repo
     invs = pipe.invert(photo, face_index=index, whole_image=job.whole_image, progress=reporter,
                        ood_mask=job.ood_mask)
     for pi in invs:
+        if name is not None:
+            import dataclasses
+
+            pi = dataclasses.replace(pi, stem=_renamed(pi.stem, name))
         face = face_entry(pi)
         rec.faces.append(face)
         save_face(pipe, pi, tree, face, masks=job.masks, inversion=job.inversion, bundle=job.bundle,

@@ -305,11 +305,9 @@ def _user_mask_for_crop(mask: Any, aligned: Any, photo: Any, R: int) -> torch.Te
     from dhr.faces.align import sample_affine
 
     if isinstance(mask, (str, Path)):
-        try:
-            with Image.open(mask) as im:
-                arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-        except OSError as e:
-            raise ImageError(f"mask {mask}: not a readable image ({e})") from None
+        from dhr.io.image import load_mask_array
+
+        arr = load_mask_array(mask)  # same limits and allowed formats as photos
     elif isinstance(mask, Image.Image):
         arr = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
     else:
@@ -360,8 +358,8 @@ class Pipeline:
                  parser: str = "auto", method: str | None = None) -> None:
         check_choice(perceptual, PERCEPTUALS, "perceptual")
         check_choice(parser, PARSERS, "parser")
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise ConfigError(f"seed must be an integer, got {seed!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+            raise ConfigError(f"seed must be an integer between 0 and 2**63 - 1, got {seed!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device)
         self.config = self._with_method(self._load_config(config, model.recommended_config()), method)
@@ -475,24 +473,30 @@ class Pipeline:
             ImageError: Unreadable photo.
         """
         from dhr.faces.align import align_face, align_whole_image
-        from dhr.faces.detect import detect_faces
+        from dhr.faces.detect import detect_faces_retrying
 
         photo = as_photo(photo)
         template = self.template()
         try:
-            faces = detect_faces(photo, detector=detector)
-        except FaceNotFoundError:
+            faces, tried = detect_faces_retrying(photo, detector=detector)
+        except FaceNotFoundError as e:
+            tried_text = str(e).rsplit("Tried: ", 1)[-1].rstrip(".") if "Tried: " in str(e) else "as is"
             if whole_image:
-                return [align_whole_image(photo, template)]
+                a = align_whole_image(photo, template)
+                return [dataclasses.replace(a, notes=(*a.notes, f"no face found (tried: {tried_text})"))]
             raise FaceNotFoundError(
-                f"no usable face in {photo.name}; pass whole_image=True (CLI: --whole-image) to process the "
-                "whole image instead, or crop the photo around the face") from None
+                f"no usable face in {photo.name} (tried: {tried_text}); pass whole_image=True (CLI: "
+                "--whole-image) to process the whole image instead, or crop the photo around the face") from None
         if face_index is not None:
             if not 0 <= face_index < len(faces):
                 raise FaceNotFoundError(f"{photo.name} has {len(faces)} usable face(s); face index {face_index} "
                                         f"does not exist (choose 0..{len(faces) - 1})")
             faces = [faces[face_index]]
-        return [align_face(photo, f, template) for f in faces]
+        aligned = [align_face(photo, f, template) for f in faces]
+        if len(tried) > 1:
+            note = f"face found {tried[-1]} (tried: {', '.join(tried)})"
+            aligned = [dataclasses.replace(a, notes=(*a.notes, note)) for a in aligned]
+        return aligned
 
     @staticmethod
     def _with_method(cfg: InvertConfig, method: str | None) -> InvertConfig:
@@ -550,7 +554,7 @@ class Pipeline:
         t0 = time.perf_counter()
         for a, target in zip(faces, targets):
             n = list(a.notes)
-            if a.whole_image and not n:
+            if a.whole_image and not any("whole image" in x for x in n):
                 n.append("no face found: processed the whole image resized to the model resolution")
             if config.method == "dhr" and self._use_parser(a):
                 from dhr.faces.parsing import LandmarkParser
@@ -600,13 +604,12 @@ class Pipeline:
         return self._resolve_edits(edits, more)
 
     def _resolve_edits(self, edits: Mapping[str, float] | None, kwargs: Mapping[str, float]) -> dict[str, float]:
+        from dhr.editing.directions import check_strength
+
         strengths: dict[str, float] = {}
         for src in (edits or {}), kwargs:
             for name, value in src.items():
-                try:
-                    strengths[str(name)] = float(value)
-                except (TypeError, ValueError):
-                    raise EditError(f"edit {name!r}: strength {value!r} is not a number") from None
+                strengths[str(name)] = check_strength(value, f"edit {name!r}")
         if strengths:
             dirs = self.directions
             for name in strengths:
@@ -683,7 +686,9 @@ class Pipeline:
         from dhr.engine import render
         from dhr.io.image import tensor_to_uint8
 
-        strengths = tuple(float(s) for s in strengths)
+        from dhr.editing.directions import check_strength
+
+        strengths = tuple(check_strength(s, f"sweep {name!r}") for s in strengths)
         if not strengths:
             raise EditError("sweep needs at least one strength")
         direction = self.directions[name]

@@ -200,7 +200,15 @@ class RichReporter(Reporter):
         self.close()
         ok, failed = summary.get("ok", 0), summary.get("failed", 0)
         where = summary.get("record")
-        self.console.print(f"{ok} ok, {failed} failed" + (f"; run record: {where}" if where else ""))
+        skipped = summary.get("skipped") or []
+        resumed = summary.get("resumed", 0)
+        self.console.print(f"{ok} ok, {failed} failed" + (f" ({resumed} finished earlier)" if resumed else "")
+                           + (f", {len(skipped)} folder entries skipped" if skipped else "")
+                           + (f"; run record: {where}" if where else ""))
+        for entry in skipped[:20]:
+            self.console.print(f"  skipped {entry['path']}: {entry['reason']}")
+        if len(skipped) > 20:
+            self.console.print(f"  ... and {len(skipped) - 20} more (see skipped in run.json)")
 
     def close(self) -> None:
         if self._started and not self._closed:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -94,6 +95,13 @@ def model_identity(model: Any) -> dict[str, Any]:
         "components": sorted(k for k in ("encoder", "perceptual", "classifier", "directions")
                              if getattr(model, k, None) is not None),
     }
+
+
+def _path_key(path: str | Path) -> str:
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        return os.path.abspath(path)
 
 
 def final_losses(losses: dict[str, list[float]]) -> dict[str, float]:
@@ -170,6 +178,9 @@ class InputRecord:
         warnings: Warnings logged while processing this input.
         notes: Remarks (loader conversions, fallbacks).
         seconds: Wall time spent on this input.
+        name: Its output name (unique in the output folder, see :func:`dhr.outputs.assign_names`).
+        fingerprint: What its outputs depend on besides the input bytes (model, config, job); resume
+            reuses a finished input only when sha256 and fingerprint match and its files read back.
     """
 
     path: str
@@ -181,6 +192,8 @@ class InputRecord:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    name: str | None = None
+    fingerprint: dict[str, Any] | None = None
 
     def fail(self, exc: BaseException) -> None:
         """Marks the input failed with ``exc``'s message."""
@@ -211,6 +224,54 @@ class RunRecord:
         self.inputs: list[InputRecord] = []
         self.warnings: list[str] = []
         self.timings: dict[str, float] = {}
+        self.skipped: list[dict[str, str]] = []
+        self.earlier: list[dict[str, Any]] = []  # inputs of earlier runs into this folder (merged on write)
+
+    def load_earlier(self) -> list[dict[str, Any]]:
+        """Reads the inputs recorded by earlier runs into this folder (call it holding the folder lock).
+
+        They are kept in ``run.json`` (``earlier_inputs``) unless this run records the same input
+        again, so a rerun never drops what an earlier run finished. An unreadable ``run.json`` is
+        moved aside to ``run.json.unreadable-<time>`` (and a warning recorded), never overwritten.
+
+        Returns:
+            The earlier input entries (plain dicts).
+        """
+        path = self.tree.record
+        if not path.is_file():
+            return self.earlier
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            entries = [*doc.get("inputs", []), *doc.get("earlier_inputs", [])]
+            if not all(isinstance(e, dict) and isinstance(e.get("path"), str) for e in entries):
+                raise ValueError("inputs must be objects with a path")
+        except (OSError, ValueError, AttributeError) as e:
+            aside = path.with_name(f"{RUN_JSON}.unreadable-{int(time.time())}")
+            path.replace(aside)
+            self.warnings.append(f"the earlier {RUN_JSON} was unreadable ({e}); moved to {aside.name}")
+            return self.earlier
+        seen: dict[str, int] = {}
+        for e in entries:
+            key = _path_key(e["path"])
+            if key not in seen:
+                seen[key] = len(self.earlier)
+                self.earlier.append(e)
+            elif self.earlier[seen[key]].get("status") == "pending" and e.get("status") != "pending":
+                self.earlier[seen[key]] = e  # a killed run's pending entry never hides a finished one
+        return self.earlier
+
+    def earlier_entry(self, path: str | Path) -> dict[str, Any] | None:
+        """The record of ``path`` from an earlier run into this folder, or None."""
+        key = _path_key(path)
+        return next((e for e in self.earlier if _path_key(e["path"]) == key), None)
+
+    def name_claims(self) -> dict[str, str]:
+        """Output name -> absolute input path, of the earlier runs (see :func:`dhr.outputs.assign_names`)."""
+        return {e["name"]: _path_key(e["path"]) for e in self.earlier if isinstance(e.get("name"), str)}
+
+    def skip(self, path: str, reason: str) -> None:
+        """Records an entry of the inputs that was not processed, with the reason."""
+        self.skipped.append({"path": str(path), "reason": reason})
 
     def add_input(self, path: str | Path) -> InputRecord:
         """Registers an input (its sha256 is read now) and returns its record."""
@@ -243,7 +304,10 @@ class RunRecord:
         return {"total": len(self.inputs), "ok": ok, "failed": failed}
 
     def exit_code(self) -> int:
-        """0 all ok, 1 some failed (partial), 3 nothing succeeded (also when there were no inputs)."""
+        """0 all ok, 1 some failed (partial), 3 nothing succeeded (also when there were no inputs).
+
+        Skipped folder entries (``skipped``) do not count: they are not inputs.
+        """
         c = self.counts
         if c["ok"] == 0:
             return 3
@@ -266,17 +330,24 @@ class RunRecord:
             "environment": environment(),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "warnings": self.warnings,
+            "skipped": self.skipped,
             "inputs": [vars(r) for r in self.inputs],
+            "earlier_inputs": self._earlier_kept(),
         })
 
+    def _earlier_kept(self) -> list[dict[str, Any]]:
+        # Earlier entries stay until this run has an answer of its own for the same input.
+        answered = {_path_key(r.path) for r in self.inputs if r.status != "pending"}
+        return [e for e in self.earlier if _path_key(e["path"]) not in answered]
+
     def write(self) -> Path:
-        """Writes ``run.json`` (atomically: a temporary file renamed over it) and returns its path."""
-        path = self.tree.record
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
-        return path
+        """Writes ``run.json`` atomically (a unique temporary file renamed over it); returns its path.
+
+        Inputs of earlier runs into the folder that this run does not redo stay in ``earlier_inputs``.
+        """
+        from dhr.outputs import write_text_atomic
+
+        return write_text_atomic(self.tree.record, json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 class WarningCollector(logging.Handler):

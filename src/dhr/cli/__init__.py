@@ -44,6 +44,31 @@ def build_app() -> typer.Typer:
     return app
 
 
+EXIT_CRASH = 4
+"""Exit code of an uncaught error inside dhr (a bug), distinct from 1 = "some inputs failed"."""
+EXIT_INTERRUPTED = 130
+
+
 def main() -> None:
+    """Entry point of the ``dhr`` command.
+
+    Exit codes: 0 all inputs ok, 1 some inputs failed (the batch went on), 2 usage error (bad
+    option, unusable or busy output folder), 3 nothing succeeded, 4 dhr crashed (an uncaught
+    error: a bug; the traceback is printed), 130 interrupted (Ctrl-C).
+    """
+    import sys
+    import traceback
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    build_app()()
+    try:
+        build_app()(standalone_mode=True)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        print("dhr: interrupted; finished results are kept (rerun the same command to resume)", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except BaseException as e:  # noqa: BLE001 - the last line of defence: a distinct exit code
+        traceback.print_exc()
+        print(f"dhr: internal error ({type(e).__name__}: {e}); this is a bug in dhr, please report it with the "
+              f"traceback above. Exit code {EXIT_CRASH}.", file=sys.stderr)
+        sys.exit(EXIT_CRASH)

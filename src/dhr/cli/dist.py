@@ -54,7 +54,8 @@ def register(app: typer.Typer) -> None:
 
           dhr dist 'shots/*.jpg' --scheduler tcp://10.0.0.5:8786 --device cuda -o /shared/out
 
-        Exit codes: 0 all ok, 1 some photos failed, 2 bad option, 3 nothing succeeded.
+        Exit codes: 0 all ok, 1 some photos failed, 2 bad option or unusable/busy output folder,
+        3 nothing succeeded, 4 dhr crashed (a bug: please report it).
         """
         from dhr.cli.run import _usage, prepare_photo_command
         from dhr.distributed import PipelineSpec, run_distributed
@@ -62,10 +63,10 @@ def register(app: typer.Typer) -> None:
         from dhr.progress import make_reporter
 
         # Build the pipeline here once: a bad model, config or edit is a usage error before any worker starts.
-        mode, pipe, edits, sweeps, items = prepare_photo_command(
+        mode, pipe, edits, sweeps, items, skipped = prepare_photo_command(
             photos, edit, sweep, model=model, method=method, device=device, seed=seed, config=config,
             perceptual=perceptual, quiet=quiet, as_json=as_json, face_index=face_index, all_faces=all_faces,
-            sets=set_)
+            sets=set_, out=out)
         spec = PipelineSpec(model=model, config=None if config is None else str(config.resolve()), seed=seed,
                             method=method, perceptual=perceptual, device=device, torch_threads=threads,
                             overrides=tuple(set_))
@@ -78,7 +79,8 @@ def register(app: typer.Typer) -> None:
         try:
             record = run_distributed(items, out, spec, job, scheduler=scheduler, n_workers=workers,
                                      memory_limit=memory_limit, resume=not no_resume,
-                                     retries=retries, reporter=make_reporter(mode), options=options, pipeline=pipe)
+                                     retries=retries, reporter=make_reporter(mode), options=options, pipeline=pipe,
+                                     skipped=skipped)
         except DHRError as e:
             raise _usage(str(e)) from None
         raise typer.Exit(record.exit_code())

@@ -1,8 +1,8 @@
 """``dhr run | align | invert | edit | serve | models``: batch commands over photos and bundles.
 
 Every batch command writes ``run.json`` (see :mod:`dhr.records`) and exits with
-0 (all inputs ok), 1 (some failed; the batch continued), 2 (usage error / bad option) or
-3 (nothing succeeded).
+0 (all inputs ok), 1 (some failed; the batch continued), 2 (usage error / bad option, output folder
+unusable or in use), 3 (nothing succeeded) or 4 (dhr itself crashed: a bug; see ``dhr.cli.main``).
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ import typer
 from dhr.errors import DHRError
 
 __all__ = [
+    "EXIT_CRASH",
     "EXIT_NOTHING",
     "EXIT_OK",
     "EXIT_PARTIAL",
     "EXIT_USAGE",
     "IMAGE_SUFFIXES",
     "expand_inputs",
+    "expand_inputs_report",
     "models_app",
     "parse_edit_options",
     "parse_sweep_option",
@@ -33,8 +35,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NOTHING, EXIT_CRASH = 0, 1, 2, 3, 4
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jp2", ".j2k", ".jpx")
 _DEFAULT_OUT = Path("dhr-out")
 
 models_app = typer.Typer(
@@ -52,34 +54,89 @@ models_app = typer.Typer(
 def expand_inputs(items: list[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[str]:
     """Files, folders (their files with ``suffixes``, sorted, not recursive) and globs, in order,
     without duplicates. Items that match nothing are kept as given so the batch records them as
-    failed inputs.
+    failed inputs. See :func:`expand_inputs_report` for the folder entries left out.
     """
+    return expand_inputs_report(items, suffixes)[0]
+
+
+def _entry_problem(f: Path, suffixes: tuple[str, ...]) -> str | None:
+    """Why a folder entry is not an input (None: it is one). Never opens the entry."""
+    import errno
+    import stat as st_
+
+    try:
+        st = f.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if f.is_symlink():
+            return "dangling link (its target is missing)"
+        return f"cannot be examined ({e.strerror or e})"
+    mode = st.st_mode
+    if st_.S_ISDIR(mode):
+        return "a folder (folders are not searched recursively)"
+    if st_.S_ISFIFO(mode):
+        return "a FIFO (never opened)"
+    if st_.S_ISCHR(mode) or st_.S_ISBLK(mode):
+        return "a device (never opened)" + (" behind a link" if f.is_symlink() else "")
+    if st_.S_ISSOCK(mode):
+        return "a socket (never opened)"
+    if not st_.S_ISREG(mode):
+        return "not a regular file"
+    if f.suffix.lower() not in suffixes:
+        return f"not an image file name ({f.suffix or 'no suffix'}; taken: {', '.join(suffixes)})"
+    return None
+
+
+def expand_inputs_report(items: list[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES
+                         ) -> tuple[list[str], list[dict[str, str]]]:
+    """Like :func:`expand_inputs`, and also every folder or glob entry left out, with the reason.
+
+    Folder entries that are not regular files with one of ``suffixes`` (other files, sub-folders,
+    FIFOs, devices, dangling links, symlink loops) are never opened; each is reported as
+    ``{"path": ..., "reason": ...}`` (``run.json``'s ``skipped``).
+
+    Returns:
+        ``(inputs, skipped)``.
+    """
+    from dhr.outputs import _path_key
+
     out: list[str] = []
+    skipped: list[dict[str, str]] = []
     seen: set[str] = set()
 
     def add(p: str) -> None:
-        key = str(Path(p).resolve())
+        key = _path_key(p)
         if key not in seen:
             seen.add(key)
             out.append(p)
 
+    def consider(f: Path) -> None:
+        problem = _entry_problem(f, suffixes)
+        if problem is None:
+            add(str(f))
+        else:
+            skipped.append({"path": str(f), "reason": problem})
+
     for item in items:
         p = Path(item)
         if p.is_dir():
-            for f in sorted(p.iterdir()):
-                if f.is_file() and f.suffix.lower() in suffixes:
-                    add(str(f))
-        elif not p.exists() and glob.has_magic(item):
+            try:
+                entries = sorted(p.iterdir())
+            except OSError as e:
+                skipped.append({"path": str(p), "reason": f"folder cannot be listed ({e.strerror or e})"})
+                continue
+            for f in entries:
+                consider(f)
+        elif not p.exists() and not p.is_symlink() and glob.has_magic(item):
             matches = sorted(glob.glob(item, recursive=True))
-            files = [m for m in matches if Path(m).is_file() and Path(m).suffix.lower() in suffixes]
-            if files:
-                for m in files:
-                    add(m)
-            else:
+            if not matches:
                 add(item)
+            for m in matches:
+                consider(Path(m))
         else:
             add(item)
-    return out
+    return out, skipped
 
 
 def parse_edit_options(specs: list[str]) -> list[dict[str, float]]:
@@ -90,14 +147,17 @@ def parse_edit_options(specs: list[str]) -> list[dict[str, float]]:
     """
     from dhr.editing import parse_edit_spec
 
+    from dhr.errors import EditError
+
     edits = []
     for spec in specs:
         combo: dict[str, float] = {}
         for part in (s for s in spec.split(",") if s.strip()):
             name, strength = parse_edit_spec(part)
             combo[name] = strength
-        if combo:
-            edits.append(combo)
+        if not combo:
+            raise EditError(f"--edit {spec!r} is empty; give NAME=STRENGTH, e.g. --edit age=+2")
+        edits.append(combo)
     return edits
 
 
@@ -115,8 +175,6 @@ def parse_sweep_option(spec: str) -> tuple[str, tuple[float, ...]]:
     Raises:
         EditError: On a malformed spec (the message shows the expected form).
     """
-    import math
-
     from dhr.editing.directions import parse_edit_spec
     from dhr.errors import EditError
 
@@ -137,8 +195,9 @@ def parse_sweep_option(spec: str) -> tuple[str, tuple[float, ...]]:
             steps = int(parts[2])
         except ValueError:
             raise EditError(f"--sweep {spec!r}: MIN and MAX must be numbers and STEPS an integer; {form}") from None
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise EditError(f"--sweep {spec!r}: MIN and MAX must be finite")
+        from dhr.editing.directions import check_strength
+
+        lo, hi = check_strength(lo, f"--sweep {spec!r} MIN"), check_strength(hi, f"--sweep {spec!r} MAX")
         if not 1 <= steps <= 100:
             raise EditError(f"--sweep {spec!r}: STEPS={steps} must be between 1 and 100")
     else:
@@ -204,42 +263,128 @@ def _record_setup(record, pipe) -> None:
     record.seed = pipe.seed
 
 
-def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], mode: str, pipe,
-           work) -> int:
-    """Runs ``work(path, input_record)`` for each input with records, progress and exit codes."""
-    from dhr.progress import make_reporter
-    from dhr.records import RunRecord, WarningCollector
+def run_fingerprint(command: str, pipe, job: dict[str, Any]) -> dict[str, Any]:
+    """What a batch command's outputs depend on besides the input bytes (compared on resume).
 
-    record = RunRecord(out, command, options)
-    _record_setup(record, pipe)
-    reporter = make_reporter(mode)
-    reporter.start_batch(len(items), what="bundles" if command == "edit" else "photos")
+    Args:
+        command: ``run``, ``invert``, ``align``, ``edit``.
+        pipe: The pipeline (model identity, resolved config and seed).
+        job: The command's output options (edits, sweeps, face choice, ...), JSON-safe.
+    """
+    import hashlib
+
+    from dhr.records import model_identity
+
+    model = model_identity(pipe.model)
+    doc = {"command": command, "model": [model["name"], model["generator_sha256"]],
+           "config": pipe.config.to_dict(), "seed": pipe.seed, "job": job}
+    digest = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"command": command, "model_sha256": model["generator_sha256"], "digest": digest}
+
+
+def _resumable(prev: dict[str, Any] | None, rec, fingerprint: dict[str, Any] | None) -> tuple[bool, str | None]:
+    """Whether an earlier record of the same input can stand for this run, and why not."""
+    from dhr.outputs import verify_outputs
+
+    if prev is None or prev.get("status") != "ok":
+        return False, None
+    if fingerprint is None or prev.get("fingerprint") != fingerprint:
+        return False, "redone: the earlier run used another model, config or options"
+    if rec.sha256 is None or prev.get("sha256") != rec.sha256:
+        return False, "redone: the input changed since the earlier run"
+    if prev.get("name") != rec.name:
+        return False, "redone: its output name changed"
+    problem = verify_outputs(prev.get("faces") or [])
+    if problem:
+        return False, f"redone: an output of the earlier run is damaged ({problem})"
+    return True, None
+
+
+def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], mode: str, pipe,
+           work, *, skipped: list[dict[str, str]] | None = None, fingerprint: dict[str, Any] | None = None,
+           resume: bool = True, sha_path=None) -> int:
+    """Runs ``work(path, input_record, reporter)`` for each input with records, progress and exit codes.
+
+    Holds the output folder's lock for the whole batch, gives every input a unique output name
+    (``rec.name``), merges the records of earlier runs into ``run.json`` and, with ``resume``,
+    reuses an earlier result of the same input when its sha256 and ``fingerprint`` match and its
+    files read back. Any exception of one input (MemoryError included) is recorded on it and the
+    next input runs; only KeyboardInterrupt / SystemExit stop the batch.
+    """
+    from dhr.outputs import FolderLock, assign_names, check_output_folder, clean_stale_temps
+    from dhr.progress import make_reporter
+    from dhr.records import RunRecord, WarningCollector, file_sha256
+
     try:
-        for i, item in enumerate(items):
+        check_output_folder(out)
+        lock = FolderLock(out, f"dhr {command}").acquire()
+    except DHRError as e:
+        raise _usage(str(e)) from None
+    try:
+        record = RunRecord(out, command, options)
+        _record_setup(record, pipe)
+        record.load_earlier()
+        clean_stale_temps(out)
+        record.skipped = list(skipped or [])
+        names, rename_notes = assign_names(items, record.name_claims())
+        record.warnings.extend(rename_notes)
+        reporter = make_reporter(mode)
+        reporter.start_batch(len(items), what="bundles" if command == "edit" else "photos")
+        resumed = 0
+        recs = []
+        for item in items:  # every input is in run.json (pending) before the first one starts
             rec = record.add_input(item)
-            reporter.start_item(Path(item).name, i)
-            t0 = time.perf_counter()
-            with WarningCollector() as warn:
-                try:
-                    work(item, rec, reporter)
+            rec.name, rec.fingerprint = names[item], fingerprint
+            if sha_path is not None:
+                rec.sha256 = file_sha256(sha_path(item))
+            rec.notes.extend(n.split(": ", 1)[1] for n in rename_notes if n.startswith(f"{item}: "))
+            recs.append(rec)
+        record.write()
+        try:
+            for i, (item, rec) in enumerate(zip(items, recs)):
+                reporter.start_item(Path(item).name, i)
+                ok, why = _resumable(record.earlier_entry(item), rec, fingerprint) if resume else (False, None)
+                if ok:
+                    prev = record.earlier_entry(item)
+                    for key in ("faces", "warnings", "notes", "seconds"):
+                        setattr(rec, key, prev.get(key) or getattr(rec, key))
                     rec.status = "ok"
-                except (DHRError, OSError) as e:
-                    rec.fail(e)
-                except (RuntimeError, ValueError, TypeError) as e:  # e.g. out of memory: record it, go on
-                    log.debug("%s failed", item, exc_info=True)
-                    rec.fail(e)
-            rec.warnings.extend(warn.messages)
-            record.add_stage_timings(rec)
-            for m in warn.messages:
-                reporter.note("warning", f"{Path(item).name}: {m}")
-            rec.seconds = round(time.perf_counter() - t0, 4)
-            reporter.end_item(Path(item).name, rec.status, rec.error)
-            record.write()
+                    rec.notes = [*rec.notes, "finished in an earlier run (resumed; its files were checked)"]
+                    resumed += 1
+                    reporter.end_item(Path(item).name, rec.status, None)
+                    continue
+                if why:
+                    rec.notes.append(why)
+                t0 = time.perf_counter()
+                with WarningCollector() as warn:
+                    try:
+                        work(item, rec, reporter)
+                        rec.status = "ok"
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except DHRError as e:
+                        rec.fail(e)
+                    except BaseException as e:  # noqa: BLE001 - MemoryError, decoder bugs, ...: this photo only
+                        log.debug("%s failed", item, exc_info=True)
+                        rec.fail(e)
+                        if not isinstance(e, (OSError, MemoryError)):
+                            rec.notes.append(f"unexpected {type(e).__name__}; run with --json or logging "
+                                             "DEBUG for the traceback")
+                rec.warnings.extend(warn.messages)
+                record.add_stage_timings(rec)
+                for m in warn.messages:
+                    reporter.note("warning", f"{Path(item).name}: {m}")
+                rec.seconds = round(time.perf_counter() - t0, 4)
+                reporter.end_item(Path(item).name, rec.status, rec.error)
+                record.write()
+        finally:
+            path = record.write()
+            counts = record.counts
+            reporter.finish({**counts, "record": str(path), "exit_code": record.exit_code(),
+                             "skipped": record.skipped, "resumed": resumed})
+            reporter.close()
     finally:
-        path = record.write()
-        counts = record.counts
-        reporter.finish({**counts, "record": str(path), "exit_code": record.exit_code()})
-        reporter.close()
+        lock.release()
     return record.exit_code()
 
 
@@ -255,9 +400,21 @@ def _photo_work(pipe, tree, *, face_index: int | None, all_faces: bool, whole_im
                               ood_mask=None if ood_mask is None else str(ood_mask))
 
     def work(item: str, rec, reporter) -> None:
-        process_photo(pipe, item, tree, job, rec, reporter)
+        process_photo(pipe, item, tree, job, rec, reporter, name=rec.name)
 
+    work.job = job
     return work
+
+
+def _job_options(work) -> dict[str, Any]:
+    import dataclasses
+
+    d = dataclasses.asdict(work.job)
+    if d.get("ood_mask"):
+        from dhr.records import file_sha256
+
+        d["ood_mask"] = [d["ood_mask"], file_sha256(d["ood_mask"])]
+    return d
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,22 +437,39 @@ _SET_HELP = ("KEY=VALUE config override, repeatable, applied last (e.g. --set se
 def prepare_photo_command(photos: list[str], edit: list[str], sweep: list[str], *, model: str, method: str | None,
                           device: str, seed: int, config: Path | None, perceptual: str, quiet: bool, as_json: bool,
                           face_index: int | None, all_faces: bool, sets: list[str] | None = None,
-                          ood_mask: Path | None = None):
+                          ood_mask: Path | None = None, out: Path | None = None):
     """Checks the options of a photo command and builds its pipeline; any problem exits with 2.
 
+    The output folder (``out``) is checked first, before any model is loaded.
+
     Returns:
-        ``(progress mode, pipeline, edit dicts, sweeps, expanded input paths)``.
+        ``(progress mode, pipeline, edit dicts, sweeps, expanded input paths, skipped folder entries)``.
     """
     if face_index is not None and all_faces:
         raise _usage("--face-index and --all-faces exclude each other")
+    _check_out(out)
     mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json, sets)
     edits = _check_edits(pipe, edit)
     sweeps = _check_sweeps(pipe, sweep)
-    items = expand_inputs(photos)
+    items, skipped = expand_inputs_report(photos)
     if not items:
-        raise _usage("no input photos")
+        raise _usage("no input photos" + (f" ({len(skipped)} entries skipped: " +
+                                           "; ".join(f"{e['path']}: {e['reason']}" for e in skipped[:5]) + ")"
+                                           if skipped else ""))
     _check_ood_mask(ood_mask, items, pipe)
-    return mode, pipe, edits, sweeps, items
+    return mode, pipe, edits, sweeps, items, skipped
+
+
+def _check_out(out: Path | None) -> None:
+    """Usage error (exit 2) when ``out`` cannot be an output folder (see :func:`dhr.outputs.check_output_folder`)."""
+    if out is None:
+        return
+    from dhr.outputs import check_output_folder
+
+    try:
+        check_output_folder(out)
+    except DHRError as e:
+        raise _usage(str(e)) from None
 
 
 def _check_ood_mask(ood_mask: Path | None, items: list[str], pipe) -> None:
@@ -303,10 +477,14 @@ def _check_ood_mask(ood_mask: Path | None, items: list[str], pipe) -> None:
         return
     if len(items) != 1:
         raise _usage(f"--ood-mask is drawn on one photo, but {len(items)} inputs were given; run them one by one")
-    if not Path(ood_mask).is_file():
-        raise _usage(f"--ood-mask {ood_mask}: file not found")
     if pipe.config.method != "dhr":
         raise _usage(f"--ood-mask replaces DHR's segmentation; it does not apply to --method {pipe.config.method}")
+    from dhr.io.image import load_mask_array
+
+    try:
+        load_mask_array(ood_mask)  # missing, unsupported, bomb, corrupt: a usage error before any work
+    except DHRError as e:
+        raise _usage(f"--ood-mask: {e}") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -335,6 +513,9 @@ def register(app: typer.Typer) -> None:
         perceptual: str = typer.Option("model", "--perceptual", help="model (its own metric), alex, vgg or squeeze."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
         as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
+        no_resume: bool = typer.Option(False, "--no-resume", help="Redo inputs finished by an earlier run into "
+                                       "the same --out (default: reuse them when input, model, config and "
+                                       "options match and their files read back)."),
     ) -> None:
         """Detect, align, invert (DHR), segment, refine, edit and paste back; save everything.
 
@@ -351,12 +532,16 @@ def register(app: typer.Typer) -> None:
 
           dhr run crop.png --whole-image --config fast.toml --device cpu --seed 1
 
-        Exit codes: 0 all ok, 1 some inputs failed, 2 bad option, 3 nothing succeeded.
+        Exit codes: 0 all ok, 1 some inputs failed, 2 bad option or unusable/busy output folder,
+        3 nothing succeeded, 4 dhr crashed (a bug: please report it).
+
+        A rerun into the same -o resumes: inputs finished earlier (same bytes, model, config and
+        options, files intact) are kept, the rest is redone; every file is written atomically.
         """
-        mode, pipe, edits, sweeps, items = prepare_photo_command(
+        mode, pipe, edits, sweeps, items, skipped = prepare_photo_command(
             photos, edit, sweep, model=model, method=method, device=device, seed=seed, config=config,
             perceptual=perceptual, quiet=quiet, as_json=as_json, face_index=face_index, all_faces=all_faces,
-            sets=set_, ood_mask=ood_mask)
+            sets=set_, ood_mask=ood_mask, out=out)
         from dhr.records import OutputTree
 
         tree = OutputTree(out)
@@ -367,7 +552,8 @@ def register(app: typer.Typer) -> None:
         work = _photo_work(pipe, tree, face_index=face_index, all_faces=all_faces, whole_image=whole_image,
                            masks=True, inversion=True, bundle=True, edits=edits, sweeps=sweeps, sheet=True,
                            ood_mask=ood_mask)
-        raise typer.Exit(_batch("run", items, out, options, mode, pipe, work))
+        raise typer.Exit(_batch("run", items, out, options, mode, pipe, work, skipped=skipped,
+                                fingerprint=run_fingerprint("run", pipe, _job_options(work)), resume=not no_resume))
 
     @app.command("align", no_args_is_help=True)
     def align_cmd(
@@ -379,6 +565,9 @@ def register(app: typer.Typer) -> None:
         whole_image: bool = typer.Option(False, "--whole-image", help="Fit the whole image when no face is found."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
         as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
+        no_resume: bool = typer.Option(False, "--no-resume", help="Redo inputs finished by an earlier run into "
+                                       "the same --out (default: reuse them when input, model, config and "
+                                       "options match and their files read back)."),
     ) -> None:
         """Detect and align faces at the model resolution; writes OUT/aligned/ and run.json.
 
@@ -390,8 +579,9 @@ def register(app: typer.Typer) -> None:
         """
         if face_index is not None and all_faces:
             raise _usage("--face-index and --all-faces exclude each other")
+        _check_out(out)
         mode, pipe = _common(model, None, "cpu", 0, None, "model", quiet, as_json)
-        items = expand_inputs(photos)
+        items, skipped = expand_inputs_report(photos)
         from dhr.records import OutputTree
 
         tree = OutputTree(out)
@@ -399,7 +589,8 @@ def register(app: typer.Typer) -> None:
                    "whole_image": whole_image}
         work = _photo_work(pipe, tree, face_index=face_index, all_faces=all_faces, whole_image=whole_image,
                            masks=False, inversion=False, bundle=False, edits=[], align_only=True)
-        raise typer.Exit(_batch("align", items, out, options, mode, pipe, work))
+        raise typer.Exit(_batch("align", items, out, options, mode, pipe, work, skipped=skipped,
+                                fingerprint=run_fingerprint("align", pipe, _job_options(work)), resume=not no_resume))
 
     @app.command("invert", no_args_is_help=True)
     def invert_cmd(
@@ -419,6 +610,9 @@ def register(app: typer.Typer) -> None:
         perceptual: str = typer.Option("model", "--perceptual", help="model, alex, vgg or squeeze."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
         as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
+        no_resume: bool = typer.Option(False, "--no-resume", help="Redo inputs finished by an earlier run into "
+                                       "the same --out (default: reuse them when input, model, config and "
+                                       "options match and their files read back)."),
     ) -> None:
         """Invert photos and write reusable bundles (OUT/bundles/) plus aligned/, masks/, inversion/.
 
@@ -432,8 +626,9 @@ def register(app: typer.Typer) -> None:
         """
         if face_index is not None and all_faces:
             raise _usage("--face-index and --all-faces exclude each other")
+        _check_out(out)
         mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json, set_)
-        items = expand_inputs(photos)
+        items, skipped = expand_inputs_report(photos)
         _check_ood_mask(ood_mask, items, pipe)
         from dhr.records import OutputTree
 
@@ -445,7 +640,8 @@ def register(app: typer.Typer) -> None:
                    "whole_image": whole_image, "perceptual": perceptual}
         work = _photo_work(pipe, tree, face_index=face_index, all_faces=all_faces, whole_image=whole_image,
                            masks=True, inversion=True, bundle=True, edits=[], ood_mask=ood_mask)
-        raise typer.Exit(_batch("invert", items, out, options, mode, pipe, work))
+        raise typer.Exit(_batch("invert", items, out, options, mode, pipe, work, skipped=skipped,
+                                fingerprint=run_fingerprint("invert", pipe, _job_options(work)), resume=not no_resume))
 
     @app.command("edit", no_args_is_help=True)
     def edit_cmd(
@@ -459,6 +655,9 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
         as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
+        no_resume: bool = typer.Option(False, "--no-resume", help="Redo inputs finished by an earlier run into "
+                                       "the same --out (default: reuse them when input, model, config and "
+                                       "options match and their files read back)."),
     ) -> None:
         """Edit saved inversions without re-optimising; pastes into the photo when it is still there.
 
@@ -472,6 +671,7 @@ def register(app: typer.Typer) -> None:
 
           dhr edit out/bundles/photo_face0 --edit age=-1,pose=+1
         """
+        _check_out(out)
         mode, pipe = _common(model, None, device, 0, None, "model", quiet, as_json)
         edits = _check_edits(pipe, edit)
         sweeps = _check_sweeps(pipe, sweep)
@@ -484,12 +684,12 @@ def register(app: typer.Typer) -> None:
         options = {"bundles": bundles, "edit": edit, "sweep": sweep, "out": out, "model": model, "device": device}
 
         def work(item: str, rec, reporter) -> None:
-            from dhr.bundle import bundle_paths
-            from dhr.jobs import save_face
-            from dhr.records import file_sha256
+            import dataclasses
 
-            rec.sha256 = file_sha256(bundle_paths(item)[0])
+            from dhr.jobs import save_face
+
             pi = pipe.load_bundle(item)
+            pi = dataclasses.replace(pi, stem=rec.name)
             rec.notes.extend(pi.notes)
             face = {"stem": pi.stem, "method": pi.inversion.method, "whole_image": pi.whole_image,
                     "photo": None if pi.photo is None else str(pi.photo.path)}
@@ -497,7 +697,11 @@ def register(app: typer.Typer) -> None:
             save_face(pipe, pi, tree, face, masks=False, inversion=False, bundle=False, edits=edits, paste=True,
                        aligned=False, sweeps=sweeps, sheet=True)
 
-        raise typer.Exit(_batch("edit", items, out, options, mode, pipe, work))
+        from dhr.bundle import bundle_paths
+
+        job = {"edits": edits, "sweeps": sweeps}
+        raise typer.Exit(_batch("edit", items, out, options, mode, pipe, work, fingerprint=run_fingerprint(
+            "edit", pipe, job), resume=not no_resume, sha_path=lambda item: bundle_paths(item)[0]))
 
     @app.command("serve")
     def serve_cmd(

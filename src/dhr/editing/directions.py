@@ -50,6 +50,8 @@ from dhr.checks import check_shape
 from dhr.errors import CheckpointError, EditError
 
 __all__ = [
+    "MAX_STRENGTH",
+    "check_strength",
     "Direction",
     "DirectionKind",
     "DirectionSet",
@@ -73,6 +75,8 @@ GanSpaceMode = Literal["absolute", "increment"]
 _KINDS = ("interfacegan", "ganspace", "sefa", "vector")
 _SPACES = ("w", "w+")
 _GANSPACE_MODES = ("absolute", "increment")
+MAX_STRENGTH = 100.0
+"""Largest edit strength accepted (in units of the direction; useful edits are within about ±5)."""
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _SET_FORMAT = "dhr-directions"
 _SET_VERSION = 1
@@ -367,9 +371,23 @@ def parse_edit_spec(spec: str) -> tuple[str, float]:
         strength = float(value)
     except ValueError:
         raise EditError(f"edit spec {spec!r}: strength {value!r} is not a number; e.g. 'age=+2'") from None
-    if not math.isfinite(strength):
-        raise EditError(f"edit spec {spec!r}: strength must be finite, got {value!r}")
-    return name, strength
+    return name, check_strength(strength, f"edit spec {spec!r}")
+
+
+def check_strength(strength: float, what: str = "strength") -> float:
+    """Returns ``strength`` as a float when finite and within ±:data:`MAX_STRENGTH`.
+
+    Raises:
+        EditError: Naming ``what``, the value and the range.
+    """
+    try:
+        strength = float(strength)
+    except (TypeError, ValueError):
+        raise EditError(f"{what}: strength {strength!r} is not a number") from None
+    if not math.isfinite(strength) or abs(strength) > MAX_STRENGTH:
+        raise EditError(f"{what}: strength {strength!r} must be a finite number between -{MAX_STRENGTH:g} and "
+                        f"+{MAX_STRENGTH:g} (useful edits are within about ±5)")
+    return strength
 
 
 # --------------------------------------------------------------------------------------------

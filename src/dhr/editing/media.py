@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from dhr.errors import ConfigError, ImageError
+from dhr.outputs import atomic_path
 
 __all__ = ["sweep_grid", "contact_sheet", "save_png", "save_gif", "save_mp4"]
 
@@ -135,8 +136,8 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
     """Writes a ``uint8 (H, W, 3)`` image as PNG (parent folders created). Returns the path."""
     img = _check_image(image, "image")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path, format="PNG")
+    with atomic_path(path) as tmp:
+        Image.fromarray(img).save(tmp, format="PNG")
     return path
 
 
@@ -182,10 +183,10 @@ def save_gif(frames: Sequence[np.ndarray], path: str | Path, fps: float = 10.0, 
     if pingpong:
         frames = _pingpong(frames)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     pil = [Image.fromarray(f) for f in frames]
-    pil[0].save(path, format="GIF", save_all=True, append_images=pil[1:], duration=round(1000 / fps),
-                loop=int(loop), optimize=False, disposal=1)
+    with atomic_path(path) as tmp:
+        pil[0].save(tmp, format="GIF", save_all=True, append_images=pil[1:], duration=round(1000 / fps),
+                    loop=int(loop), optimize=False, disposal=1)
     return path
 
 
@@ -226,17 +227,17 @@ def save_mp4(frames: Sequence[np.ndarray], path: str | Path, fps: float = 24.0, 
     if ph or pw:
         logger.info("padding %dx%d frames to even size %dx%d for yuv420p", w, h, w + pw, h + ph)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = imageio_ffmpeg.write_frames(
-        str(path), (w + pw, h + ph), fps=fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
-        quality=int(quality), macro_block_size=1, ffmpeg_log_level="error",
-    )
-    writer.send(None)  # start the generator
-    try:
-        for f in frames:
-            if ph or pw:
-                f = np.pad(f, ((0, ph), (0, pw), (0, 0)), mode="edge")
-            writer.send(np.ascontiguousarray(f))
-    finally:
-        writer.close()
+    with atomic_path(path) as tmp:
+        writer = imageio_ffmpeg.write_frames(
+            str(tmp), (w + pw, h + ph), fps=fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
+            quality=int(quality), macro_block_size=1, ffmpeg_log_level="error",
+        )
+        writer.send(None)  # start the generator
+        try:
+            for f in frames:
+                if ph or pw:
+                    f = np.pad(f, ((0, ph), (0, pw), (0, 0)), mode="edge")
+                writer.send(np.ascontiguousarray(f))
+        finally:
+            writer.close()
     return path

@@ -36,6 +36,8 @@ __all__ = [
     "dlib_models_dir",
     "find_faces",
     "detect_faces",
+    "detect_faces_retrying",
+    "RETRIES",
     "detect_face",
     "predict_landmarks",
     "face_outline",
@@ -428,3 +430,93 @@ def convex_hull(points: np.ndarray) -> np.ndarray:
             upper.pop()
         upper.append(p)
     return np.array(lower[:-1] + upper[:-1])
+
+
+RETRIES: tuple[str, ...] = ("contrast-normalised", "rotated 90°", "rotated 180°", "rotated 270°", "border padded")
+"""What :func:`detect_faces_retrying` tries, in order, after the photo as it is."""
+
+
+def _variant(photo: Photo, what: str) -> tuple[Photo, Any]:
+    """A modified copy of ``photo`` for a retry and the map of its (x, y) points back to ``photo``."""
+    import dataclasses
+
+    px = photo.pixels
+    H, W = px.shape[:2]
+    if what == "contrast-normalised":
+        from PIL import Image, ImageOps
+
+        out = np.asarray(ImageOps.equalize(Image.fromarray(px)), dtype=np.uint8)
+        back = lambda p: p  # noqa: E731
+    elif what.startswith("rotated"):
+        k = {"rotated 90°": 1, "rotated 180°": 2, "rotated 270°": 3}[what]
+        out = np.ascontiguousarray(np.rot90(px, k))  # counter-clockwise
+
+        def back(p: np.ndarray, k: int = k) -> np.ndarray:
+            x, y = p[..., 0], p[..., 1]
+            if k == 1:    # old (x, y) -> new (y, W-1-x)
+                return np.stack([W - 1 - y, x], -1)
+            if k == 2:    # old (x, y) -> new (W-1-x, H-1-y)
+                return np.stack([W - 1 - x, H - 1 - y], -1)
+            return np.stack([y, H - 1 - x], -1)  # k == 3: old (x, y) -> new (H-1-y, x)
+    elif what == "border padded":
+        pad = max(8, int(0.25 * max(H, W)))
+        out = np.pad(px, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+
+        def back(p: np.ndarray, pad: int = pad) -> np.ndarray:
+            return p - pad
+    else:
+        raise ValueError(f"unknown retry {what!r}")
+    return dataclasses.replace(photo, pixels=out, original_size=(out.shape[1], out.shape[0])), back
+
+
+def _mapped(face: DetectedFace, back: Any) -> DetectedFace:
+    import dataclasses
+
+    left, top, right, bottom = face.box
+    corners = back(np.array([[left, top], [right, top], [left, bottom], [right, bottom]], dtype=np.float64))
+    box = (float(corners[:, 0].min()), float(corners[:, 1].min()), float(corners[:, 0].max()),
+           float(corners[:, 1].max()))
+    return dataclasses.replace(face, box=box, landmarks=back(np.asarray(face.landmarks, dtype=np.float64)))
+
+
+def detect_faces_retrying(
+    photo: Photo,
+    *,
+    detector: Detector = "hog",
+    upsample: int = 1,
+    min_size: int = MIN_FACE_SIZE,
+    retries: tuple[str, ...] = RETRIES,
+) -> tuple[list[DetectedFace], tuple[str, ...]]:
+    """Like :func:`detect_faces`, but before giving up tries a contrast-normalised copy (very dark or
+    flat photos), the photo rotated by 90°, 180° and 270° (a sideways photo without EXIF
+    orientation) and with an edge-replicated border (a face cut by the frame).
+
+    The faces found on a modified copy are mapped back to ``photo``'s coordinates (box and
+    landmarks), so alignment and paste-back work on the photo itself.
+
+    Args:
+        photo: The photo.
+        detector, upsample, min_size: As for :func:`detect_faces`.
+        retries: Which of :data:`RETRIES` to try, in order.
+
+    Returns:
+        ``(faces, tried)``: the faces (largest first) and the attempts made, ``("as is",)`` when
+        the photo itself had a face; the last entry is the one that found them.
+
+    Raises:
+        FaceNotFoundError: None of the attempts found a usable face (the message lists them).
+    """
+    try:
+        return detect_faces(photo, detector=detector, upsample=upsample, min_size=min_size), ("as is",)
+    except FaceNotFoundError as e:
+        first = e
+    tried = ["as is"]
+    for what in retries:
+        tried.append(what)
+        variant, back = _variant(photo, what)
+        detection = find_faces(variant, detector=detector, upsample=upsample, min_size=min_size)
+        if detection.faces:
+            faces = [_mapped(f, back) for f in detection.faces]
+            logger.info("%s: face found only %s (tried: %s)", photo.name, what, ", ".join(tried))
+            return faces, tuple(tried)
+    raise FaceNotFoundError(f"{first} Tried: {', '.join(tried)}.") from None

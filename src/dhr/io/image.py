@@ -11,9 +11,11 @@ for a uint8 value p; the inverse rounds to the nearest integer (it never truncat
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +27,22 @@ from PIL import Image, ImageOps
 
 from dhr.errors import ImageError, ShapeError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "Photo", "load_image", "save_image", "uint8_to_tensor", "tensor_to_uint8"]
+__all__ = ["ALLOWED_FORMATS", "DEFAULT_MAX_FILE_BYTES", "DEFAULT_MAX_PIXELS", "Photo", "load_image",
+           "load_mask_array", "save_image", "uint8_to_tensor", "tensor_to_uint8"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest accepted image (width x height) unless ``max_pixels`` says otherwise (50 MP)."""
+
+DEFAULT_MAX_FILE_BYTES = 1 << 30
+"""Largest accepted image file (1 GiB), checked before the file is read."""
+
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "JPEG2000")
+"""The only Pillow decoders ever run on an input (by content, whatever the file name says); GIF and
+multi-frame TIFF give their first frame, JPEG includes multi-picture (MPO) phone photos. Never
+EPS/PS/PDF (Ghostscript) or any other plugin. Decoders missing from this Pillow build are left out."""
+_ALLOWED_TEXT = "JPEG, PNG, WebP, BMP, TIFF, GIF (first frame) or JPEG 2000"
 
 _ORIENTATION_TAG = 0x0112
 
@@ -80,18 +92,125 @@ class Photo:
         return uint8_to_tensor(self.pixels)
 
 
-def _read_source(source: Source) -> tuple[bytes, Path | None]:
+def _read_source(source: Source, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> tuple[bytes, Path | None]:
     if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) > max_bytes:
+            raise ImageError(f"the image data has {len(source):,} bytes, more than {max_bytes:,}; downscale it.")
         return bytes(source), None
     path = Path(source)
-    if not path.exists():
-        raise ImageError(f"Image file {path} does not exist; check the path.")
-    if not path.is_file():
-        raise ImageError(f"{path} is not a file; pass the path of an image file (JPEG, PNG, WebP, ...).")
     try:
-        return path.read_bytes(), path
+        st = path.stat()  # follows links; never opens the file
     except OSError as exc:
-        raise ImageError(f"Cannot read {path}: {exc}. Check the file permissions.") from exc
+        if exc.errno == errno.ELOOP:
+            raise ImageError(f"{path} is a symbolic link loop; point it at an image file.") from None
+        if path.is_symlink():
+            raise ImageError(f"{path} is a dangling link (its target is missing); fix the link.") from None
+        if isinstance(exc, FileNotFoundError):
+            raise ImageError(f"Image file {path} not found (it does not exist); check the path.") from None
+        raise ImageError(f"Cannot read {path}: {exc.strerror or exc}. Check the file permissions.") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file")
+        raise ImageError(f"{path} is {kind}, not a file; pass the path of an image file (JPEG, PNG, WebP, ...). "
+                         "It was not opened.")
+    if st.st_size > max_bytes:
+        raise ImageError(f"{path} has {st.st_size:,} bytes, more than the {max_bytes:,} accepted for a photo; "
+                         "downscale or re-compress it.")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise ImageError(f"Cannot read {path}: {exc.strerror or exc}. Check the file permissions.") from exc
+    if len(data) > max_bytes:  # it grew since stat
+        raise ImageError(f"{path} has more than {max_bytes:,} bytes; downscale or re-compress it.")
+    return data, path
+
+
+_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
+    (b"%PDF", 0, "PDF"),
+    (b"%!PS", 0, "PostScript/EPS"),
+    (b"\xc5\xd0\xd3\xc6", 0, "EPS"),
+    (b"ftypheic", 4, "HEIC"),
+    (b"ftypheix", 4, "HEIC"),
+    (b"ftypmif1", 4, "HEIF"),
+    (b"ftypavif", 4, "AVIF"),
+    (b"8BPS", 0, "Photoshop PSD"),
+    (b"<svg", 0, "SVG"),
+    (b"<?xml", 0, "XML/SVG"),
+    (b"\x00\x00\x01\x00", 0, "ICO"),
+    (b"DDS ", 0, "DDS"),
+)
+
+
+def _available_formats() -> list[str]:
+    Image.init()
+    return [f for f in ALLOWED_FORMATS if f in Image.OPEN]
+
+
+def _sniff(data: bytes) -> str | None:
+    """A name for a known non-raster or unsupported format from the first bytes, else None."""
+    head = data[:64].lstrip()
+    for sig, off, name in _SIGNATURES:
+        if data[off:off + len(sig)] == sig or (off == 0 and head.startswith(sig)):
+            return name
+    return None
+
+
+def _open_allowed(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """Opens ``data`` with Pillow's decoders for :data:`ALLOWED_FORMATS` only and checks the size.
+
+    Identification is by content: no other decoder (EPS/Ghostscript, PDF, ...) is ever tried.
+    """
+    try:
+        im = Image.open(io.BytesIO(data), formats=_available_formats())
+    except Image.DecompressionBombError as exc:
+        raise ImageError(
+            f"{name} is too large for the decoder ({exc}); downscale it below {max_pixels:,} pixels."
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        kind = _sniff(data)
+        if kind is not None:
+            raise ImageError(f"{name}: unsupported format ({kind}); dhr decodes only {_ALLOWED_TEXT}. "
+                             "Convert it to PNG or JPEG.") from None
+        raise ImageError(
+            f"{name} is not a readable image ({exc}); unsupported or unknown format: pass a "
+            f"{_ALLOWED_TEXT} file."
+        ) from None
+    width, height = im.size
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{name} has {width}x{height} = {width * height:,} pixels, more than max_pixels="
+            f"{max_pixels:,}; downscale the photo or raise max_pixels."
+        )
+    if width == 0 or height == 0:
+        raise ImageError(f"{name} is empty ({width}x{height}); pass a real image.")
+    try:
+        im.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name} is too large for the decoder ({exc}); downscale it.") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise ImageError(
+            f"{name} is corrupt or truncated ({exc}); re-export or re-download the file."
+        ) from exc
+    return im
+
+
+def load_mask_array(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                    max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> np.ndarray:
+    """Reads a mask image (any allowed format) as float32 ``(H, W)`` in [0, 1] (its luminance).
+
+    The same limits as :func:`load_image` apply (file size before reading, pixels before
+    decoding, allowed formats by content).
+
+    Raises:
+        ImageError: Missing, unsupported, too large or corrupt file.
+    """
+    data, path = _read_source(source, max_bytes)
+    name = f"mask {path}" if path is not None else "mask <bytes>"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = _open_allowed(data, name, max_pixels)
+    return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
 
 
 def _to_rgb(im: Image.Image, notes: list[str]) -> tuple[Image.Image, bool]:
@@ -118,8 +237,16 @@ def _to_rgb(im: Image.Image, notes: list[str]) -> tuple[Image.Image, bool]:
         return _cmyk_to_rgb(im, notes), False
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            # inf/NaN would set the peak (or become huge values) and turn the whole image black or white.
+            finite = arr[~bad]
+            arr = np.where(bad, np.clip(np.nan_to_num(arr, nan=0.0), finite.min(initial=0.0),
+                                        finite.max(initial=0.0)), arr)
+            notes.append(f"replaced {int(bad.sum())} non-finite pixel value(s) (inf/NaN) by the nearest finite "
+                         "extreme")
         if mode == "F":
-            peak = 1.0 if float(np.nanmax(arr, initial=0.0)) <= 1.0 else 255.0
+            peak = 1.0 if float(arr.max(initial=0.0)) <= 1.0 else 255.0
         elif mode.startswith("I;16") or float(arr.max(initial=0.0)) > 255.0:
             peak = 65535.0
         else:
@@ -155,7 +282,8 @@ def _cmyk_to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
     return im.convert("RGB")
 
 
-def load_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
+def load_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Photo:
     """Reads a photo from a path or bytes into an upright RGB uint8 array.
 
     EXIF orientation is applied (``ImageOps.exif_transpose``). Grayscale, 1-bit, palette,
@@ -166,56 +294,37 @@ def load_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo
         source: A file path, or the file's bytes.
         max_pixels: Refuse images with more than this many pixels (width x height), checked
             before decoding.
+        max_bytes: Refuse files larger than this, checked before reading (links are followed;
+            folders, FIFOs and devices are refused without being opened).
 
     Returns:
         The :class:`Photo`.
 
     Raises:
-        ImageError: If the file is missing, not an image, corrupt or truncated, or too large.
+        ImageError: If the file is missing, not a regular file, not in an allowed format
+            (:data:`ALLOWED_FORMATS`, identified by content), corrupt or truncated, or too large.
     """
     if max_pixels <= 0:
         raise ImageError(f"max_pixels must be positive, got {max_pixels}")
-    data, path = _read_source(source)
+    data, path = _read_source(source, max_bytes)
     name = str(path) if path is not None else "<bytes>"
     digest = hashlib.sha256(data).hexdigest()
     notes: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError as exc:
-            raise ImageError(
-                f"{name} is too large for the decoder ({exc}); downscale it below {max_pixels:,} pixels."
-            ) from exc
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageError(
-                f"{name} is not a readable image ({exc}); pass a JPEG, PNG, WebP, TIFF or BMP file."
-            ) from exc
+        im = _open_allowed(data, name, max_pixels)
         width, height = im.size
-        if width * height > max_pixels:
-            raise ImageError(
-                f"{name} has {width}x{height} = {width * height:,} pixels, more than max_pixels="
-                f"{max_pixels:,}; downscale the photo or raise max_pixels."
-            )
-        if width == 0 or height == 0:
-            raise ImageError(f"{name} is empty ({width}x{height}); pass a real image.")
-        try:
-            im.load()
-        except Image.DecompressionBombError as exc:
-            raise ImageError(f"{name} is too large for the decoder ({exc}); downscale it.") from exc
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise ImageError(
-                f"{name} is corrupt or truncated ({exc}); re-export or re-download the file."
-            ) from exc
 
     if getattr(im, "n_frames", 1) > 1:
         notes.append(f"used the first of {im.n_frames} frames")
     icc_profile = im.info.get("icc_profile") or None
     exif_obj = im.getexif()
     orientation = exif_obj.get(_ORIENTATION_TAG, 1)
-    if orientation not in (None, 1):
+    if isinstance(orientation, int) and 2 <= orientation <= 8:
         im = ImageOps.exif_transpose(im)
         notes.append(f"rotated upright by EXIF orientation {orientation}")
+    elif orientation not in (None, 1):
+        notes.append(f"ignored the invalid EXIF orientation {orientation!r} (valid: 1-8); pixels used as stored")
     exif_bytes: bytes | None = None
     if len(exif_obj):
         if _ORIENTATION_TAG in exif_obj:
@@ -292,8 +401,10 @@ def save_image(
         if like.icc_profile:
             kwargs["icc_profile"] = like.icc_profile
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.ascontiguousarray(pixels), "RGB").save(path, **kwargs)
+        from dhr.outputs import atomic_path
+
+        with atomic_path(path) as tmp:  # a kill never leaves a partial file under the final name
+            Image.fromarray(np.ascontiguousarray(pixels), "RGB").save(tmp, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise ImageError(f"Cannot write {path}: {exc}. Check the folder and the file suffix.") from exc
     return path

@@ -140,6 +140,54 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+_MAX_CONFIG_INT = 1 << 16  # channels, widths, layer counts, resolutions of any registered component
+
+
+def _check_config_values(config_cls: type, d: Mapping[str, Any], source: str) -> None:
+    """Types and magnitudes of an architecture config (strings where numbers belong, huge sizes)
+    before anything is built from it."""
+    import math
+    import typing
+
+    try:
+        hints = typing.get_type_hints(config_cls)
+    except Exception:  # noqa: BLE001 - unresolvable hints: leave the checks to the constructor
+        return
+
+    def check(value: Any, hint: Any, key: str) -> None:
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if origin in (typing.Union, __import__("types").UnionType):
+            if value is None and type(None) in args:
+                return
+            hint = next((a for a in args if a is not type(None)), hint)
+            origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if hint is int:
+            if isinstance(value, bool) or not isinstance(value, int) or abs(value) > _MAX_CONFIG_INT:
+                raise ConfigError(f"{source}: {config_cls.__name__}.{key}={value!r:.40} must be an integer of at most "
+                                  f"{_MAX_CONFIG_INT}")
+        elif hint is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or abs(value) > 1e9:
+                raise ConfigError(f"{source}: {config_cls.__name__}.{key}={value!r:.40} must be a finite number")
+        elif hint is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{source}: {config_cls.__name__}.{key}={value!r:.40} must be true or false")
+        elif hint is str:
+            if not isinstance(value, str):
+                raise ConfigError(f"{source}: {config_cls.__name__}.{key}={value!r:.40} must be a string")
+        elif origin is tuple:
+            if not isinstance(value, (list, tuple)) or len(value) > 64:
+                raise ConfigError(f"{source}: {config_cls.__name__}.{key} must be a list of at most 64 entries")
+            inner = args[0] if args else None
+            for v in value:
+                if inner in (int, float):
+                    check(v, inner, key)
+
+    for key, value in d.items():
+        if key in hints:
+            check(value, hints[key], key)
+
+
 def config_from_dict(config_cls: type, d: Mapping[str, Any], *, source: str = "config") -> Any:
     """Builds ``config_cls`` from a dict, rejecting unknown keys.
 
@@ -152,6 +200,7 @@ def config_from_dict(config_cls: type, d: Mapping[str, Any], *, source: str = "c
     unknown = set(d) - names
     if unknown:
         raise ConfigError(f"{source}: unknown {config_cls.__name__} keys {sorted(unknown)}; known: {sorted(names)}")
+    _check_config_values(config_cls, d, source)
     if hasattr(config_cls, "from_dict"):
         return config_cls.from_dict(dict(d))
     kwargs = {}
@@ -365,6 +414,38 @@ def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], sourc
                                   f"for this {kind} config")
 
 
+def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a safetensors header (nothing else is read)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < n <= min(size - 8, 100 << 20):
+            raise CheckpointError(f"{path}: not a safetensors file (bad header length); the file is truncated or "
+                                  "corrupt, re-save or re-convert the model")
+        try:
+            header = json.loads(f.read(n))
+            return {k: tuple(int(x) for x in v["shape"]) for k, v in header.items() if k != "__metadata__"}
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise CheckpointError(f"{path}: unreadable safetensors header ({type(e).__name__}); the file is "
+                                  "corrupt") from None
+
+
+def _precheck_shapes(module_cls: type, config: Any, weights: Path) -> None:
+    """Builds the module on the ``meta`` device (no memory) and checks the file's tensor names and
+    shapes against it, so a config describing a huge network fails before anything is allocated."""
+    try:
+        with torch.device("meta"):
+            meta = module_cls(config)
+    except (ConfigError, CheckpointError):
+        raise
+    except Exception as e:  # noqa: BLE001 - a constructor that rejects the config
+        raise ConfigError(f"{weights.parent / CONFIG_NAME}: invalid {type(config).__name__} "
+                          f"({type(e).__name__}: {e})") from None
+    shapes = _safetensors_shapes(weights)
+    check_state_dict(meta, {k: torch.empty(s, device="meta") for k, s in shapes.items()}, str(weights))
+
+
 def load_pretrained(folder: str | os.PathLike, *, expected_class: str | None = None, verify: bool = True) -> nn.Module:
     """Loads any registered component from a native folder (float32, CPU, eval mode).
 
@@ -392,8 +473,11 @@ def load_pretrained(folder: str | os.PathLike, *, expected_class: str | None = N
         if digest != doc["sha256"]:
             raise CheckpointError(f"{weights}: sha256 {digest[:12]}... does not match {doc['sha256'][:12]}... recorded "
                                   f"in {CONFIG_NAME}; the file was modified or is corrupt")
-    state = load_state_file(weights)
+    elif verify:
+        logger.warning("%s: no sha256 recorded in %s; the weights' integrity is not verified", weights, CONFIG_NAME)
     module_cls, _ = _REGISTRY[name]
+    _precheck_shapes(module_cls, config, weights)
+    state = load_state_file(weights)
     module = module_cls(config)
     check_state_dict(module, state, str(weights))
     module.load_state_dict(state, strict=True)

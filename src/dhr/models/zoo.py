@@ -28,7 +28,20 @@ MODEL_JSON = "model.json"
 DEFAULT_MODEL = "faces-64"
 _ASSETS = Path(__file__).resolve().parents[1] / "assets" / "models"
 _MANIFEST_KEYS = {"name", "description", "resolution", "components", "parser", "template", "card", "training",
-                  "licence", "perceptual_name", "config"}
+                  "licence", "perceptual_name", "config", "sha256"}
+_MAX_JSON_BYTES = 4 << 20  # model.json, template.json
+
+# sha256 of the weights of the models shipped inside the package, checked on every load whatever the
+# folder's own config.json says: deleting a "sha256" line cannot make a tampered bundled file load.
+BUNDLED_SHA256: dict[str, dict[str, str]] = {
+    "faces-64": {
+        "generator/model.safetensors": "133bed84e932086de7b30c797393ec91b81212bd096fa426e2efaae953b6ff8f",
+        "encoder/model.safetensors": "b87010bdf211671d6813480da866bc11c1c985231fafb9cd82619afd9d004d4a",
+        "perceptual/model.safetensors": "7e598989f93e0b2523d36dcd23663937e656953e32c3eaca4c13b98196631f25",
+        "classifier/model.safetensors": "c6fbab24f196451a085ff8544c03e5a9f223818b1892b606eb133c9cc9f7c84e",
+        "directions/directions.safetensors": "0a3c43c1861df5548c9b81370c1eb47993621dd8a35b7846a8bb6e2369cbcc5b",
+    },
+}
 _COMPONENTS = ("generator", "encoder", "perceptual", "classifier", "directions")
 
 
@@ -164,23 +177,14 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, device: torch.device
         # A plain native generator folder is a model too.
         gen = load_pretrained(folder, expected_class="Generator")
         return FaceModel(name=folder.name, path=folder, generator=gen.eval().requires_grad_(False))
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{mpath}: not valid JSON ({e})") from None
-    unknown = set(manifest) - _MANIFEST_KEYS
-    if unknown:
-        raise ConfigError(f"{mpath}: unknown keys {sorted(unknown)}; known: {sorted(_MANIFEST_KEYS)}")
+    manifest = _read_json_file(mpath, "model.json")
+    _validate_manifest(manifest, folder, mpath)
+    _verify_hashes(folder, manifest, mpath, bundled=_bundled_name(folder))
     comps = manifest.get("components", {})
-    bad = set(comps) - set(_COMPONENTS)
-    if bad or "generator" not in comps:
-        raise ConfigError(f"{mpath}: components must include 'generator' and only {list(_COMPONENTS)}; got {sorted(comps)}")
     loaded: dict[str, Any] = {}
     for key in ("generator", "encoder", "perceptual", "classifier"):
         if key in comps:
-            sub = folder / comps[key]
-            if not sub.is_dir():
-                raise CheckpointError(f"{mpath}: component '{key}' folder {sub} is missing; reinstall the model")
+            sub = _inside(folder, comps[key], f"component '{key}'", mpath, want_dir=True)
             if key == "encoder" and (sub / "encoder_meta.json").is_file():
                 loaded[key] = load_official_encoder(sub).requires_grad_(False)
             else:
@@ -188,10 +192,32 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, device: torch.device
     if "directions" in comps:
         from dhr.editing import DirectionSet
 
-        loaded["directions"] = DirectionSet.load(folder / comps["directions"])
+        dpath = _inside(folder, comps["directions"], "component 'directions'", mpath, want_dir=True)
+        try:
+            loaded["directions"] = DirectionSet.load(dpath)
+        except (CheckpointError, ConfigError):
+            raise
+        except Exception as e:  # noqa: BLE001 - a corrupt file must not surface as a raw traceback
+            raise CheckpointError(f"{dpath}: edit directions cannot be read ({type(e).__name__}: {e}); the files "
+                                  "are corrupt, reinstall or re-convert the model") from None
+        dim = getattr(getattr(loaded["generator"], "config", None), "style_dim", None)
+        for name in loaded["directions"].names():
+            vec = loaded["directions"][name].vector
+            if dim is not None and vec.shape[-1] != int(dim):
+                raise CheckpointError(f"{dpath}: direction {name!r} has {vec.shape[-1]} dims, the generator's W has "
+                                      f"{int(dim)}; the directions belong to another model")
     template = None
     if manifest.get("template"):
-        template = json.loads((folder / manifest["template"]).read_text(encoding="utf-8"))
+        tpath = _inside(folder, manifest["template"], "template", mpath, want_dir=False)
+        template = _read_json_file(tpath, "template")
+        from dhr.faces.align import AlignTemplate
+
+        if not isinstance(template, dict):
+            raise ConfigError(f"{tpath}: an alignment template must be a JSON object")
+        try:
+            AlignTemplate.from_dict(dict(template))
+        except Exception as e:  # noqa: BLE001 - any malformed template is a model error
+            raise ConfigError(f"{tpath}: not a valid alignment template ({type(e).__name__}: {e})") from None
     if manifest.get("config") is not None:
         from dhr.config import config_from_dict
 
@@ -205,3 +231,99 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, device: torch.device
     if device is not None:
         model.to(device)
     return model
+
+
+def _read_json_file(path: Path, what: str) -> Any:
+    """Parses a small JSON file (a regular file of at most 4 MB) of a model folder."""
+    import stat
+
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise CheckpointError(f"{path}: {what} cannot be read ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_JSON_BYTES:
+        raise CheckpointError(f"{path}: {what} must be a regular JSON file of at most {_MAX_JSON_BYTES:,} bytes")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({type(e).__name__}: {e})") from None
+
+
+def _inside(folder: Path, rel: Any, what: str, mpath: Path, *, want_dir: bool) -> Path:
+    """``folder / rel`` when ``rel`` is a relative path that stays inside ``folder`` (links resolved)."""
+    if not isinstance(rel, str) or not rel or "\x00" in rel:
+        raise ConfigError(f"{mpath}: {what} must be a relative path (a string), got {rel!r}")
+    if Path(rel).is_absolute():
+        raise ConfigError(f"{mpath}: {what} path {rel!r} is absolute; every path of a model must be inside its folder")
+    root = folder.resolve()
+    try:
+        target = (folder / rel).resolve()
+    except (OSError, RuntimeError) as e:
+        raise ConfigError(f"{mpath}: {what} path {rel!r} cannot be resolved ({e})") from None
+    if not target.is_relative_to(root):
+        raise ConfigError(f"{mpath}: {what} path {rel!r} leads outside the model folder (to {target}); every path "
+                          "of a model must be inside its folder")
+    if want_dir and not target.is_dir():
+        raise CheckpointError(f"{mpath}: {what} folder {folder / rel} is missing; reinstall the model")
+    if not want_dir and not target.is_file():
+        raise CheckpointError(f"{mpath}: {what} file {folder / rel} is missing or not a regular file")
+    return target
+
+
+def _validate_manifest(manifest: Any, folder: Path, mpath: Path) -> None:
+    """Types and values of ``model.json`` (before anything it names is opened)."""
+    if not isinstance(manifest, dict):
+        raise ConfigError(f"{mpath}: must hold a JSON object, got {type(manifest).__name__}")
+    unknown = set(manifest) - _MANIFEST_KEYS
+    if unknown:
+        raise ConfigError(f"{mpath}: unknown keys {sorted(unknown)}; known: {sorted(_MANIFEST_KEYS)}")
+    for key in ("name", "description", "parser", "template", "card", "licence", "perceptual_name"):
+        if key in manifest and manifest[key] is not None and not isinstance(manifest[key], str):
+            raise ConfigError(f"{mpath}: '{key}' must be a string, got {type(manifest[key]).__name__}")
+    res = manifest.get("resolution")
+    if res is not None and (not isinstance(res, int) or isinstance(res, bool) or not 8 <= res <= 1024):
+        raise ConfigError(f"{mpath}: 'resolution' must be an integer in 8..1024, got {res!r}")
+    for key in ("training", "config", "sha256"):
+        if key in manifest and manifest[key] is not None and not isinstance(manifest[key], dict):
+            raise ConfigError(f"{mpath}: '{key}' must be a mapping, got {type(manifest[key]).__name__}")
+    comps = manifest.get("components", {})
+    if not isinstance(comps, dict):
+        raise ConfigError(f"{mpath}: 'components' must be a mapping of component -> sub-folder")
+    bad = set(comps) - set(_COMPONENTS)
+    if bad or "generator" not in comps:
+        raise ConfigError(f"{mpath}: components must include 'generator' and only {list(_COMPONENTS)}; got {sorted(comps)}")
+    for key, rel in comps.items():
+        _inside(folder, rel, f"component '{key}'", mpath, want_dir=True)
+    for key in ("template", "card"):
+        if manifest.get(key):
+            _inside(folder, manifest[key], key, mpath, want_dir=False)
+    for rel, digest in (manifest.get("sha256") or {}).items():
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise ConfigError(f"{mpath}: sha256 of {rel!r} must be 64 hex digits")
+        _inside(folder, rel, f"sha256 entry {rel!r}", mpath, want_dir=False)
+
+
+def _bundled_name(folder: Path) -> str | None:
+    try:
+        root = folder.resolve()
+    except (OSError, RuntimeError):
+        return None
+    return root.name if root.parent == _ASSETS and root.name in BUNDLED_SHA256 else None
+
+
+def _verify_hashes(folder: Path, manifest: dict, mpath: Path, *, bundled: str | None) -> None:
+    """Checks the files listed in ``manifest["sha256"]`` and, for a bundled model, the shipped list."""
+    from dhr.models.checkpoint import sha256_file
+
+    wanted = dict(manifest.get("sha256") or {})
+    if bundled is not None:
+        wanted.update(BUNDLED_SHA256[bundled])
+    for rel, digest in wanted.items():
+        path = folder / rel
+        if not path.is_file():
+            raise CheckpointError(f"{path}: listed with a sha256 but missing; reinstall the model")
+        got = sha256_file(path)
+        if got != digest:
+            raise CheckpointError(f"{path}: sha256 {got[:12]}... does not match {digest[:12]}... "
+                                  f"{'shipped with dhr' if bundled else f'listed in {mpath.name}'}; the file was "
+                                  "modified or is corrupt (reinstall the model)")

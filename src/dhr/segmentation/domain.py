@@ -336,7 +336,10 @@ def _palette(k: int) -> np.ndarray:
 def _save(path: Path, pixels: np.ndarray) -> Path:
     from PIL import Image
 
-    Image.fromarray(np.ascontiguousarray(pixels)).save(path)
+    from dhr.outputs import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(pixels)).save(tmp)
     return path
 
 
