@@ -60,6 +60,11 @@ class InvertConfig:
         segment: Domain segmentation options.
         refine: Hybrid refinement options (also the feature-only baseline's).
         pti: Pivotal tuning options.
+        vectorize: Optimise the images of a batch together (``vmap``; faster on a GPU). Their results
+            then equal one-at-a-time runs only to float rounding, which Adam's normalisation amplifies
+            (up to 0.16 max abs on ``faces-64`` with 20 refinement steps). False (default) processes
+            the images one after the other, so a photo's result is bit-identical alone, in any batch
+            and at any position.
     """
 
     method: Method = "dhr"
@@ -69,6 +74,7 @@ class InvertConfig:
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
     pti: PTIConfig = field(default_factory=PTIConfig)
+    vectorize: bool = False
 
     def __post_init__(self) -> None:
         check_choice(self.method, METHODS, "method")
