@@ -62,3 +62,48 @@ def test_bundled_model_recommends_longer_refinement():
     cfg = load_model("faces-64").recommended_config()
     assert cfg.refine.steps == RECOMMENDED_CONFIG["refine"]["steps"] > 100
     assert cfg.refine.weight_steps == RECOMMENDED_CONFIG["refine"]["weight_steps"]
+
+
+def test_bundle_round_trip_edits_and_pastes_like_the_fresh_result(pipe, tmp_path):
+    """After save + load: edit (crop and pasted photo), paste, sweep and composite_ood equal the
+    fresh result within 1/255 (tensors in [-1, 1]: 2/255; uint8 photos: 1 level)."""
+    from dhr.engine import render
+
+    path = tmp_path / "astronaut.png"
+    example_photo("astronaut").save(path)
+    fresh = pipe.invert(str(path), method="dhr")[0]
+    pipe.save_bundle(fresh, tmp_path / "b" / fresh.stem)
+    back = pipe.load_bundle(tmp_path / "b" / fresh.stem)
+    assert back.photo is not None and back.photo.sha256 == fresh.photo.sha256 and back.notes == ()
+    assert np.array_equal(back.aligned.crop, fresh.aligned.crop)
+    assert np.allclose(back.aligned.matrix, fresh.aligned.matrix)
+    assert (back.inversion.image - fresh.inversion.image).abs().max() <= 2 / 255
+    tol = 2 / 255
+    for strengths in ({}, {"age": 2.0}, {"gender": -1.5, "age": 1.0}):
+        a, b = pipe.edit(fresh, strengths), pipe.edit(back, strengths)
+        assert (a.tensor - b.tensor).abs().max() <= tol
+        assert np.abs(a.pasted_pixels.astype(int) - b.pasted_pixels.astype(int)).max() <= 1
+    pa, pb = (np.asarray(pipe.paste(x), dtype=int) for x in (fresh, back))
+    assert np.abs(pa - pb).max() <= 1 and np.abs(pa - np.asarray(fresh.photo.pixels, dtype=int)).max() > 10
+    sa, sb = pipe.sweep(fresh, "age", (-2, 0, 2)), pipe.sweep(back, "age", (-2, 0, 2))
+    assert all(np.abs(x.astype(int) - y.astype(int)).max() <= 1 for x, y in zip(sa.frames, sb.frames))
+    from dhr.editing import apply_edits
+
+    w = apply_edits(fresh.inversion.ws[None], [(pipe.directions["age"], 2.0)])[0]
+    with torch.no_grad():
+        ca = render(pipe.generator, fresh.inversion, w, composite_ood=True)
+        cb = render(pipe.generator, back.inversion, w, composite_ood=True)
+    assert (ca - cb).abs().max() <= tol
+    # the photo moved: give it explicitly (checked by sha256), else pasting is unavailable with a note
+    moved = tmp_path / "moved.png"
+    path.rename(moved)
+    lost = pipe.load_bundle(tmp_path / "b" / fresh.stem)
+    assert lost.photo is None and any("not found" in n for n in lost.notes)
+    again = pipe.load_bundle(tmp_path / "b" / fresh.stem, photo=moved)
+    assert np.abs(np.asarray(pipe.paste(again), dtype=int) - pa).max() <= 1
+    other = tmp_path / "other.png"
+    example_photo("astronaut").rotate(90).save(other)
+    from dhr.errors import ImageError
+
+    with pytest.raises(ImageError, match="not the one"):
+        pipe.load_bundle(tmp_path / "b" / fresh.stem, photo=other)

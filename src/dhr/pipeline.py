@@ -290,6 +290,7 @@ def _alignment_meta(aligned: AlignedFace, photo: Photo | None) -> dict[str, Any]
         "face_index": int(aligned.face_index),
         "template_name": aligned.template_name,
         "photo_size": [int(v) for v in aligned.photo_size],
+        "crop_size": int(aligned.size),
         "whole_image": bool(aligned.whole_image),
         "source": aligned.source,
         "photo_path": None if photo is None or photo.path is None else str(Path(photo.path).resolve()),
@@ -704,17 +705,28 @@ class Pipeline:
     # -- persistence ----------------------------------------------------------------------
 
     def save_bundle(self, inv: PhotoInversion, path: str | Path) -> tuple[Path, Path]:
-        """Saves ``<path>.safetensors`` + ``<path>.json`` (the alignment and photo path included)."""
+        """Saves ``<path>.safetensors`` + ``<path>.json``: the inversion, the aligned target crop
+        (uint8), the alignment (photo -> crop matrix, landmarks, crop size) and the source photo's
+        path and sha256, everything :meth:`load_bundle` needs to edit, sweep and paste later."""
         from dhr.bundle import save_bundle
 
         return save_bundle(inv.inversion, path)
 
-    def load_bundle(self, path: str | Path) -> PhotoInversion:
-        """Loads a bundle made with this model; the photo is reloaded when its file is still there
-        with the recorded sha256 (else ``photo`` is None and pasting is unavailable).
+    def load_bundle(self, path: str | Path, *, photo: Any = None) -> PhotoInversion:
+        """Loads a bundle made with this model, re-rendering its reconstruction.
+
+        The source photo (needed to paste) is ``photo`` when given, else the recorded file when it
+        is still there; either way its sha256 must equal the recorded one. Otherwise ``photo`` is
+        None, pasting is unavailable and ``notes`` says why.
+
+        Args:
+            path: The bundle stem (or either of its files).
+            photo: The source photo when its file has moved: the same file (path or bytes), as the
+                recorded sha256 is that of the file.
 
         Raises:
             CheckpointError: Missing/corrupt bundle, or one made with another generator.
+            ImageError: ``photo`` is not the photo the bundle was made from (sha256 differs).
         """
         from dhr.bundle import bundle_paths, load_bundle
         from dhr.faces.align import AlignedFace
@@ -724,12 +736,12 @@ class Pipeline:
         stem = bundle_paths(path)[0].name.removesuffix(".safetensors")
         al = inv.meta.get("alignment")
         notes = list(inv.meta.get("notes", []) or [])
-        aligned = photo = None
+        given, aligned, photo = photo, None, None
         if isinstance(al, dict) and al.get("matrix") is not None:
             matrix = np.asarray(al["matrix"], dtype=np.float64)
-            size = int(inv.target.shape[-1])
+            size = int(al.get("crop_size") or inv.target.shape[-1])
             aligned = AlignedFace(
-                crop=tensor_to_uint8(inv.target.detach().cpu()),
+                crop=tensor_to_uint8(_resize(inv.target.detach().cpu().float(), size)),
                 matrix=matrix,
                 inverse=np.linalg.inv(matrix),
                 landmarks=None if al.get("landmarks") is None else np.asarray(al["landmarks"], dtype=np.float64),
@@ -741,7 +753,12 @@ class Pipeline:
                 source=str(al.get("source", "")),
             )
             ppath = al.get("photo_path")
-            if ppath and Path(ppath).is_file():
+            if given is not None:
+                photo = as_photo(given)
+                if al.get("photo_sha256") not in (None, photo.sha256):
+                    raise ImageError(f"{stem}: the given photo is not the one this bundle was made from "
+                                     f"(sha256 {photo.sha256[:12]}..., recorded {al['photo_sha256'][:12]}...)")
+            elif ppath and Path(ppath).is_file():
                 try:
                     cand = load_image(ppath)
                 except ImageError as e:
