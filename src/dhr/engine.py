@@ -44,9 +44,15 @@ from dhr.refinement.render import render, render_many
 from dhr.seeding import image_keys
 from dhr.types import DomainMask, Inversion
 
-__all__ = ["invert", "render", "render_many", "resolve_embed"]
+__all__ = ["invert", "render", "render_many", "resolve_embed", "net_name"]
 
 logger = logging.getLogger(__name__)
+
+
+def net_name(net: object) -> str:
+    """A perceptual network's name for provenance: ``lpips-vgg``, or its class name."""
+    name = getattr(net, "net_name", None)
+    return f"lpips-{name}" if name else type(net).__name__
 
 
 def resolve_embed(config: InvertConfig, encoder: object | None) -> str:
@@ -248,6 +254,8 @@ def invert(
             "timings": stage_t,
             "config": config.to_dict(),
             "embed": embed,
+            "perceptual": net_name(perceptual),
+            "coarse_perceptual": net_name(coarse_perceptual),
             "model_sha256": sha,
             "library_version": dhr.__version__,
         })

@@ -9,8 +9,8 @@ Example:
     >>> out.pasted.save("edited.jpg")                # the edit blended back into the full photo
     >>> pipe.save_bundle(inv, "photo_face0")         # reload later with pipe.load_bundle
 
-Stages: detect -> align (the model's template at its resolution) -> embed -> segment (landmark
-parser when the face has landmarks, none otherwise) -> refine -> edit -> paste back. Everything
+Stages: detect -> align (the model's template at its resolution) -> embed -> segment (the chosen
+parser: landmarks, BiSeNet, FaRL or none) -> refine -> edit -> paste back. Everything
 the pipeline decided on its own (a whole-image fallback, a parser left out) is listed in
 ``PhotoInversion.notes`` and logged.
 """
@@ -50,6 +50,7 @@ __all__ = [
     "Pipeline",
     "SweepResult",
     "as_photo",
+    "resolve_coarse_perceptual",
     "resolve_device",
 ]
 
@@ -57,7 +58,7 @@ logger = logging.getLogger(__name__)
 
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 PERCEPTUALS: tuple[str, ...] = ("model", "alex", "vgg", "squeeze")
-PARSERS: tuple[str, ...] = ("auto", "landmarks", "none")
+PARSERS: tuple[str, ...] = ("auto", "landmarks", "bisenet", "farl", "none")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -337,6 +338,43 @@ def _user_mask_for_crop(mask: Any, aligned: Any, photo: Any, R: int) -> torch.Te
     return (ood < 0.5).float()
 
 
+def resolve_coarse_perceptual(choice: str, model: Any, refine_perceptual: torch.nn.Module | None,
+                              device: torch.device | str) -> torch.nn.Module:
+    """The coarse/error-map network for ``InvertConfig.coarse_perceptual`` (see there).
+
+    Args:
+        choice: ``auto``, ``same``, ``model``, ``alex``, ``vgg`` or ``squeeze``.
+        model: The :class:`~dhr.models.zoo.FaceModel` (its ``perceptual`` may be None).
+        refine_perceptual: The refinement's network (used for ``same``).
+        device: Where LPIPS is built.
+
+    Raises:
+        ConfigError: ``model`` for a model without a perceptual network.
+        WeightsError: The LPIPS weights are not available (the message names them and the fix).
+    """
+    from dhr.config import COARSE_PERCEPTUALS
+    from dhr.errors import WeightsError
+    from dhr.metrics.lpips import LPIPS
+
+    check_choice(choice, COARSE_PERCEPTUALS, "coarse_perceptual")
+    if choice == "same":
+        if refine_perceptual is None:
+            raise ConfigError("coarse_perceptual='same' needs the refinement's network")
+        return refine_perceptual
+    if choice in ("auto", "model") and model.perceptual is not None:
+        return model.perceptual
+    if choice == "model":
+        raise ConfigError(f"coarse_perceptual='model' but model {model.name!r} has no perceptual network; "
+                          "use auto, same, alex, vgg or squeeze")
+    net = "vgg" if choice == "auto" else choice
+    try:
+        return LPIPS.from_registry(net).to(device)
+    except WeightsError as e:
+        raise WeightsError(f"coarse_perceptual={choice!r} needs LPIPS-{net} (the reference's coarse network is VGG): "
+                           f"{e}\nOr set coarse_perceptual='same' to reuse the refinement's network (a deviation "
+                           "from the reference: its thresholds are on the VGG scale).") from None
+
+
 class Pipeline:
     """Detect, align, invert, edit and paste back with one named model.
 
@@ -350,44 +388,64 @@ class Pipeline:
             TOML/YAML/JSON file, applied over those; or a complete :class:`~dhr.config.InvertConfig`.
         device: ``auto`` (cuda > mps > cpu), ``cpu``, ``cuda`` or ``mps``.
         seed: Seeds torch and the optimisation configs before every inversion (reproducible runs).
-        perceptual: ``model`` (the model's own perceptual metric, default; LPIPS-alex when the model
-            has none), or ``alex``/``vgg``/``squeeze`` (LPIPS, weights resolved by :mod:`dhr.weights`).
-        parser: ``auto`` (the model's ``parser`` entry, landmarks for faces), ``landmarks`` or ``none``.
+        perceptual: The refinement's perceptual network: ``model`` (the model's own, default;
+            LPIPS-alex when the model has none, as the reference), or ``alex``/``vgg``/``squeeze``
+            (LPIPS, weights resolved by :mod:`dhr.weights`).
+        coarse_perceptual: The network of the embedding optimisation, the coarse inversion and the
+            error maps (see :attr:`dhr.config.InvertConfig.coarse_perceptual`); None keeps the
+            config's (``auto``: the model's own, else LPIPS-VGG as the reference).
+        parser: The face parser of DHR's segmentation: ``auto`` (the model's ``parser`` entry,
+            landmarks for faces), ``landmarks`` (no network; never marks anything out of domain),
+            ``bisenet``, ``farl`` (the reference's) or ``none``. Network parsers are loaded here, so
+            missing weights fail at construction (:class:`~dhr.errors.WeightsError`).
+        trust_parser: Allow loading the ``farl`` TorchScript archive without a registry digest
+            (it runs code from the file).
         method: Overrides ``config.method`` (``dhr``, ``pti``, ``feature``, ``encoder``, ``optim``).
     """
 
     def __init__(self, model: FaceModel, *, config: InvertConfig | Mapping[str, Any] | str | Path | None = None,
                  device: str | torch.device = "auto", seed: int = 0, perceptual: str = "model",
-                 parser: str = "auto", method: str | None = None) -> None:
+                 coarse_perceptual: str | None = None, parser: str = "auto", trust_parser: bool = False,
+                 method: str | None = None) -> None:
+        from dhr.config import COARSE_PERCEPTUALS
+
         check_choice(perceptual, PERCEPTUALS, "perceptual")
         check_choice(parser, PARSERS, "parser")
+        if coarse_perceptual is not None:
+            check_choice(coarse_perceptual, COARSE_PERCEPTUALS, "coarse_perceptual")
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ConfigError(f"seed must be an integer, got {seed!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device)
         self.config = self._with_method(self._load_config(config, model.recommended_config()), method)
+        if coarse_perceptual is not None:
+            self.config = dataclasses.replace(self.config, coarse_perceptual=coarse_perceptual)
         self.seed = seed
         self.perceptual_name = perceptual
         self.parser_name = parser
         self._perceptual: torch.nn.Module | None = None
+        self._coarse_perceptual: torch.nn.Module | None = None
+        self.face_parser = self._build_parser(trust_parser)
 
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "faces-64", *, device: str | torch.device = "auto",
                         config: InvertConfig | Mapping[str, Any] | str | Path | None = None, seed: int = 0,
-                        perceptual: str = "model", parser: str = "auto", method: str | None = None) -> Pipeline:
-        """Loads a bundled model by name (``dhr models list``) or a model folder.
+                        perceptual: str = "model", coarse_perceptual: str | None = None, parser: str = "auto",
+                        trust_parser: bool = False, method: str | None = None) -> Pipeline:
+        """Loads a bundled model by name (``dhr models list``) or a model folder (options as :class:`Pipeline`).
 
         Raises:
             ConfigError: Unknown model (the message lists the available ones), bad config or device.
             CheckpointError: A damaged model folder.
+            WeightsError: The chosen parser's weights are missing.
         """
         from dhr.models.zoo import load_model
 
         resolve_device(device)  # fail fast before loading
         return cls(load_model(name_or_path), config=config, device=device, seed=seed, perceptual=perceptual,
-                   parser=parser, method=method)
+                   coarse_perceptual=coarse_perceptual, parser=parser, trust_parser=trust_parser, method=method)
 
     @staticmethod
     def _load_config(config: Any, base: InvertConfig) -> InvertConfig:
@@ -442,6 +500,34 @@ class Pipeline:
                 self._perceptual = LPIPS.from_registry(net).to(self.device)
         return self._perceptual
 
+    @property
+    def coarse_perceptual(self) -> torch.nn.Module:
+        """The network of the embedding optimisation, coarse inversion and error maps (built on first use).
+
+        Raises:
+            WeightsError: The chosen LPIPS weights are not available.
+        """
+        if self._coarse_perceptual is None:
+            choice = self.config.coarse_perceptual
+            self._coarse_perceptual = self.perceptual if choice == "same" else resolve_coarse_perceptual(
+                choice, self.model, None, self.device)
+        return self._coarse_perceptual
+
+    @property
+    def parser(self) -> str:
+        """The parser in use: ``landmarks``, ``bisenet``, ``farl`` or ``none`` (``auto`` resolved)."""
+        if self.parser_name != "auto":
+            return self.parser_name
+        return str((self.model.manifest or {}).get("parser", "landmarks"))
+
+    def _build_parser(self, trust: bool) -> Any:
+        from dhr.faces.parsing import PARSER_NAMES, load_parser
+
+        name = self.parser
+        if name not in PARSER_NAMES:
+            raise ConfigError(f"model {self.model.name!r} asks for parser {name!r}; known: {list(PARSER_NAMES)}")
+        return load_parser(name, device=self.device, trust=trust)
+
     def template(self) -> AlignTemplate:
         """The alignment template at the model resolution (the model's own, else FFHQ framing)."""
         from dhr.faces.align import AlignTemplate
@@ -451,12 +537,10 @@ class Pipeline:
         return AlignTemplate.ffhq(self.resolution)
 
     def _use_parser(self, aligned: AlignedFace) -> bool:
-        if aligned.landmarks is None or self.parser_name == "none":
+        if self.face_parser is None:
             return False
-        if self.parser_name == "landmarks":
-            return True
-        wanted = (self.model.manifest or {}).get("parser", "landmarks")
-        return wanted == "landmarks"
+        # The landmark parser is made of landmarks, and FaRL aligns its crop with them; BiSeNet needs none.
+        return aligned.landmarks is not None or self.parser == "bisenet"
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -554,15 +638,13 @@ class Pipeline:
             if a.whole_image and not n:
                 n.append("no face found: processed the whole image resized to the model resolution")
             if config.method == "dhr" and self._use_parser(a):
-                from dhr.faces.parsing import LandmarkParser
-
-                scale = R / a.size
-                parsing.append(LandmarkParser().parse(target, np.asarray(a.landmarks) * scale))
+                lm = None if a.landmarks is None else np.asarray(a.landmarks) * (R / a.size)
+                parsing.append(self.face_parser.parse(target, lm))
             else:
                 parsing.append(None)
                 if config.method == "dhr":
-                    n.append("segmentation without a face parser (no landmarks)" if a.landmarks is None
-                             else f"segmentation without a face parser (parser={self.parser_name})")
+                    n.append(f"segmentation without a face parser (parser={self.parser})" if self.face_parser is None
+                             else f"segmentation without a face parser (the {self.parser} parser needs landmarks)")
             notes.append(n)
         parse_s = time.perf_counter() - t0
         user_masks = None
@@ -574,7 +656,7 @@ class Pipeline:
                 n.append("domain mask given by the user (DHR's segmentation skipped)")
         torch.manual_seed(self.seed)
         invs = engine_invert(self.generator, targets, config=config, perceptual=self.perceptual,
-                             encoder=self.model.encoder,
+                             coarse_perceptual=self.coarse_perceptual, encoder=self.model.encoder,
                              parsing=parsing if config.method == "dhr" and user_masks is None else None,
                              masks=user_masks, progress=progress)
         base = "image" if photo is None or photo.path is None else Path(photo.path).stem
@@ -584,7 +666,7 @@ class Pipeline:
                 logger.info("%s: %s", a.source or base, note)
             meta = dict(inv.meta)
             meta.update({"alignment": _alignment_meta(a, photo), "model_name": self.model.name,
-                         "seed": self.seed, "notes": n})
+                         "seed": self.seed, "notes": n, "parser": self.parser})
             stem = f"{base}_whole" if a.whole_image else f"{base}_face{max(a.face_index, 0)}"
             timings = {"align_s": align_s / len(faces), "parse_s": parse_s / len(faces),
                        **{k: v for k, v in meta.get("timings", {}).items() if k.endswith("_s")}}
