@@ -94,11 +94,22 @@ def test_bundle_round_trip_edits_and_pastes_like_the_fresh_result(pipe, tmp_path
         ca = render(pipe.generator, fresh.inversion, w, composite_ood=True)
         cb = render(pipe.generator, back.inversion, w, composite_ood=True)
     assert (ca - cb).abs().max() <= tol
+    # a bundle without its crop (older dhr): the crop is re-cut from the verified source photo
+    from dhr.bundle import save_bundle
+
+    save_bundle(fresh.inversion, tmp_path / "old" / fresh.stem, include_target=False)
+    old = pipe.load_bundle(tmp_path / "old" / fresh.stem)
+    assert torch.equal(old.inversion.target.cpu(), fresh.inversion.target.cpu())
+    assert any("rebuilt" in n for n in old.notes)
     # the photo moved: give it explicitly (checked by sha256), else pasting is unavailable with a note
     moved = tmp_path / "moved.png"
     path.rename(moved)
     lost = pipe.load_bundle(tmp_path / "b" / fresh.stem)
     assert lost.photo is None and any("not found" in n for n in lost.notes)
+    from dhr.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="photo="):
+        pipe.load_bundle(tmp_path / "old" / fresh.stem)
     again = pipe.load_bundle(tmp_path / "b" / fresh.stem, photo=moved)
     assert np.abs(np.asarray(pipe.paste(again), dtype=int) - pa).max() <= 1
     other = tmp_path / "other.png"

@@ -277,7 +277,7 @@ def target_from_uint8(t: torch.Tensor) -> torch.Tensor:
 
 
 def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
-                device: torch.device | str = "cpu") -> Inversion:
+                device: torch.device | str = "cpu", require_target: bool = True) -> Inversion:
     """Loads a bundle written by :func:`save_bundle`.
 
     Args:
@@ -286,6 +286,10 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
             match the recorded one, and the final image is re-rendered from the bundle when it was
             not stored. Without it a bundle whose image was not stored cannot be loaded.
         device: Where to put the tensors.
+        require_target: Raise when the bundle stores no target (bundles of version 1 or saved with
+            ``include_target=False``). False returns zeros instead and sets ``meta["target_stored"]``
+            to False, for callers that rebuild the target themselves (:meth:`dhr.Pipeline.load_bundle`
+            re-crops it from the source photo).
 
     Returns:
         The :class:`Inversion`, with its ``target`` (stored as uint8) and ``image``.
@@ -333,15 +337,15 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
     if ws is None:
         raise CheckpointError(f"bundle {st_path.name} has no 'ws' tensor")
     target = get("target")
-    if target is None:
+    if target is None and require_target:
         raise CheckpointError(f"bundle {st_path.name} has no target (saved with include_target=False); the input "
                               "crop is needed to show, composite and paste results: save it again with the target")
-    if target.dtype == torch.uint8:
-        target = target_from_uint8(target)
-    image = get("image")
     res = side.get("resolution")
     if res is None:
         raise CheckpointError(f"{json_path.name} does not record the image resolution")
+    if target is not None and target.dtype == torch.uint8:
+        target = target_from_uint8(target)
+    image = get("image")
     if image is None and model is None:
         raise CheckpointError(f"bundle {st_path.name} does not store its final image; pass model=<the generator> "
                               "to re-render it")
@@ -358,11 +362,12 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
         "input_sha256": side.get("input_sha256"),
         "model_sha256": side.get("model_sha256"),
         "library_version": side.get("library_version"),
+        "target_stored": target is not None,
     })
     inv = Inversion(
         ws=ws.to(torch.float32),
         image=image if image is not None else torch.zeros(3, res, res, device=device),
-        target=target.to(torch.float32),
+        target=target.to(torch.float32) if target is not None else torch.zeros(3, res, res, device=device),
         method=side["method"],
         weight_delta=delta,
         feature=feature,

@@ -814,7 +814,7 @@ class Pipeline:
         from dhr.faces.align import AlignedFace
         from dhr.io.image import load_image, tensor_to_uint8
 
-        inv = load_bundle(path, model=self.generator, device=self.device)
+        inv = load_bundle(path, model=self.generator, device=self.device, require_target=False)
         stem = bundle_paths(path)[0].name.removesuffix(".safetensors")
         al = inv.meta.get("alignment")
         notes = list(inv.meta.get("notes", []) or [])
@@ -852,6 +852,21 @@ class Pipeline:
                         notes.append(f"source photo {ppath} changed since the inversion; pasting unavailable")
             elif ppath:
                 notes.append(f"source photo {ppath} not found; pasting unavailable")
+        if not inv.meta.get("target_stored", True):
+            # An older bundle without its crop: re-crop it from the verified source photo.
+            if photo is None or aligned is None:
+                from dhr.errors import CheckpointError
+
+                raise CheckpointError(f"{stem}: the bundle stores no target crop (made by an older dhr) and its "
+                                      "source photo is not available; pass photo=<the photo file> to rebuild it")
+            from dhr.faces.align import warp_to_crop
+            from dhr.io.image import uint8_to_tensor
+
+            crop = warp_to_crop(photo.pixels, aligned.matrix, aligned.size)
+            aligned = dataclasses.replace(aligned, crop=crop)
+            target = _resize(uint8_to_tensor(crop), self.resolution).to(inv.image)
+            inv = dataclasses.replace(inv, target=target)
+            notes.append("target crop rebuilt from the source photo (bundle without one)")
         for n in notes:
             logger.info("%s: %s", stem, n)
         return PhotoInversion(inversion=inv, aligned=aligned, photo=photo, stem=stem, notes=tuple(notes),
