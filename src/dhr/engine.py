@@ -240,6 +240,7 @@ def invert(
     else:
         results = refine_feature(G, target, ws, perceptual, config.refine, progress=progress, vectorize=vec)
     total = time.perf_counter() - t_all
+    coarse_used = embed == "optim" or (method == "dhr" and user_masks is None)
 
     sha = model_sha256(G)
     out = []
@@ -255,7 +256,7 @@ def invert(
             "config": config.to_dict(),
             "embed": embed,
             "perceptual": net_name(perceptual),
-            "coarse_perceptual": net_name(coarse_perceptual),
+            "coarse_perceptual": net_name(coarse_perceptual) if coarse_used else None,
             "model_sha256": sha,
             "library_version": dhr.__version__,
         })

@@ -654,9 +654,15 @@ class Pipeline:
             user_masks = torch.stack([_user_mask_for_crop(ood_mask, a, photo, R) for a in faces]).to(self.device)
             for n in notes:
                 n.append("domain mask given by the user (DHR's segmentation skipped)")
+        from dhr.engine import resolve_embed
+
+        # The coarse network is built only when a latent optimisation runs (its weights may be missing).
+        needs_coarse = (config.method == "dhr" and user_masks is None) or \
+            resolve_embed(config, self.model.encoder) == "optim"
         torch.manual_seed(self.seed)
         invs = engine_invert(self.generator, targets, config=config, perceptual=self.perceptual,
-                             coarse_perceptual=self.coarse_perceptual, encoder=self.model.encoder,
+                             coarse_perceptual=self.coarse_perceptual if needs_coarse else None,
+                             encoder=self.model.encoder,
                              parsing=parsing if config.method == "dhr" and user_masks is None else None,
                              masks=user_masks, progress=progress)
         base = "image" if photo is None or photo.path is None else Path(photo.path).stem
