@@ -13,8 +13,10 @@ by two Adam optimisers. θ is updated only during the first ``weight_steps`` ite
 Implementation notes:
 
 - θ is never written into the generator: per-image copies are substituted with
-  :func:`torch.func.functional_call`, and a batch of B images runs through :func:`torch.func.vmap`
-  over stacked copies. Adam is element-wise, so B images refined together give the B=1 results.
+  :func:`torch.func.functional_call`. By default the images of a batch are refined one after the
+  other, so each result is bit-identical to its B=1 run; with ``vectorize=True`` the batch runs
+  through :func:`torch.func.vmap` over stacked copies (Adam is element-wise, so results equal the
+  B=1 ones up to float rounding, which Adam's normalised steps amplify).
 - Empty regions (an all-in or all-out mask) contribute an exact 0 loss with zero gradient: the
   corresponding variables simply stay put (the reference produces NaN there).
 - As in the reference the blend happens after the toRGB of block r, so the RGB skip up to r
