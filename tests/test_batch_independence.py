@@ -129,7 +129,7 @@ def test_bundled_model_batch_independent():
     import dhr
 
     pipe = dhr.Pipeline.from_pretrained("faces-64", device="cpu", config={
-        "coarse": {"steps": 6}, "refine": {"steps": 10, "weight_steps": 6}, "segment": {"n_segments": 60}})
+        "coarse": {"steps": 4}, "refine": {"steps": 6, "weight_steps": 3}, "segment": {"n_segments": 60}})
     G = pipe.generator
     with torch.no_grad():
         z = torch.randn(3, G.style_dim, generator=torch.Generator().manual_seed(7))
