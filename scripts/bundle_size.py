@@ -91,7 +91,7 @@ def sizes_1024(out: Path) -> None:
                     meta={"feature_format": "fp16"})
     print(f"{'format':>6} {'bundle MB':>10} {'ratio to G':>11}   (feature {tuple(feat.shape)} fp16, no target/image)")
     for fmt in DELTA_FORMATS:
-        st, js = save_bundle(inv, out / f"b1024_{fmt}", delta_format=fmt)
+        st, js = save_bundle(inv, out / f"b1024_{fmt}", delta_format=fmt, include_target=False)
         size = st.stat().st_size + js.stat().st_size
         print(f"{fmt:>6} {size / 1e6:>10.1f} {size / gsize:>11.3f}")
 
@@ -105,7 +105,7 @@ def render_256(out: Path) -> None:
     for fmt in DELTA_FORMATS:
         inv = make_inversion(G, delta, fmt)
         save_bundle(inv, out / f"b256_{fmt}")
-        back = load_bundle(out / f"b256_{fmt}")
+        back = load_bundle(out / f"b256_{fmt}", model=G)
         img = render(G, back)
         assert torch.allclose(img, inv.image, atol=1e-5), "bundle render differs from the stored image"
         if ref is None:

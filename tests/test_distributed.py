@@ -64,6 +64,11 @@ def test_same_files_as_in_process_and_failures_isolated(env, tmp_path):
     assert expected and got.keys() == expected.keys()
     differ = [k for k in expected if got[k] != expected[k]]
     assert not differ, differ
+    # the same per-image random-stream key (a content hash of the crop) on both paths
+    keys = {}
+    for tree in (ref, out):
+        keys[tree] = {p.name: json.loads(p.read_text())["meta"]["image_key"] for p in (tree / "bundles").glob("*.json")}
+    assert len(keys[ref]) == 3 and keys[ref] == keys[out]
     run = json.loads((out / "run.json").read_text())
     assert run["command"] == "dist" and run["counts"]["ok"] == 3
     assert [i["path"] for i in run["inputs"]] == items  # input order, not completion order

@@ -1,10 +1,14 @@
 """Result bundles: one inversion saved as ``<stem>.safetensors`` + ``<stem>.json``.
 
 The tensor file holds the W+ code, the optimised feature f*, its mask, the full-resolution
-domain mask, the weight delta θ* - θ (only the tensors that changed) and optionally the target
-and the final image. The JSON sidecar describes everything needed to trust and reuse it: method,
+domain mask, the weight delta θ* - θ (only the tensors that changed), the aligned target as
+uint8 (``(3, R, R)``, a quarter of fp32; exact for targets made from 8-bit crops, as the
+pipeline's) and optionally the final image. The final image is re-rendered on load when the
+generator is given (:func:`load_bundle`), which reproduces it (the refinement rendered it from
+the stored tensors). The JSON sidecar describes everything needed to trust and reuse it: method,
 configuration, sha256 of the input and of the model, library version, timings, loss curves,
-tensor dtypes and the delta storage format.
+tensor dtypes, the delta storage format and, for pipeline results, the alignment (photo -> crop
+matrix, landmarks, crop size) and the source photo's path and sha256 (``meta.alignment``).
 
 Delta storage formats (``DeltaFormat``):
 
@@ -53,6 +57,8 @@ __all__ = [
     "bundle_paths",
     "validate_bundle",
     "MAX_BUNDLE_BYTES",
+    "target_to_uint8",
+    "target_from_uint8",
 ]
 
 DeltaFormat = Literal["fp32", "fp16", "int8", "int4"]
@@ -61,7 +67,7 @@ DELTA_FORMATS: tuple[str, ...] = ("fp32", "fp16", "int8", "int4")
 FEATURE_FORMATS: tuple[str, ...] = ("fp32", "fp16")
 SMALL_TENSOR = 1024
 _QMAX = {"int8": 127, "int4": 7}
-_BUNDLE_VERSION = 1
+_BUNDLE_VERSION = 2
 MAX_BUNDLE_BYTES = 4 << 30
 """Largest ``.safetensors`` of a bundle accepted (a 1024 px fp32 delta of every weight is ~120 MB)."""
 MAX_SIDECAR_BYTES = 64 << 20
@@ -186,7 +192,7 @@ def save_bundle(
     *,
     delta_format: DeltaFormat | None = None,
     feature_format: FeatureFormat | None = None,
-    include_target: bool = False,
+    include_target: bool = True,
     include_image: bool = False,
 ) -> tuple[Path, Path]:
     """Saves one inversion as ``<stem>.safetensors`` + ``<stem>.json``.
@@ -199,9 +205,11 @@ def save_bundle(
             the one rendered with makes a reloaded render differ from ``inversion.image``.
         feature_format: Storage of the feature f*; default ``inversion.meta["feature_format"]``,
             else ``fp32``.
-        include_target: Also store the aligned target image (12 MB in fp32 at 1024 px; its sha256
-            is always recorded).
-        include_image: Also store the final image (it can be re-rendered from the bundle).
+        include_target: Store the aligned target as uint8 ``(3, R, R)`` (3 MB at 1024 px; values
+            rounded to the 256 levels of [-1, 1]). Its sha256 is always recorded. Without it a
+            reloaded bundle has no input to show or composite.
+        include_image: Also store the final image in fp32 (:func:`load_bundle` re-renders it from
+            the bundle when given the generator).
 
     Returns:
         The two paths written.
@@ -228,7 +236,7 @@ def save_bundle(
         if inversion.domain.coarse is not None:
             tensors["coarse"] = inversion.domain.coarse.detach().to("cpu", torch.float32).contiguous()
     if include_target:
-        tensors["target"] = inversion.target.detach().to("cpu", torch.float32).contiguous()
+        tensors["target"] = target_to_uint8(inversion.target)
     if include_image:
         tensors["image"] = inversion.image.detach().to("cpu", torch.float32).contiguous()
     delta_layout: dict[str, Any] = {}
@@ -266,21 +274,38 @@ def save_bundle(
     return st_path, json_path
 
 
+def target_to_uint8(target: torch.Tensor) -> torch.Tensor:
+    """``(3, R, R)`` float in [-1, 1] -> uint8 CPU tensor (the bundle's target storage)."""
+    return ((target.detach().to("cpu", torch.float32).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).contiguous()
+
+
+def target_from_uint8(t: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`target_to_uint8`: float32 in [-1, 1] (exact for 8-bit crops)."""
+    return t.to(torch.float32) / 127.5 - 1.0
+
+
 def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
-                device: torch.device | str = "cpu") -> Inversion:
+                device: torch.device | str = "cpu", require_target: bool = True) -> Inversion:
     """Loads a bundle written by :func:`save_bundle`.
 
     Args:
         stem: Path without suffix (or either file of the pair).
-        model: If given, its :func:`model_sha256` must match the recorded one.
+        model: The generator the inversion was made with. If given, its :func:`model_sha256` must
+            match the recorded one, and the final image is re-rendered from the bundle when it was
+            not stored. Without it a bundle whose image was not stored cannot be loaded.
         device: Where to put the tensors.
+        require_target: Raise when the bundle stores no target (bundles of version 1 or saved with
+            ``include_target=False``). False returns zeros instead and sets ``meta["target_stored"]``
+            to False, for callers that rebuild the target themselves (:meth:`dhr.Pipeline.load_bundle`
+            re-crops it from the source photo).
 
     Returns:
-        The :class:`Inversion` (``image``/``target`` are zeros if they were not stored; re-render
-        with :func:`dhr.refinement.render.render`).
+        The :class:`Inversion`, with its ``target`` (stored as uint8) and ``image``.
 
     Raises:
-        CheckpointError: Missing or corrupt files, or a model mismatch.
+        CheckpointError: Missing or corrupt files, a model mismatch, no target stored (bundles
+            saved with ``include_target=False``: ``target`` would be unknown), or no image stored
+            and no ``model`` to render it.
     """
     from safetensors.torch import load_file
 
@@ -323,11 +348,18 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
     if ws is None:
         raise CheckpointError(f"bundle {st_path.name} has no 'ws' tensor")
     target = get("target")
-    image = get("image")
+    if target is None and require_target:
+        raise CheckpointError(f"bundle {st_path.name} has no target (saved with include_target=False); the input "
+                              "crop is needed to show, composite and paste results: save it again with the target")
     res = side.get("resolution")
     if res is None:
         raise CheckpointError(f"{json_path.name} does not record the image resolution")
-    zeros = torch.zeros(3, res, res, device=device)
+    if target is not None and target.dtype == torch.uint8:
+        target = target_from_uint8(target)
+    image = get("image")
+    if image is None and model is None:
+        raise CheckpointError(f"bundle {st_path.name} does not store its final image; pass model=<the generator> "
+                              "to re-render it")
     domain = None
     if "mask" in tensors:
         coarse = get("coarse")
@@ -341,11 +373,12 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
         "input_sha256": side.get("input_sha256"),
         "model_sha256": side.get("model_sha256"),
         "library_version": side.get("library_version"),
+        "target_stored": target is not None,
     })
-    return Inversion(
+    inv = Inversion(
         ws=ws.to(torch.float32),
-        image=image if image is not None else zeros,
-        target=target if target is not None else zeros.clone(),
+        image=image if image is not None else torch.zeros(3, res, res, device=device),
+        target=target.to(torch.float32) if target is not None else torch.zeros(3, res, res, device=device),
         method=side["method"],
         weight_delta=delta,
         feature=feature,
@@ -355,6 +388,12 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
         losses={k: list(v) for k, v in side.get("losses", {}).items()},
         meta=meta,
     )
+    if image is None:
+        from dhr.refinement.render import render
+
+        with torch.no_grad():  # render_many moves the tensors to the generator's device
+            inv = dataclasses.replace(inv, image=render(model, inv).to(device))
+    return inv
 
 
 _FLOAT = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -406,9 +445,10 @@ def validate_bundle(side: Any, tensors: dict[str, torch.Tensor], *, name: str,
         t = tensors.get(key)
         if t is None:
             continue
-        if t.ndim != ndim or (key != "mask" and t.dtype not in _FLOAT) or (key == "mask" and t.dtype != torch.uint8):
+        allowed = (torch.uint8,) if key == "mask" else _FLOAT + (torch.uint8,) if key == "target" else _FLOAT
+        if t.ndim != ndim or t.dtype not in allowed:
             raise bad(f"tensor {key!r} has dtype {t.dtype} and shape {list(t.shape)}, expected a "
-                      f"{'uint8' if key == 'mask' else 'float'} tensor with {ndim} dims")
+                      f"{'/'.join(str(d).removeprefix('torch.') for d in allowed)} tensor with {ndim} dims")
         if key in ("mask", "coarse", "target", "image") and tuple(t.shape[-2:]) != (res, res):
             raise bad(f"tensor {key!r} is {list(t.shape)}, expected {res}x{res} like the recorded resolution")
         if key in ("target", "image") and t.shape[0] != 3:

@@ -36,11 +36,13 @@ from dhr.refinement.baselines import PTIConfig
 from dhr.refinement.hybrid import RefineConfig
 from dhr.segmentation.domain import SegmentConfig
 
-__all__ = ["InvertConfig", "Method", "EmbedMethod", "METHODS", "load_config", "config_from_dict", "parse_overrides",
+__all__ = ["InvertConfig", "Method", "EmbedMethod", "METHODS", "COARSE_PERCEPTUALS", "load_config", "config_from_dict", "parse_overrides",
            "apply_overrides"]
 
 Method = Literal["dhr", "pti", "feature", "encoder", "optim"]
 EmbedMethod = Literal["encoder", "optim"]
+CoarsePerceptual = Literal["auto", "same", "model", "alex", "vgg", "squeeze"]
+COARSE_PERCEPTUALS: tuple[str, ...] = ("auto", "same", "model", "alex", "vgg", "squeeze")
 METHODS: tuple[str, ...] = ("dhr", "pti", "feature", "encoder", "optim")
 
 
@@ -60,6 +62,17 @@ class InvertConfig:
         segment: Domain segmentation options.
         refine: Hybrid refinement options (also the feature-only baseline's).
         pti: Pivotal tuning options.
+        coarse_perceptual: The perceptual network of the optimisation embedding, the coarse inversion
+            and the error maps that drive DHR's segmentation, chosen by :class:`dhr.Pipeline` and the
+            benchmark (:func:`dhr.engine.invert` takes the modules themselves). ``auto``: the model's
+            own perceptual network when it has one (its thresholds are calibrated on it), else
+            LPIPS-VGG, as the reference (whose thresholds 0.7/0.8/0.6 are on the VGG scale);
+            ``same``: the refinement's network; ``model``, ``alex``, ``vgg``, ``squeeze``: that one.
+        vectorize: Optimise the images of a batch together (``vmap``; faster on a GPU). Their results
+            then equal one-at-a-time runs only to float rounding, which Adam's normalisation amplifies
+            (up to 0.16 max abs on ``faces-64`` with 20 refinement steps). False (default) processes
+            the images one after the other, so a photo's result is bit-identical alone, in any batch
+            and at any position.
     """
 
     method: Method = "dhr"
@@ -69,9 +82,12 @@ class InvertConfig:
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
     pti: PTIConfig = field(default_factory=PTIConfig)
+    coarse_perceptual: CoarsePerceptual = "auto"
+    vectorize: bool = False
 
     def __post_init__(self) -> None:
         check_choice(self.method, METHODS, "method")
+        check_choice(self.coarse_perceptual, COARSE_PERCEPTUALS, "coarse_perceptual")
         if self.embed is not None:
             check_choice(self.embed, ("encoder", "optim"), "embed")
             if self.method in ("encoder", "optim") and self.embed != self.method:

@@ -68,6 +68,8 @@ class PipelineSpec:
         device: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (on each worker).
         torch_threads: Intra-op threads per worker (None: leave torch's default).
         overrides: ``KEY=VALUE`` config overrides applied last (:func:`dhr.config.apply_overrides`).
+        parser: Face parser (``auto``, ``landmarks``, ``bisenet``, ``farl``, ``none``).
+        trust_parser: Allow the ``farl`` TorchScript file without a registry digest.
     """
 
     model: str = "faces-64"
@@ -78,11 +80,16 @@ class PipelineSpec:
     device: str = "cpu"
     torch_threads: int | None = 1
     overrides: tuple[str, ...] = ()
+    parser: str = "auto"
+    trust_parser: bool = False
 
     def fingerprint(self) -> str:
         """A short hash of everything that changes the results (not ``torch_threads``)."""
         d = dataclasses.asdict(self)
         d.pop("torch_threads")
+        d.pop("trust_parser")
+        if d["parser"] == "auto":  # runs recorded before the option existed keep their fingerprint
+            d.pop("parser")
         if isinstance(d["config"], str) and Path(d["config"]).is_file():
             d["config"] = Path(d["config"]).read_text(encoding="utf-8")
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -98,7 +105,8 @@ class PipelineSpec:
         from dhr.config import apply_overrides
 
         pipe = Pipeline.from_pretrained(self.model, config=self.config, device=self.device, seed=self.seed,
-                                        perceptual=self.perceptual, method=self.method)
+                                        perceptual=self.perceptual, method=self.method, parser=self.parser,
+                                        trust_parser=self.trust_parser)
         pipe.config = apply_overrides(pipe.config, list(self.overrides))
         return pipe
 

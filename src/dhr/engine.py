@@ -41,11 +41,18 @@ from dhr.refinement.hybrid import (
     tuned_parameter_names,
 )
 from dhr.refinement.render import render, render_many
+from dhr.seeding import image_keys
 from dhr.types import DomainMask, Inversion
 
-__all__ = ["invert", "render", "render_many", "resolve_embed"]
+__all__ = ["invert", "render", "render_many", "resolve_embed", "net_name"]
 
 logger = logging.getLogger(__name__)
+
+
+def net_name(net: object) -> str:
+    """A perceptual network's name for provenance: ``lpips-vgg``, or its class name."""
+    name = getattr(net, "net_name", None)
+    return f"lpips-{name}" if name else type(net).__name__
 
 
 def resolve_embed(config: InvertConfig, encoder: object | None) -> str:
@@ -119,6 +126,7 @@ def invert(
     parsing: Sequence[object | None] | None = None,
     masks: torch.Tensor | Sequence[torch.Tensor] | None = None,
     progress: ProgressFn | None = None,
+    keys: Sequence[str] | None = None,
 ) -> list[Inversion]:
     """Inverts aligned images into ``G`` with the configured method.
 
@@ -135,6 +143,10 @@ def invert(
             coarse inversion and segmentation.
         progress: Optional ``progress(stage, step, total, info)``; stages ``embed``, ``coarse``,
             ``refine``, ``pti``, ``feature``.
+        keys: One string per image seeding its random streams (see :mod:`dhr.seeding`); default a
+            content hash of each image, so a photo gets the same result alone, in any batch and at
+            any position (with ``config.vectorize`` False, the default). Stored as
+            ``meta['image_key']``.
 
     Returns:
         One :class:`Inversion` per image with ``meta['timings']`` (seconds per stage),
@@ -152,6 +164,8 @@ def invert(
     b, R = target.shape[0], G.resolution
     p = next(G.parameters())
     target = target.to(device=p.device, dtype=p.dtype)
+    keys = image_keys(target, keys)
+    vec = config.vectorize
     coarse_perceptual = perceptual if coarse_perceptual is None else coarse_perceptual
     _check_perceptual(perceptual)
     _check_perceptual(coarse_perceptual)
@@ -189,11 +203,12 @@ def invert(
     if embed == "encoder":
         from dhr.embed.encoder import encode
 
-        embeddings = encode(encoder, G, target)
+        embeddings = encode(encoder, G, target, vectorize=vec)
     else:
         from dhr.embed.optimize import optimize_latent
 
-        embeddings, _ = optimize_latent(G, target, coarse_perceptual, config.optim, progress=stage_progress("embed"))
+        embeddings, _ = optimize_latent(G, target, coarse_perceptual, config.optim, progress=stage_progress("embed"),
+                                        keys=keys, vectorize=vec)
     timings["embed_s"] = time.perf_counter() - t0
     ws = torch.stack([e.ws for e in embeddings]).to(p).detach()
 
@@ -207,7 +222,7 @@ def invert(
 
             t0 = time.perf_counter()
             coarse, maps = optimize_latent(G, target, coarse_perceptual, config.coarse,
-                                           progress=stage_progress("coarse"))
+                                           progress=stage_progress("coarse"), keys=keys, vectorize=vec)
             timings["coarse_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             domains = [segment(target[i], coarse[i].image, list(maps[i]),
@@ -218,17 +233,20 @@ def invert(
         else:
             domains = [DomainMask(mask=user_masks[i]) for i in range(b)]
             mask = user_masks.to(p)
-        results = refine_dhr(G, target, ws, mask, perceptual, config.refine, domains=domains, progress=progress)
+        results = refine_dhr(G, target, ws, mask, perceptual, config.refine, domains=domains, progress=progress,
+                             vectorize=vec)
     elif method == "pti":
-        results = refine_pti(G, target, ws, perceptual, config.pti, progress=progress)
+        results = refine_pti(G, target, ws, perceptual, config.pti, progress=progress, vectorize=vec)
     else:
-        results = refine_feature(G, target, ws, perceptual, config.refine, progress=progress)
+        results = refine_feature(G, target, ws, perceptual, config.refine, progress=progress, vectorize=vec)
     total = time.perf_counter() - t_all
+    coarse_used = embed == "optim" or (method == "dhr" and user_masks is None)
 
     sha = model_sha256(G)
     out = []
-    for inv in results:
+    for inv, key in zip(results, keys):
         meta = dict(inv.meta)
+        meta["image_key"] = key
         stage_t = dict(meta.get("timings", {}))
         stage_t.update({k: v / b for k, v in timings.items()})
         stage_t["total_s"] = total / b
@@ -237,6 +255,8 @@ def invert(
             "timings": stage_t,
             "config": config.to_dict(),
             "embed": embed,
+            "perceptual": net_name(perceptual),
+            "coarse_perceptual": net_name(coarse_perceptual) if coarse_used else None,
             "model_sha256": sha,
             "library_version": dhr.__version__,
         })

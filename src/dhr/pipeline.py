@@ -9,8 +9,8 @@ Example:
     >>> out.pasted.save("edited.jpg")                # the edit blended back into the full photo
     >>> pipe.save_bundle(inv, "photo_face0")         # reload later with pipe.load_bundle
 
-Stages: detect -> align (the model's template at its resolution) -> embed -> segment (landmark
-parser when the face has landmarks, none otherwise) -> refine -> edit -> paste back. Everything
+Stages: detect -> align (the model's template at its resolution) -> embed -> segment (the chosen
+parser: landmarks, BiSeNet, FaRL or none) -> refine -> edit -> paste back. Everything
 the pipeline decided on its own (a whole-image fallback, a parser left out) is listed in
 ``PhotoInversion.notes`` and logged.
 """
@@ -50,6 +50,7 @@ __all__ = [
     "Pipeline",
     "SweepResult",
     "as_photo",
+    "resolve_coarse_perceptual",
     "resolve_device",
 ]
 
@@ -57,7 +58,7 @@ logger = logging.getLogger(__name__)
 
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 PERCEPTUALS: tuple[str, ...] = ("model", "alex", "vgg", "squeeze")
-PARSERS: tuple[str, ...] = ("auto", "landmarks", "none")
+PARSERS: tuple[str, ...] = ("auto", "landmarks", "bisenet", "farl", "none")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -290,6 +291,7 @@ def _alignment_meta(aligned: AlignedFace, photo: Photo | None) -> dict[str, Any]
         "face_index": int(aligned.face_index),
         "template_name": aligned.template_name,
         "photo_size": [int(v) for v in aligned.photo_size],
+        "crop_size": int(aligned.size),
         "whole_image": bool(aligned.whole_image),
         "source": aligned.source,
         "photo_path": None if photo is None or photo.path is None else str(Path(photo.path).resolve()),
@@ -334,6 +336,43 @@ def _user_mask_for_crop(mask: Any, aligned: Any, photo: Any, R: int) -> torch.Te
     return (ood < 0.5).float()
 
 
+def resolve_coarse_perceptual(choice: str, model: Any, refine_perceptual: torch.nn.Module | None,
+                              device: torch.device | str) -> torch.nn.Module:
+    """The coarse/error-map network for ``InvertConfig.coarse_perceptual`` (see there).
+
+    Args:
+        choice: ``auto``, ``same``, ``model``, ``alex``, ``vgg`` or ``squeeze``.
+        model: The :class:`~dhr.models.zoo.FaceModel` (its ``perceptual`` may be None).
+        refine_perceptual: The refinement's network (used for ``same``).
+        device: Where LPIPS is built.
+
+    Raises:
+        ConfigError: ``model`` for a model without a perceptual network.
+        WeightsError: The LPIPS weights are not available (the message names them and the fix).
+    """
+    from dhr.config import COARSE_PERCEPTUALS
+    from dhr.errors import WeightsError
+    from dhr.metrics.lpips import LPIPS
+
+    check_choice(choice, COARSE_PERCEPTUALS, "coarse_perceptual")
+    if choice == "same":
+        if refine_perceptual is None:
+            raise ConfigError("coarse_perceptual='same' needs the refinement's network")
+        return refine_perceptual
+    if choice in ("auto", "model") and model.perceptual is not None:
+        return model.perceptual
+    if choice == "model":
+        raise ConfigError(f"coarse_perceptual='model' but model {model.name!r} has no perceptual network; "
+                          "use auto, same, alex, vgg or squeeze")
+    net = "vgg" if choice == "auto" else choice
+    try:
+        return LPIPS.from_registry(net).to(device)
+    except WeightsError as e:
+        raise WeightsError(f"coarse_perceptual={choice!r} needs LPIPS-{net} (the reference's coarse network is VGG): "
+                           f"{e}\nOr set coarse_perceptual='same' to reuse the refinement's network (a deviation "
+                           "from the reference: its thresholds are on the VGG scale).") from None
+
+
 class Pipeline:
     """Detect, align, invert, edit and paste back with one named model.
 
@@ -347,44 +386,64 @@ class Pipeline:
             TOML/YAML/JSON file, applied over those; or a complete :class:`~dhr.config.InvertConfig`.
         device: ``auto`` (cuda > mps > cpu), ``cpu``, ``cuda`` or ``mps``.
         seed: Seeds torch and the optimisation configs before every inversion (reproducible runs).
-        perceptual: ``model`` (the model's own perceptual metric, default; LPIPS-alex when the model
-            has none), or ``alex``/``vgg``/``squeeze`` (LPIPS, weights resolved by :mod:`dhr.weights`).
-        parser: ``auto`` (the model's ``parser`` entry, landmarks for faces), ``landmarks`` or ``none``.
+        perceptual: The refinement's perceptual network: ``model`` (the model's own, default;
+            LPIPS-alex when the model has none, as the reference), or ``alex``/``vgg``/``squeeze``
+            (LPIPS, weights resolved by :mod:`dhr.weights`).
+        coarse_perceptual: The network of the embedding optimisation, the coarse inversion and the
+            error maps (see :attr:`dhr.config.InvertConfig.coarse_perceptual`); None keeps the
+            config's (``auto``: the model's own, else LPIPS-VGG as the reference).
+        parser: The face parser of DHR's segmentation: ``auto`` (the model's ``parser`` entry,
+            landmarks for faces), ``landmarks`` (no network; never marks anything out of domain),
+            ``bisenet``, ``farl`` (the reference's) or ``none``. Network parsers are loaded here, so
+            missing weights fail at construction (:class:`~dhr.errors.WeightsError`).
+        trust_parser: Allow loading the ``farl`` TorchScript archive without a registry digest
+            (it runs code from the file).
         method: Overrides ``config.method`` (``dhr``, ``pti``, ``feature``, ``encoder``, ``optim``).
     """
 
     def __init__(self, model: FaceModel, *, config: InvertConfig | Mapping[str, Any] | str | Path | None = None,
                  device: str | torch.device = "auto", seed: int = 0, perceptual: str = "model",
-                 parser: str = "auto", method: str | None = None) -> None:
+                 coarse_perceptual: str | None = None, parser: str = "auto", trust_parser: bool = False,
+                 method: str | None = None) -> None:
+        from dhr.config import COARSE_PERCEPTUALS
+
         check_choice(perceptual, PERCEPTUALS, "perceptual")
         check_choice(parser, PARSERS, "parser")
+        if coarse_perceptual is not None:
+            check_choice(coarse_perceptual, COARSE_PERCEPTUALS, "coarse_perceptual")
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
             raise ConfigError(f"seed must be an integer between 0 and 2**63 - 1, got {seed!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device)
         self.config = self._with_method(self._load_config(config, model.recommended_config()), method)
+        if coarse_perceptual is not None:
+            self.config = dataclasses.replace(self.config, coarse_perceptual=coarse_perceptual)
         self.seed = seed
         self.perceptual_name = perceptual
         self.parser_name = parser
         self._perceptual: torch.nn.Module | None = None
+        self._coarse_perceptual: torch.nn.Module | None = None
+        self.face_parser = self._build_parser(trust_parser)
 
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "faces-64", *, device: str | torch.device = "auto",
                         config: InvertConfig | Mapping[str, Any] | str | Path | None = None, seed: int = 0,
-                        perceptual: str = "model", parser: str = "auto", method: str | None = None) -> Pipeline:
-        """Loads a bundled model by name (``dhr models list``) or a model folder.
+                        perceptual: str = "model", coarse_perceptual: str | None = None, parser: str = "auto",
+                        trust_parser: bool = False, method: str | None = None) -> Pipeline:
+        """Loads a bundled model by name (``dhr models list``) or a model folder (options as :class:`Pipeline`).
 
         Raises:
             ConfigError: Unknown model (the message lists the available ones), bad config or device.
             CheckpointError: A damaged model folder.
+            WeightsError: The chosen parser's weights are missing.
         """
         from dhr.models.zoo import load_model
 
         resolve_device(device)  # fail fast before loading
         return cls(load_model(name_or_path), config=config, device=device, seed=seed, perceptual=perceptual,
-                   parser=parser, method=method)
+                   coarse_perceptual=coarse_perceptual, parser=parser, trust_parser=trust_parser, method=method)
 
     @staticmethod
     def _load_config(config: Any, base: InvertConfig) -> InvertConfig:
@@ -439,6 +498,34 @@ class Pipeline:
                 self._perceptual = LPIPS.from_registry(net).to(self.device)
         return self._perceptual
 
+    @property
+    def coarse_perceptual(self) -> torch.nn.Module:
+        """The network of the embedding optimisation, coarse inversion and error maps (built on first use).
+
+        Raises:
+            WeightsError: The chosen LPIPS weights are not available.
+        """
+        if self._coarse_perceptual is None:
+            choice = self.config.coarse_perceptual
+            self._coarse_perceptual = self.perceptual if choice == "same" else resolve_coarse_perceptual(
+                choice, self.model, None, self.device)
+        return self._coarse_perceptual
+
+    @property
+    def parser(self) -> str:
+        """The parser in use: ``landmarks``, ``bisenet``, ``farl`` or ``none`` (``auto`` resolved)."""
+        if self.parser_name != "auto":
+            return self.parser_name
+        return str((self.model.manifest or {}).get("parser", "landmarks"))
+
+    def _build_parser(self, trust: bool) -> Any:
+        from dhr.faces.parsing import PARSER_NAMES, load_parser
+
+        name = self.parser
+        if name not in PARSER_NAMES:
+            raise ConfigError(f"model {self.model.name!r} asks for parser {name!r}; known: {list(PARSER_NAMES)}")
+        return load_parser(name, device=self.device, trust=trust)
+
     def template(self) -> AlignTemplate:
         """The alignment template at the model resolution (the model's own, else FFHQ framing)."""
         from dhr.faces.align import AlignTemplate
@@ -448,12 +535,10 @@ class Pipeline:
         return AlignTemplate.ffhq(self.resolution)
 
     def _use_parser(self, aligned: AlignedFace) -> bool:
-        if aligned.landmarks is None or self.parser_name == "none":
+        if self.face_parser is None:
             return False
-        if self.parser_name == "landmarks":
-            return True
-        wanted = (self.model.manifest or {}).get("parser", "landmarks")
-        return wanted == "landmarks"
+        # The landmark parser is made of landmarks, and FaRL aligns its crop with them; BiSeNet needs none.
+        return aligned.landmarks is not None or self.parser == "bisenet"
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -557,15 +642,13 @@ class Pipeline:
             if a.whole_image and not any("whole image" in x for x in n):
                 n.append("no face found: processed the whole image resized to the model resolution")
             if config.method == "dhr" and self._use_parser(a):
-                from dhr.faces.parsing import LandmarkParser
-
-                scale = R / a.size
-                parsing.append(LandmarkParser().parse(target, np.asarray(a.landmarks) * scale))
+                lm = None if a.landmarks is None else np.asarray(a.landmarks) * (R / a.size)
+                parsing.append(self.face_parser.parse(target, lm))
             else:
                 parsing.append(None)
                 if config.method == "dhr":
-                    n.append("segmentation without a face parser (no landmarks)" if a.landmarks is None
-                             else f"segmentation without a face parser (parser={self.parser_name})")
+                    n.append(f"segmentation without a face parser (parser={self.parser})" if self.face_parser is None
+                             else f"segmentation without a face parser (the {self.parser} parser needs landmarks)")
             notes.append(n)
         parse_s = time.perf_counter() - t0
         user_masks = None
@@ -575,8 +658,14 @@ class Pipeline:
             user_masks = torch.stack([_user_mask_for_crop(ood_mask, a, photo, R) for a in faces]).to(self.device)
             for n in notes:
                 n.append("domain mask given by the user (DHR's segmentation skipped)")
+        from dhr.engine import resolve_embed
+
+        # The coarse network is built only when a latent optimisation runs (its weights may be missing).
+        needs_coarse = (config.method == "dhr" and user_masks is None) or \
+            resolve_embed(config, self.model.encoder) == "optim"
         torch.manual_seed(self.seed)
         invs = engine_invert(self.generator, targets, config=config, perceptual=self.perceptual,
+                             coarse_perceptual=self.coarse_perceptual if needs_coarse else None,
                              encoder=self.model.encoder,
                              parsing=parsing if config.method == "dhr" and user_masks is None else None,
                              masks=user_masks, progress=progress)
@@ -587,7 +676,7 @@ class Pipeline:
                 logger.info("%s: %s", a.source or base, note)
             meta = dict(inv.meta)
             meta.update({"alignment": _alignment_meta(a, photo), "model_name": self.model.name,
-                         "seed": self.seed, "notes": n})
+                         "seed": self.seed, "notes": n, "parser": self.parser})
             stem = f"{base}_whole" if a.whole_image else f"{base}_face{max(a.face_index, 0)}"
             timings = {"align_s": align_s / len(faces), "parse_s": parse_s / len(faces),
                        **{k: v for k, v in meta.get("timings", {}).items() if k.endswith("_s")}}
@@ -709,32 +798,43 @@ class Pipeline:
     # -- persistence ----------------------------------------------------------------------
 
     def save_bundle(self, inv: PhotoInversion, path: str | Path) -> tuple[Path, Path]:
-        """Saves ``<path>.safetensors`` + ``<path>.json`` (the alignment and photo path included)."""
+        """Saves ``<path>.safetensors`` + ``<path>.json``: the inversion, the aligned target crop
+        (uint8), the alignment (photo -> crop matrix, landmarks, crop size) and the source photo's
+        path and sha256, everything :meth:`load_bundle` needs to edit, sweep and paste later."""
         from dhr.bundle import save_bundle
 
         return save_bundle(inv.inversion, path)
 
-    def load_bundle(self, path: str | Path) -> PhotoInversion:
-        """Loads a bundle made with this model; the photo is reloaded when its file is still there
-        with the recorded sha256 (else ``photo`` is None and pasting is unavailable).
+    def load_bundle(self, path: str | Path, *, photo: Any = None) -> PhotoInversion:
+        """Loads a bundle made with this model, re-rendering its reconstruction.
+
+        The source photo (needed to paste) is ``photo`` when given, else the recorded file when it
+        is still there; either way its sha256 must equal the recorded one. Otherwise ``photo`` is
+        None, pasting is unavailable and ``notes`` says why.
+
+        Args:
+            path: The bundle stem (or either of its files).
+            photo: The source photo when its file has moved: the same file (path or bytes), as the
+                recorded sha256 is that of the file.
 
         Raises:
             CheckpointError: Missing/corrupt bundle, or one made with another generator.
+            ImageError: ``photo`` is not the photo the bundle was made from (sha256 differs).
         """
         from dhr.bundle import bundle_paths, load_bundle
         from dhr.faces.align import AlignedFace
         from dhr.io.image import load_image, tensor_to_uint8
 
-        inv = load_bundle(path, model=self.generator, device=self.device)
+        inv = load_bundle(path, model=self.generator, device=self.device, require_target=False)
         stem = bundle_paths(path)[0].name.removesuffix(".safetensors")
         al = inv.meta.get("alignment")
         notes = list(inv.meta.get("notes", []) or [])
-        aligned = photo = None
+        given, aligned, photo = photo, None, None
         if isinstance(al, dict) and al.get("matrix") is not None:
             matrix = np.asarray(al["matrix"], dtype=np.float64)
-            size = int(inv.target.shape[-1])
+            size = int(al.get("crop_size") or inv.target.shape[-1])
             aligned = AlignedFace(
-                crop=tensor_to_uint8(inv.target.detach().cpu()),
+                crop=tensor_to_uint8(_resize(inv.target.detach().cpu().float(), size)),
                 matrix=matrix,
                 inverse=np.linalg.inv(matrix),
                 landmarks=None if al.get("landmarks") is None else np.asarray(al["landmarks"], dtype=np.float64),
@@ -746,7 +846,12 @@ class Pipeline:
                 source=str(al.get("source", "")),
             )
             ppath = al.get("photo_path")
-            if ppath and Path(ppath).is_file():
+            if given is not None:
+                photo = as_photo(given)
+                if al.get("photo_sha256") not in (None, photo.sha256):
+                    raise ImageError(f"{stem}: the given photo is not the one this bundle was made from "
+                                     f"(sha256 {photo.sha256[:12]}..., recorded {al['photo_sha256'][:12]}...)")
+            elif ppath and Path(ppath).is_file():
                 try:
                     cand = load_image(ppath)
                 except ImageError as e:
@@ -758,6 +863,21 @@ class Pipeline:
                         notes.append(f"source photo {ppath} changed since the inversion; pasting unavailable")
             elif ppath:
                 notes.append(f"source photo {ppath} not found; pasting unavailable")
+        if not inv.meta.get("target_stored", True):
+            # An older bundle without its crop: re-crop it from the verified source photo.
+            if photo is None or aligned is None:
+                from dhr.errors import CheckpointError
+
+                raise CheckpointError(f"{stem}: the bundle stores no target crop (made by an older dhr) and its "
+                                      "source photo is not available; pass photo=<the photo file> to rebuild it")
+            from dhr.faces.align import warp_to_crop
+            from dhr.io.image import uint8_to_tensor
+
+            crop = warp_to_crop(photo.pixels, aligned.matrix, aligned.size)
+            aligned = dataclasses.replace(aligned, crop=crop)
+            target = _resize(uint8_to_tensor(crop), self.resolution).to(inv.image)
+            inv = dataclasses.replace(inv, target=target)
+            notes.append("target crop rebuilt from the source photo (bundle without one)")
         for n in notes:
             logger.info("%s: %s", stem, n)
         return PhotoInversion(inversion=inv, aligned=aligned, photo=photo, stem=stem, notes=tuple(notes),

@@ -87,7 +87,16 @@ def test_markdown_and_plots_exist(env, result):
     md = (out / "report.md").read_text()
     assert "| method | MSE | PSNR (dB)" in md and "## Occlusion" in md and "## Editing" in md
     assert "dhr bench --test" in md and "broken.png" in md
-    assert "dhr beats" in md or "dhr does not beat" in md
+    # Each main verdict is the one the means give, and the report says it in words.
+    data = json.loads((out / "results.json").read_text())
+    mse = [v for v in data["verdicts"] if v["metric"] == "mse"]
+    assert {v["other"] for v in mse} == {"encoder", "optim", "pti", "feature", "dhr[weight-only]", "dhr[theta=0.5]"}
+    for v in mse:
+        a, b = data["summary"]["dhr"]["mse"]["mean"], data["summary"][v["other"]]["mse"]["mean"]
+        assert v["reference_mean"] == pytest.approx(a) and v["other_mean"] == pytest.approx(b)
+        assert v["better"] == (a < b)
+        word = "ties with" if a == b else ("beats" if a < b else "does not beat")
+        assert f"- dhr {word} {v['other']} on " in md and v["text"] in md
     for name in ("metrics_by_method.png", "fidelity_vs_editability.png", "qualitative_0.png"):
         with Image.open(out / name) as im:
             assert im.size[0] > 100 and im.size[1] > 100

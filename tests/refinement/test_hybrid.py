@@ -146,10 +146,11 @@ def test_deterministic(G, lp, data):
     assert all(torch.equal(a.weight_delta[k], b.weight_delta[k]) for k in a.weight_delta)
 
 
-def test_batch_equals_single(G, lp, data):
+def test_vectorized_batch_equals_single(G, lp, data):
+    """The vmapped batch path (``vectorize=True``) gives each image its B=1 result to float rounding."""
     target, ws, mask = data
     cfg = RefineConfig(steps=3, weight_steps=2, **FP32)
-    both = refine_dhr(G, target, ws, mask, lp, cfg)
+    both = refine_dhr(G, target, ws, mask, lp, cfg, vectorize=True)
     for i in range(2):
         one = refine_dhr(G, target[i:i + 1], ws[i:i + 1], mask[i:i + 1], lp, cfg)[0]
         assert torch.allclose(both[i].image, one.image, atol=1e-4)

@@ -83,7 +83,7 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".t
 EVAL_MAX_RESOLUTION = 256
 LPIPS_CHOICES = ("auto", "alex", "squeeze", "vgg", "model")
 IDENTITY_CHOICES = ("auto", "dlib", "none")
-PARSER_CHOICES = ("auto", "none")
+PARSER_CHOICES = ("auto", "landmarks", "bisenet", "farl", "none")
 
 ProgressFn = Callable[[str, dict], None]
 
@@ -126,7 +126,9 @@ class BenchConfig:
         lpips: Evaluation LPIPS: ``auto`` (alex if its weights resolve locally, else squeeze, else the
             model's own metric), a backbone name, or ``model``.
         identity: ``auto`` (dlib if installed), ``dlib`` (required) or ``none``.
-        parser: ``auto`` (landmark parsing when dlib finds the face) or ``none``.
+        parser: DHR's face parser: ``auto``/``landmarks`` (landmark parsing when dlib finds the face),
+            ``bisenet``, ``farl`` (the reference's; needs the landmarks too) or ``none``.
+        trust_parser: Allow the ``farl`` TorchScript file without a registry digest.
         qualitative: Number of images with a qualitative sheet.
         device: ``cpu``, ``cuda``, ``auto``.
         overrides: ``KEY=VALUE`` options applied to the base config before scaling
@@ -152,6 +154,7 @@ class BenchConfig:
     lpips: str = "auto"
     identity: str = "auto"
     parser: str = "auto"
+    trust_parser: bool = False
     qualitative: int = 2
     device: str = "cpu"
     overrides: tuple[str, ...] = ()
@@ -566,6 +569,7 @@ def _pick_edits(model: Any, names: Sequence[str] | None, classifier_keys: set[st
 
 
 def _reference_domain(G, target, perceptual, config: InvertConfig, parsing):
+    """DHR's mask of an image (coarse inversion + segmentation) when DHR itself was not benchmarked."""
     from dhr.embed.optimize import optimize_latent
     from dhr.segmentation.domain import segment
 
@@ -621,6 +625,13 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
 
         perceptual = LPIPS.from_registry("alex", download=False).to(device)
     loss_name = type(perceptual).__name__
+    from dhr.faces.parsing import load_parser
+    from dhr.engine import net_name
+    from dhr.pipeline import resolve_coarse_perceptual
+
+    coarse_perceptual = resolve_coarse_perceptual(base.coarse_perceptual, model, perceptual, device)
+    parser_name = "landmarks" if cfg.parser == "auto" else cfg.parser
+    face_parser = load_parser(parser_name, device=device, trust=cfg.trust_parser)
     lpips_metric, lpips_name = _pick_lpips(cfg.lpips, model, device)
     identity, identity_name = _pick_identity(cfg.identity)
     classifier = model.classifier
@@ -661,13 +672,14 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
     for j, it in enumerate(items):
         if j not in mine:
             continue
-        if any(s.label.startswith("dhr") for s in specs) and cfg.parser == "auto":
+        if any(s.label.startswith("dhr") for s in specs) and parser_name in ("landmarks", "farl"):
             try:
                 _detect_landmarks(it)
             except (DHRError, ImportError) as e:
                 it.notes.append(f"landmark detection failed ({type(e).__name__}): no face parser")
         elif any(s.method == "dhr" for s in specs):
-            it.notes.append("face parser disabled (--parser none)")
+            it.notes.append(f"face parser {parser_name} (no landmarks needed)" if face_parser is not None
+                            else "face parser disabled (--parser none)")
 
     results: list[dict] = []
     sheets: list[dict] = []
@@ -692,10 +704,8 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
             target_dev = target.to(device)
             occ_mask = None if occ is None else torch.from_numpy(occ.mask).float()[None, None]
             parsing = None
-            if it.landmarks is not None:
-                from dhr.faces.parsing import LandmarkParser
-
-                parsing = LandmarkParser().parse(target_dev[0], it.landmarks)
+            if face_parser is not None and (it.landmarks is not None or parser_name == "bisenet"):
+                parsing = face_parser.parse(target_dev[0], it.landmarks)
             tgt_id = scorer.id_embed(target, it.landmarks)
             if progress is not None:
                 progress("image", {"index": idx, "total": len(items), "image": it.name})
@@ -715,7 +725,8 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
             try:
                 with mem.measure():
                     t0 = time.perf_counter()
-                    inv = invert(G, target_dev, config=mcfg, perceptual=perceptual, encoder=model.encoder,
+                    inv = invert(G, target_dev, config=mcfg, perceptual=perceptual,
+                                 coarse_perceptual=coarse_perceptual, encoder=model.encoder,
                                  parsing=[parsing if mcfg.segment.use_parsing else None] if spec.method == "dhr"
                                  else None)[0]
                     elapsed = time.perf_counter() - t0
@@ -733,7 +744,7 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
             continue
         if ref_mask is None:
             try:
-                dom = _reference_domain(G, target_dev, perceptual, configs.get("dhr", _method_config(
+                dom = _reference_domain(G, target_dev, coarse_perceptual, configs.get("dhr", _method_config(
                     base, MethodSpec("dhr", "dhr"), embed)), parsing)
                 ref_mask, ref_source = dom.mask[None].float().cpu(), "coarse+segment"
             except Exception as e:  # noqa: BLE001 - region metrics are then skipped for this image
@@ -820,9 +831,13 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
             "identity_landmarks": "the input's landmarks for every reconstruction and edit of that image "
                                   "(dlib detection only when none were found)",
             "loss_perceptual": loss_name,
-            "parsing": "DHR's face parsing from dlib landmarks detected on the clean (unoccluded) crop, upscaled "
-                       "to >= 256 px (the alignment is given); no parser where no face is found"
-                       if cfg.parser == "auto" else "none (--parser none)",
+            "coarse_perceptual": f"{net_name(coarse_perceptual)} (coarse inversion, optimisation embedding, error "
+                                 f"maps; coarse_perceptual={base.coarse_perceptual!r})",
+            "parsing": ("none (--parser none)" if face_parser is None else
+                        f"{parser_name} parser on the (occluded) input crop" + (
+                            "; dlib landmarks detected on the clean (unoccluded) crop, upscaled to >= 256 px (the "
+                            "alignment is given); no parser where no face is found"
+                            if parser_name in ("landmarks", "farl") else "")),
             "embedding": f"pti/feature/dhr start from the same W+ code ({embed})",
             "step_budget": f"step counts of the base config ({base_source}) x {cfg.steps_scale} (>= 1): " +
                            ", ".join(f"{k} {v}" for k, v in steps.items()),

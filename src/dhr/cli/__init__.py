@@ -25,6 +25,7 @@ _REGISTRARS: list[str] = [
     "dhr.cli.run",
     "dhr.cli.bench",
     "dhr.cli.dist",
+    "dhr.cli.reference",
 ]
 
 

@@ -39,7 +39,10 @@ def register(app: typer.Typer) -> None:
         edit_strength: float = typer.Option(2.0, "--edit-strength", help="Strength of every edit."),
         lpips: str = typer.Option("auto", "--lpips", help="Evaluation LPIPS: auto, alex, squeeze, vgg, model."),
         identity: str = typer.Option("auto", "--identity", help="Identity metric: auto, dlib, none."),
-        parser: str = typer.Option("auto", "--parser", help="DHR face parsing: auto (landmarks), none."),
+        parser: str = typer.Option("auto", "--parser", help="DHR face parser: auto (landmarks), landmarks, bisenet, "
+                                   "farl (the reference's) or none; bisenet/farl need their weights."),
+        trust_parser: bool = typer.Option(False, "--trust-parser", help="Allow the farl TorchScript file without a "
+                                          "registry digest (it runs code from the file)."),
         qualitative: int = typer.Option(2, "--qualitative", help="Images with a qualitative sheet."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
         set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override of the base config, repeatable "
@@ -64,7 +67,8 @@ def register(app: typer.Typer) -> None:
                 data=data, out=out, model=model, methods=parse_methods(methods), ablations=tuple(ablation), n=n,
                 occlusion=occlusion, steps_scale=steps_scale, strict=strict, seed=seed, base=base,
                 edits=None if edits is None else tuple(s.strip() for s in edits.split(",") if s.strip()),
-                edit_strength=edit_strength, lpips=lpips, identity=identity, parser=parser, qualitative=qualitative,
+                edit_strength=edit_strength, lpips=lpips, identity=identity, parser=parser, trust_parser=trust_parser,
+                qualitative=qualitative,
                 device=device, shard=_parse_shard(shard), overrides=tuple(set_),
             )
 

@@ -31,6 +31,10 @@ def register(app: typer.Typer) -> None:
         whole_image: bool = typer.Option(False, "--whole-image", help="Process the whole image when no face "
                                          "is found."),
         perceptual: str = typer.Option("model", "--perceptual", help="model, alex, vgg or squeeze."),
+        parser: str = typer.Option("auto", "--parser", help="Face parser: auto, landmarks, bisenet, farl or none "
+                                   "(as dhr run)."),
+        trust_parser: bool = typer.Option(False, "--trust-parser", help="Allow the farl TorchScript file without "
+                                          "a registry digest."),
         workers: int | None = typer.Option(None, "--workers", "-w", min=1, help="Local worker processes, one "
                                            "photo at a time each (default: CPU count / --threads)."),
         threads: int = typer.Option(1, "--threads", min=1, help="Torch threads per worker."),
@@ -66,16 +70,16 @@ def register(app: typer.Typer) -> None:
         mode, pipe, edits, sweeps, items, skipped = prepare_photo_command(
             photos, edit, sweep, model=model, method=method, device=device, seed=seed, config=config,
             perceptual=perceptual, quiet=quiet, as_json=as_json, face_index=face_index, all_faces=all_faces,
-            sets=set_, out=out)
+            sets=set_, out=out, parser=parser, trust_parser=trust_parser)
         spec = PipelineSpec(model=model, config=None if config is None else str(config.resolve()), seed=seed,
                             method=method, perceptual=perceptual, device=device, torch_threads=threads,
-                            overrides=tuple(set_))
+                            overrides=tuple(set_), parser=parser, trust_parser=trust_parser)
         job = PhotoJob.from_lists(edits, sweeps, face_index=face_index, all_faces=all_faces,
                                   whole_image=whole_image)
         options = {"photos": photos, "edit": edit, "sweep": sweep, "out": out, "model": model,
                    "method": pipe.config.method, "device": device, "seed": seed, "config": config,
                    "face_index": face_index, "all_faces": all_faces, "whole_image": whole_image,
-                   "perceptual": perceptual, "set": set_}
+                   "perceptual": perceptual, "set": set_, "parser": pipe.parser}
         try:
             record = run_distributed(items, out, spec, job, scheduler=scheduler, n_workers=workers,
                                      memory_limit=memory_limit, resume=not no_resume,

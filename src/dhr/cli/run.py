@@ -219,14 +219,15 @@ def _progress_mode(quiet: bool, as_json: bool) -> str:
 
 
 def _build_pipeline(model: str, device: str, config: Path | None, seed: int, method: str | None,
-                    perceptual: str, sets: list[str] | None = None):
+                    perceptual: str, sets: list[str] | None = None, parser: str = "auto",
+                    trust_parser: bool = False):
     """Loads the pipeline and applies ``--set`` overrides; any problem is a usage error (exit 2)."""
     from dhr.config import apply_overrides
     from dhr.pipeline import Pipeline
 
     try:
         pipe = Pipeline.from_pretrained(model, device=device, config=config, seed=seed, perceptual=perceptual,
-                                        method=method)
+                                        method=method, parser=parser, trust_parser=trust_parser)
         if sets:
             pipe.config = apply_overrides(pipe.config, sets)
     except DHRError as e:
@@ -424,10 +425,17 @@ _MODEL_HELP = "Bundled model name (dhr models list) or a model folder."
 _METHOD_HELP = "dhr (hybrid refinement), pti, feature, encoder or optim; default from --config (dhr)."
 
 
-def _common(model, method, device, seed, config, perceptual, quiet, as_json, sets=None):
+def _common(model, method, device, seed, config, perceptual, quiet, as_json, sets=None, parser="auto",
+            trust_parser=False):
     mode = _progress_mode(quiet, as_json)
-    pipe = _build_pipeline(model, device, config, seed, method, perceptual, sets)
+    pipe = _build_pipeline(model, device, config, seed, method, perceptual, sets, parser, trust_parser)
     return mode, pipe
+
+
+_PARSER_HELP = ("Face parser of DHR's segmentation: auto (the model's, landmarks for faces-64), landmarks (never "
+                "marks anything out of domain), bisenet, farl (the reference's) or none. bisenet/farl need their "
+                "weights (dhr weights list).")
+_TRUST_PARSER_HELP = "Allow loading the farl TorchScript file without a registry digest (it runs code from the file)."
 
 
 _SET_HELP = ("KEY=VALUE config override, repeatable, applied last (e.g. --set segment.theta_skin=0.3 "
@@ -437,7 +445,8 @@ _SET_HELP = ("KEY=VALUE config override, repeatable, applied last (e.g. --set se
 def prepare_photo_command(photos: list[str], edit: list[str], sweep: list[str], *, model: str, method: str | None,
                           device: str, seed: int, config: Path | None, perceptual: str, quiet: bool, as_json: bool,
                           face_index: int | None, all_faces: bool, sets: list[str] | None = None,
-                          ood_mask: Path | None = None, out: Path | None = None):
+                          ood_mask: Path | None = None, out: Path | None = None, parser: str = "auto",
+                          trust_parser: bool = False):
     """Checks the options of a photo command and builds its pipeline; any problem exits with 2.
 
     The output folder (``out``) is checked first, before any model is loaded.
@@ -448,7 +457,7 @@ def prepare_photo_command(photos: list[str], edit: list[str], sweep: list[str], 
     if face_index is not None and all_faces:
         raise _usage("--face-index and --all-faces exclude each other")
     _check_out(out)
-    mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json, sets)
+    mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json, sets, parser, trust_parser)
     edits = _check_edits(pipe, edit)
     sweeps = _check_sweeps(pipe, sweep)
     items, skipped = expand_inputs_report(photos)
@@ -511,6 +520,8 @@ def register(app: typer.Typer) -> None:
         whole_image: bool = typer.Option(False, "--whole-image", help="When no face is found, process the "
                                          "whole image resized (recorded in run.json)."),
         perceptual: str = typer.Option("model", "--perceptual", help="model (its own metric), alex, vgg or squeeze."),
+        parser: str = typer.Option("auto", "--parser", help=_PARSER_HELP),
+        trust_parser: bool = typer.Option(False, "--trust-parser", help=_TRUST_PARSER_HELP),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
         as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
         no_resume: bool = typer.Option(False, "--no-resume", help="Redo inputs finished by an earlier run into "
@@ -541,14 +552,15 @@ def register(app: typer.Typer) -> None:
         mode, pipe, edits, sweeps, items, skipped = prepare_photo_command(
             photos, edit, sweep, model=model, method=method, device=device, seed=seed, config=config,
             perceptual=perceptual, quiet=quiet, as_json=as_json, face_index=face_index, all_faces=all_faces,
-            sets=set_, ood_mask=ood_mask, out=out)
+            sets=set_, ood_mask=ood_mask, out=out, parser=parser, trust_parser=trust_parser)
         from dhr.records import OutputTree
 
         tree = OutputTree(out)
         options = {"photos": photos, "edit": edit, "sweep": sweep, "out": out, "model": model,
                    "method": pipe.config.method, "set": set_, "ood_mask": ood_mask,
                    "device": device, "seed": seed, "config": config, "face_index": face_index,
-                   "all_faces": all_faces, "whole_image": whole_image, "perceptual": perceptual}
+                   "all_faces": all_faces, "whole_image": whole_image, "perceptual": perceptual,
+                   "parser": pipe.parser}
         work = _photo_work(pipe, tree, face_index=face_index, all_faces=all_faces, whole_image=whole_image,
                            masks=True, inversion=True, bundle=True, edits=edits, sweeps=sweeps, sheet=True,
                            ood_mask=ood_mask)
@@ -608,6 +620,8 @@ def register(app: typer.Typer) -> None:
         ood_mask: Path | None = typer.Option(None, "--ood-mask", help="Your out-of-domain mask for the (single) "
                                              "photo, white = keep as is (hands, glasses); replaces DHR's segmentation."),
         perceptual: str = typer.Option("model", "--perceptual", help="model, alex, vgg or squeeze."),
+        parser: str = typer.Option("auto", "--parser", help=_PARSER_HELP),
+        trust_parser: bool = typer.Option(False, "--trust-parser", help=_TRUST_PARSER_HELP),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
         as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
         no_resume: bool = typer.Option(False, "--no-resume", help="Redo inputs finished by an earlier run into "
@@ -627,7 +641,8 @@ def register(app: typer.Typer) -> None:
         if face_index is not None and all_faces:
             raise _usage("--face-index and --all-faces exclude each other")
         _check_out(out)
-        mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json, set_)
+        mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json, set_, parser,
+                             trust_parser)
         items, skipped = expand_inputs_report(photos)
         _check_ood_mask(ood_mask, items, pipe)
         from dhr.records import OutputTree
@@ -637,7 +652,7 @@ def register(app: typer.Typer) -> None:
                    "ood_mask": ood_mask,
                    "device": device,
                    "seed": seed, "config": config, "face_index": face_index, "all_faces": all_faces,
-                   "whole_image": whole_image, "perceptual": perceptual}
+                   "whole_image": whole_image, "perceptual": perceptual, "parser": pipe.parser}
         work = _photo_work(pipe, tree, face_index=face_index, all_faces=all_faces, whole_image=whole_image,
                            masks=True, inversion=True, bundle=True, edits=[], ood_mask=ood_mask)
         raise typer.Exit(_batch("invert", items, out, options, mode, pipe, work, skipped=skipped,

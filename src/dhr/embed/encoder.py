@@ -73,7 +73,7 @@ def encoder_input_resolution(encoder: object, default: int) -> int:
 
 @torch.no_grad()
 def encode(encoder: nn.Module | EncoderAdapter, G: nn.Module, target: torch.Tensor, *,
-           input_resolution: int | None = None) -> list[Embedding]:
+           input_resolution: int | None = None, vectorize: bool = False) -> list[Embedding]:
     """Embeds images with an encoder and renders them (inference only, no gradients).
 
     Args:
@@ -83,6 +83,9 @@ def encode(encoder: nn.Module | EncoderAdapter, G: nn.Module, target: torch.Tens
         target: ``(B, 3, R, R)`` float in [-1, 1], R = ``G.resolution``.
         input_resolution: Overrides the encoder's input size (see :func:`encoder_input_resolution`;
             defaults to R when nothing is known about the encoder).
+        vectorize: Encode the batch in one call. False (default) encodes the images one at a time,
+            so each code is bit-identical to the image's B=1 encoding whatever the batch (batched
+            convolutions round differently, and the refinement amplifies such differences).
 
     Returns:
         One :class:`Embedding` per image: ``ws (num_ws, D)``, ``image (3, R, R)`` rendered with the
@@ -108,16 +111,21 @@ def encode(encoder: nn.Module | EncoderAdapter, G: nn.Module, target: torch.Tens
 
     from dhr.models.small_encoder import SmallEncoder
 
-    if isinstance(encoder, SmallEncoder):
-        ws = encoder(x, G.w_avg)
-    elif isinstance(encoder, EncoderAdapter):
-        ws = encoder.encode(x)
-    else:
-        ws = encoder(x)
-    if not isinstance(ws, torch.Tensor):
-        raise ShapeError(f"the encoder returned {type(ws).__name__}, expected a (B, num_ws, D) tensor")
-    check_shape(ws, [b["B"], G.num_ws, G.style_dim], "encoder output")
+    def run(xb: torch.Tensor) -> torch.Tensor:
+        if isinstance(encoder, SmallEncoder):
+            out = encoder(xb, G.w_avg)
+        elif isinstance(encoder, EncoderAdapter):
+            out = encoder.encode(xb)
+        else:
+            out = encoder(xb)
+        if not isinstance(out, torch.Tensor):
+            raise ShapeError(f"the encoder returned {type(out).__name__}, expected a (B, num_ws, D) tensor")
+        check_shape(out, [xb.shape[0], G.num_ws, G.style_dim], "encoder output")
+        return out
+
+    ws = run(x) if vectorize else torch.cat([run(x[i:i + 1]) for i in range(b["B"])])
     ws = ws.to(target.dtype)
-    images = G(ws, noise_mode="const")
+    images = G(ws, noise_mode="const") if vectorize else torch.cat(
+        [G(ws[i:i + 1], noise_mode="const") for i in range(b["B"])])
     logger.debug("encode: %d images at %d px input", b["B"], size)
     return [Embedding(ws=ws[i].clone(), image=images[i].clone(), method="encoder") for i in range(b["B"])]

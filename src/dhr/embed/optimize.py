@@ -15,11 +15,13 @@ section 2 "Plain optimisation"), itself the rosinality ``projector.py`` recipe:
 - on the last step, before its update, the per-layer spatial error maps ``perceptual.layer_maps`` between
   the unclamped full-resolution output and the full-resolution target (DHR's superpixel scores use them).
 
-Deviations from the reference, all deliberate: everything is seeded (``seed``; image b of a batch uses
-``torch.Generator`` seeded with ``seed + first_index + b`` for its noise maps and latent noise, and the
-mapped-sample statistics use ``seed``), batches are supported with per-image results identical to B=1
-(the loss is summed over the batch and every term is per image, so Adam, being elementwise, sees each
-image's own gradient), and the error maps are computed without autograd.
+Deviations from the reference, all deliberate: everything is seeded (``seed``; each image draws its
+noise maps and latent noise from its own ``torch.Generator`` seeded with ``(seed, image key)``, the key a
+content hash of the image or a caller-given id, never its position in the batch; see :mod:`dhr.seeding`;
+the mapped-sample statistics use ``seed``), a photo's result does not depend on the batch (by default the
+images of a batch are optimised one after the other, so each one runs exactly the B=1 computation;
+``vectorize=True`` optimises them together, equal only to float rounding, which Adam amplifies), and the
+error maps are computed without autograd.
 
 Notation (paper -> code): w (coarse code) = ``Embedding.ws``; the coarse image G(w) = ``Embedding.image``;
 the error maps feeding v_i = the second return value.
@@ -40,6 +42,7 @@ from torch import nn
 
 from dhr.checks import check_choice, check_shape
 from dhr.errors import ConfigError, ShapeError
+from dhr.seeding import image_generator, image_keys
 from dhr.types import Embedding
 
 __all__ = [
@@ -316,13 +319,14 @@ def optimize_latent(
     *,
     init_ws: torch.Tensor | None = None,
     progress: ProgressFn | None = None,
-    first_index: int = 0,
+    keys: Sequence[str] | None = None,
+    vectorize: bool = False,
 ) -> tuple[list[Embedding], list[tuple[torch.Tensor, ...]]]:
     """Inverts a batch of images by optimising latents (and noise maps) of a frozen generator.
 
-    Every image is independent: per-image latents, noise maps ``(B, 1, r, r)`` and random streams,
-    and a batch-summed loss, so image b gets the same result as a B=1 run with
-    ``first_index + b`` (to float rounding).
+    Every image is independent: its random stream is seeded from ``(config.seed, key)`` (see
+    :mod:`dhr.seeding`), and by default the images are optimised one after the other, so image b gets
+    exactly the result of a B=1 run, whatever the batch and its position in it.
 
     Args:
         G: :class:`dhr.models.stylegan2.Generator` (or anything with ``mapping``, ``w_avg``, ``num_ws``,
@@ -333,10 +337,14 @@ def optimize_latent(
             ``layer_maps(x, y) -> [(B, 1, h_l, w_l)]``.
         config: Options; defaults to :meth:`OptimConfig.coarse`.
         init_ws: Start codes ``(B, D)`` or ``(B, num_ws, D)``, only with ``config.init == "given"``.
-        progress: Optional ``callable(step, total, losses)`` called after every step with batch-mean
-            ``lpips``, ``mse``, ``noise_reg``, ``total`` and the step's ``lr``.
-        first_index: Index of the first image for seeding (image b uses ``seed + first_index + b``), so
-            results do not depend on how a data set is split into batches.
+        progress: Optional ``callable(step, total, losses)`` called after every step with the
+            ``lpips``, ``mse``, ``noise_reg``, ``total`` of the images being optimised (their mean) and
+            the step's ``lr``; ``total`` counts the steps of all images (``B * steps`` unless vectorised).
+        keys: One string per image seeding its random stream; default the content key
+            :func:`dhr.seeding.image_key` of each target.
+        vectorize: Optimise the B images together in one batched loop (faster on a GPU). Results then
+            equal B=1 runs only to float rounding, amplified by Adam; False (default) runs each image
+            alone, so results are bit-identical whatever the batch.
 
     Returns:
         ``(embeddings, error_maps)``: one :class:`Embedding` per image (``ws (num_ws, D)``, ``image
@@ -354,7 +362,7 @@ def optimize_latent(
     if not isinstance(config, OptimConfig):
         raise ConfigError(f"config must be an OptimConfig, got {type(config).__name__}")
     b = _check_target(G, target)
-    batch, res = b["B"], b["H"]
+    batch = b["B"]
     has_mapping = isinstance(getattr(G, "mapping", None), nn.Module)
     if (config.init == "mean" or config.noise > 0) and not has_mapping:
         raise ConfigError(f"init={config.init!r} with noise={config.noise} needs the generator's mapping network, "
@@ -362,15 +370,39 @@ def optimize_latent(
     if config.init == "w_avg" and not isinstance(getattr(G, "w_avg", None), torch.Tensor):
         raise ConfigError("init='w_avg' but the generator has no w_avg buffer; use init='mean'")
 
+    keys = image_keys(target, keys)
+    stats = None
+    if config.init == "mean" or config.noise > 0:
+        with _frozen(G):
+            stats = latent_statistics(G, config.n_mean_samples, seed=config.seed)
+    _initial_latent(G, config, batch, init_ws, None if stats is None else stats[0])  # validates init_ws
+    if vectorize or batch == 1:
+        return _optimize(G, target, perceptual, config, init_ws, progress, keys, stats)
+    embeddings: list[Embedding] = []
+    maps: list[tuple[torch.Tensor, ...]] = []
+    for i in range(batch):
+        def each(step, total, losses, _i=i):
+            progress(_i * config.steps + step, batch * config.steps, losses)
+
+        e, m = _optimize(G, target[i:i + 1], perceptual, config, None if init_ws is None else init_ws[i:i + 1],
+                         None if progress is None else each, keys[i:i + 1], stats)
+        embeddings += e
+        maps += m
+    return embeddings, maps
+
+
+def _optimize(G: nn.Module, target: torch.Tensor, perceptual: PerceptualLoss, config: OptimConfig,
+              init_ws: torch.Tensor | None, progress: ProgressFn | None, keys: Sequence[str],
+              stats: tuple[torch.Tensor, float] | None) -> tuple[list[Embedding], list[tuple[torch.Tensor, ...]]]:
+    """The optimisation loop of :func:`optimize_latent` over one batch (validated inputs)."""
+    batch, res = target.shape[0], target.shape[-1]
     device, dtype = target.device, target.dtype
     with _frozen(G, perceptual):
-        mean, latent_std = None, 0.0
-        if config.init == "mean" or config.noise > 0:
-            mean, latent_std = latent_statistics(G, config.n_mean_samples, seed=config.seed)
+        mean, latent_std = (None, 0.0) if stats is None else stats
         latent = _initial_latent(G, config, batch, init_ws, mean).to(device=device, dtype=dtype)
         latent.requires_grad_(True)
 
-        gens = [torch.Generator().manual_seed(config.seed + first_index + i) for i in range(batch)]
+        gens = [image_generator(config.seed, k) for k in keys]
         noise_layers = G.synthesis.noise_layers()
         if config.optimize_noise:
             noises = []

@@ -57,6 +57,8 @@ __all__ = [
     "LandmarkParser",
     "BiSeNetParser",
     "FaRLParser",
+    "PARSER_NAMES",
+    "load_parser",
     "landmark_label_map",
 ]
 
@@ -418,3 +420,58 @@ class FaRLParser:
             raise ShapeError(f"FaRL returned {logits.shape[0]} classes, expected {len(self.labels.classes)}")
         back = sample_affine(logits, m, (size, size), padding_mode="zeros")
         return ParsingResult(probabilities=back.softmax(0), labels=self.labels, notes=(note, "farl"))
+
+
+#: Parsers a pipeline can use: ``landmarks`` (no network; never marks anything out of domain),
+#: ``bisenet`` (zllrunning weights ``bisenet-79999``), ``farl`` (facer ``farl-celebm-448``, the
+#: reference's parser) or ``none``.
+PARSER_NAMES: tuple[str, ...] = ("landmarks", "bisenet", "farl", "none")
+_PARSER_WEIGHTS = {"bisenet": "bisenet-79999", "farl": "farl-celebm-448"}
+
+
+def load_parser(name: str, *, device: torch.device | str = "cpu", path: str | os.PathLike[str] | None = None,
+                trust: bool = False, download: bool = True) -> FaceParser | None:
+    """Builds the face parser ``name`` (see :data:`PARSER_NAMES`), resolving its weights.
+
+    Args:
+        name: ``landmarks``, ``bisenet``, ``farl`` or ``none`` (returns None).
+        device: Where the network runs.
+        path: A weights file to use instead of the registry's (``bisenet``/``farl``).
+        trust: ``farl`` only: load the TorchScript archive although its sha256 is not known to the
+            registry (it executes code from the file; only for a file you obtained from the facer
+            release yourself).
+        download: Allow the weights registry to download a missing file.
+
+    Raises:
+        ConfigError: Unknown name.
+        WeightsError: The parser's weights are not available (the message says where to put them).
+        CheckpointError: The file is not the parser's, or ``farl`` without a known digest or ``trust``.
+    """
+    from dhr.errors import WeightsError
+
+    check_choice(name, PARSER_NAMES, "parser")
+    if name == "none":
+        return None
+    if name == "landmarks":
+        return LandmarkParser()
+    from dhr import weights
+
+    entry = weights.get(_PARSER_WEIGHTS[name])
+    try:
+        file = weights.resolve(entry.name, path, download=download)
+    except WeightsError as e:
+        raise WeightsError(f"parser {name!r} needs its weights {entry.filename!r} ({entry.name}), which are not "
+                           f"available: {e}\nOr choose another parser (landmarks, none).") from None
+    if name == "bisenet":
+        parser: Any = BiSeNetParser.from_checkpoint(file)
+    else:
+        if entry.sha256 is None and not trust:
+            from dhr.errors import CheckpointError
+
+            raise CheckpointError(
+                f"parser 'farl': {file} is a TorchScript archive (loading it runs code from the file) and the "
+                "registry knows no sha256 to check it against; if you downloaded it from the facer release "
+                "yourself, allow it with trust=True (CLI: --trust-parser)")
+        parser = FaRLParser.from_file(file, expected_sha256=entry.sha256, trust=trust)
+    parser.model.to(device)
+    return parser

@@ -821,7 +821,8 @@ def convert(path: str | os.PathLike, out_folder: str | os.PathLike, *,
         directions/                   the edit directions given in ``directions`` (only if any)
 
     The model has no perceptual network and no alignment template of its own: the pipeline then uses
-    LPIPS (AlexNet, as the reference) and FFHQ framing, which is what the official FFHQ weights expect.
+    LPIPS-Alex for the refinement and LPIPS-VGG for the coarse inversion (as the reference) and FFHQ framing,
+    which is what the official FFHQ weights expect.
 
     Args:
         path: A rosinality / e4e / pSp ``.pt`` or NVIDIA ``.pkl`` file.

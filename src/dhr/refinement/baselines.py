@@ -82,7 +82,7 @@ class PTIConfig:
 
 
 def refine_pti(G: Generator, target: torch.Tensor, ws: torch.Tensor, perceptual, config: PTIConfig | None = None,
-               *, progress: ProgressFn | None = None) -> list[Inversion]:
+               *, progress: ProgressFn | None = None, vectorize: bool = False) -> list[Inversion]:
     """Pivotal tuning of the synthesis weights on whole images.
 
     Args:
@@ -92,6 +92,8 @@ def refine_pti(G: Generator, target: torch.Tensor, ws: torch.Tensor, perceptual,
         perceptual: LPIPS module with ``layer_maps``.
         config: Options; default :class:`PTIConfig()`.
         progress: Optional ``progress(stage, step, total, info)`` callback.
+        vectorize: Tune the batch together (see :func:`dhr.refinement.hybrid.refine_dhr`); False
+            (default): one image after the other, each bit-identical to its B=1 run.
 
     Returns:
         One :class:`Inversion` per image (method ``pti``, no feature); the loss curve is
@@ -108,7 +110,7 @@ def refine_pti(G: Generator, target: torch.Tensor, ws: torch.Tensor, perceptual,
         G, target, ws, perceptual, mask=ones, soft_mask=ones, theta_names=names, resolution=None, blend=False,
         steps=config.steps, weight_steps=config.steps, feature_lr=0.0, weight_lr=config.lr,
         l2_weight=config.l2_weight, lpips_weight=config.lpips_weight, l2_channel_sum=False,
-        noise_mode=config.noise_mode, stage="pti", progress=progress,
+        noise_mode=config.noise_mode, stage="pti", progress=progress, vectorize=vectorize,
     )
     for c in result.curves:
         c.pop("loss_out")
@@ -118,11 +120,13 @@ def refine_pti(G: Generator, target: torch.Tensor, ws: torch.Tensor, perceptual,
 
 
 def refine_feature(G: Generator, target: torch.Tensor, ws: torch.Tensor, perceptual,
-                   config: RefineConfig | None = None, *, progress: ProgressFn | None = None) -> list[Inversion]:
+                   config: RefineConfig | None = None, *, progress: ProgressFn | None = None,
+                   vectorize: bool = False) -> list[Inversion]:
     """Feature-only refinement on whole images (no weight tuning).
 
     Uses ``config.feature_resolution``, ``steps``, ``feature_lr``, the loss weights and
     ``l2_channel_sum`` of the DHR configuration; f is initialised from the generator's own feature.
+    ``vectorize`` as in :func:`refine_pti`.
 
     Returns:
         One :class:`Inversion` per image (method ``feature``, ``feature_mask=None``: f replaces the
@@ -139,7 +143,7 @@ def refine_feature(G: Generator, target: torch.Tensor, ws: torch.Tensor, percept
         G, target, ws, perceptual, mask=zeros, soft_mask=zeros, theta_names=[], resolution=r, blend=False,
         steps=config.steps, weight_steps=0, feature_lr=config.feature_lr, weight_lr=0.0,
         l2_weight=config.l2_weight, lpips_weight=config.lpips_weight, l2_channel_sum=config.l2_channel_sum,
-        noise_mode=config.noise_mode, stage="feature", progress=progress,
+        noise_mode=config.noise_mode, stage="feature", progress=progress, vectorize=vectorize,
     )
     for c in result.curves:
         c.pop("loss_in")

@@ -13,8 +13,10 @@ by two Adam optimisers. θ is updated only during the first ``weight_steps`` ite
 Implementation notes:
 
 - θ is never written into the generator: per-image copies are substituted with
-  :func:`torch.func.functional_call`, and a batch of B images runs through :func:`torch.func.vmap`
-  over stacked copies. Adam is element-wise, so B images refined together give the B=1 results.
+  :func:`torch.func.functional_call`. By default the images of a batch are refined one after the
+  other, so each result is bit-identical to its B=1 run; with ``vectorize=True`` the batch runs
+  through :func:`torch.func.vmap` over stacked copies (Adam is element-wise, so results equal the
+  B=1 ones up to float rounding, which Adam's normalised steps amplify).
 - Empty regions (an all-in or all-out mask) contribute an exact 0 loss with zero gradient: the
   corresponding variables simply stay put (the reference produces NaN there).
 - As in the reference the blend happens after the toRGB of block r, so the RGB skip up to r
@@ -55,6 +57,7 @@ __all__ = [
     "resolve_feature_resolution",
     "tuned_parameter_names",
     "hybrid_losses",
+    "hybrid_loss_terms",
 ]
 
 logger = logging.getLogger(__name__)
@@ -212,12 +215,23 @@ def hybrid_losses(image: torch.Tensor, target: torch.Tensor, perceptual, *, mask
     Returns:
         ``(loss_in, loss_out)``, each ``(B,)``.
     """
-    maps = perceptual.layer_maps(image, target)
-    loss_in = l2_weight * masked_l2(image, target, mask, channel_sum=l2_channel_sum) \
-        + lpips_weight * masked_lpips(maps, soft_mask)
-    loss_out = l2_weight * masked_l2(image, target, 1 - mask, channel_sum=l2_channel_sum) \
-        + lpips_weight * masked_lpips(maps, 1 - soft_mask)
+    t = hybrid_loss_terms(image, target, perceptual, mask=mask, soft_mask=soft_mask, l2_channel_sum=l2_channel_sum)
+    loss_in = l2_weight * t["l2_in"] + lpips_weight * t["lpips_in"]
+    loss_out = l2_weight * t["l2_out"] + lpips_weight * t["lpips_out"]
     return loss_in, loss_out
+
+
+def hybrid_loss_terms(image: torch.Tensor, target: torch.Tensor, perceptual, *, mask: torch.Tensor,
+                      soft_mask: torch.Tensor, l2_channel_sum: bool) -> dict[str, torch.Tensor]:
+    """The four unweighted terms of :func:`hybrid_losses` (the reference's MSE_in, LPIPS_in, MSE_out,
+    LPIPS_out, section 1.6), each ``(B,)``: ``l2_in``, ``lpips_in``, ``l2_out``, ``lpips_out``."""
+    maps = perceptual.layer_maps(image, target)
+    return {
+        "l2_in": masked_l2(image, target, mask, channel_sum=l2_channel_sum),
+        "lpips_in": masked_lpips(maps, soft_mask),
+        "l2_out": masked_l2(image, target, 1 - mask, channel_sum=l2_channel_sum),
+        "lpips_out": masked_lpips(maps, 1 - soft_mask),
+    }
 
 
 @dataclass
@@ -233,14 +247,35 @@ def optimize_hybrid(G: Generator, target: torch.Tensor, ws: torch.Tensor, percep
                     resolution: int | None, blend: bool, steps: int, weight_steps: int,
                     feature_lr: float, weight_lr: float, l2_weight: float, lpips_weight: float,
                     l2_channel_sum: bool, noise_mode: str, stage: str,
-                    progress: ProgressFn | None = None) -> _Result:
+                    progress: ProgressFn | None = None, vectorize: bool = False,
+                    record_terms: bool = False) -> _Result:
     """Shared optimisation loop of DHR, PTI and feature-only refinement (internal).
 
     θ (stacked per image, ``theta_names``) follows ``loss_in``; f (if ``resolution``) follows
     ``loss_out``. ``blend=False`` with a feature makes f replace the generator's feature everywhere.
+    ``record_terms`` adds the unweighted terms (:func:`hybrid_loss_terms`) to the curves.
+    ``vectorize=False`` (default) optimises the images one after the other, so each image's result
+    is bit-identical to its B=1 run whatever the batch; True runs them together through ``vmap``
+    (equal only to float rounding, which Adam's normalisation amplifies over the steps).
     """
-    params = dict(G.named_parameters())
     b = target.shape[0]
+    kwargs = dict(theta_names=theta_names, resolution=resolution, blend=blend, steps=steps,
+                  weight_steps=weight_steps, feature_lr=feature_lr, weight_lr=weight_lr, l2_weight=l2_weight,
+                  lpips_weight=lpips_weight, l2_channel_sum=l2_channel_sum, noise_mode=noise_mode, stage=stage,
+                  vectorize=True, record_terms=record_terms)
+    if not vectorize and b > 1:
+        parts = []
+        for i in range(b):
+            def each(st, step, total, info, _i=i):
+                progress(st, _i * steps + step, b * steps, info)
+
+            parts.append(optimize_hybrid(G, target[i:i + 1], ws[i:i + 1], perceptual, mask=mask[i:i + 1],
+                                         soft_mask=soft_mask[i:i + 1], progress=None if progress is None else each,
+                                         **kwargs))
+        return _Result({k: torch.cat([r.theta[k] for r in parts]) for k in parts[0].theta},
+                       None if parts[0].feature is None else torch.cat([r.feature for r in parts]),
+                       [c for r in parts for c in r.curves], sum(r.seconds for r in parts))
+    params = dict(G.named_parameters())
     theta = {n: params[n].detach()[None].repeat(b, *([1] * params[n].ndim)).clone().requires_grad_(True)
              for n in theta_names}
     feature = None
@@ -251,7 +286,8 @@ def optimize_hybrid(G: Generator, target: torch.Tensor, ws: torch.Tensor, percep
         feature.requires_grad_(True)
     opt_f = torch.optim.Adam([feature], lr=feature_lr) if feature is not None else None
     opt_t = torch.optim.Adam(list(theta.values()), lr=weight_lr) if theta else None
-    curves: list[dict[str, list[float]]] = [{"loss_in": [], "loss_out": []} for _ in range(b)]
+    names = ("loss_in", "loss_out") + (("l2_in", "lpips_in", "l2_out", "lpips_out") if record_terms else ())
+    curves: list[dict[str, list[float]]] = [{n: [] for n in names} for _ in range(b)]
     t0 = time.perf_counter()
     for step in range(steps):
         update_theta = opt_t is not None and step < weight_steps
@@ -259,12 +295,14 @@ def optimize_hybrid(G: Generator, target: torch.Tensor, ws: torch.Tensor, percep
         theta_now = theta if update_theta else {k: v.detach() for k, v in theta.items()}
         image = hybrid_forward(G, theta_now, ws, feature=feature, feature_mask=feature_mask,
                                resolution=resolution, noise_mode=noise_mode)
-        loss_in, loss_out = hybrid_losses(image, target, perceptual, mask=mask, soft_mask=soft_mask,
-                                          l2_weight=l2_weight, lpips_weight=lpips_weight,
-                                          l2_channel_sum=l2_channel_sum)
-        for i, (li, lo) in enumerate(zip(loss_in.detach().tolist(), loss_out.detach().tolist())):
-            curves[i]["loss_in"].append(li)
-            curves[i]["loss_out"].append(lo)
+        terms = hybrid_loss_terms(image, target, perceptual, mask=mask, soft_mask=soft_mask,
+                                  l2_channel_sum=l2_channel_sum)
+        loss_in = l2_weight * terms["l2_in"] + lpips_weight * terms["lpips_in"]
+        loss_out = l2_weight * terms["l2_out"] + lpips_weight * terms["lpips_out"]
+        values = {"loss_in": loss_in, "loss_out": loss_out, **terms}
+        for name in names:
+            for i, v in enumerate(values[name].detach().tolist()):
+                curves[i][name].append(v)
         if update_f:
             (g_f,) = torch.autograd.grad(loss_out.sum(), [feature], retain_graph=update_theta, allow_unused=True)
             feature.grad = torch.zeros_like(feature) if g_f is None else g_f
@@ -332,7 +370,7 @@ def finalize(G: Generator, target: torch.Tensor, ws: torch.Tensor, result: _Resu
 
 def refine_dhr(G: Generator, target: torch.Tensor, ws: torch.Tensor, mask: torch.Tensor, perceptual,
                config: RefineConfig | None = None, *, domains: Sequence | None = None,
-               progress: ProgressFn | None = None) -> list:
+               progress: ProgressFn | None = None, vectorize: bool = False, record_terms: bool = False) -> list:
     """Hybrid Modulation Refinement of a batch of images (each with its own θ* and f*).
 
     Args:
@@ -345,6 +383,11 @@ def refine_dhr(G: Generator, target: torch.Tensor, ws: torch.Tensor, mask: torch
         domains: Optional :class:`~dhr.types.DomainMask` per image to attach to the results
             (default: one holding ``mask``).
         progress: Optional ``progress(stage, step, total, info)`` callback.
+        vectorize: Refine the batch together through ``vmap`` (faster on a GPU; results equal B=1
+            runs only to float rounding, amplified by Adam). False (default): one image after the
+            other, each bit-identical to its B=1 run.
+        record_terms: Also record the unweighted loss terms per iteration (``l2_in``, ``lpips_in``,
+            ``l2_out``, ``lpips_out``) in ``losses``.
 
     Returns:
         One :class:`~dhr.types.Inversion` per image (method ``dhr``).
@@ -371,6 +414,7 @@ def refine_dhr(G: Generator, target: torch.Tensor, ws: torch.Tensor, mask: torch
         steps=config.steps, weight_steps=config.weight_steps, feature_lr=config.feature_lr,
         weight_lr=config.weight_lr, l2_weight=config.l2_weight, lpips_weight=config.lpips_weight,
         l2_channel_sum=config.l2_channel_sum, noise_mode=config.noise_mode, stage="refine", progress=progress,
+        vectorize=vectorize, record_terms=record_terms,
     )
     if domains is None:
         domains = [DomainMask(mask=mask[i].detach()) for i in range(target.shape[0])]
