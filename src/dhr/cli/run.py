@@ -160,14 +160,14 @@ def _progress_mode(quiet: bool, as_json: bool) -> str:
 
 
 def _build_pipeline(model: str, device: str, config: Path | None, seed: int, method: str | None,
-                    perceptual: str, sets: list[str] | None = None):
+                    perceptual: str, sets: list[str] | None = None, paste_mode: str = "auto"):
     """Loads the pipeline and applies ``--set`` overrides; any problem is a usage error (exit 2)."""
     from dhr.config import apply_overrides
     from dhr.pipeline import Pipeline
 
     try:
         pipe = Pipeline.from_pretrained(model, device=device, config=config, seed=seed, perceptual=perceptual,
-                                        method=method)
+                                        method=method, paste_mode=paste_mode)
         if sets:
             pipe.config = apply_overrides(pipe.config, sets)
     except DHRError as e:
@@ -267,11 +267,15 @@ _MODEL_HELP = "Bundled model name (dhr models list) or a model folder."
 _METHOD_HELP = "dhr (hybrid refinement), pti, feature, encoder or optim; default from --config (dhr)."
 
 
-def _common(model, method, device, seed, config, perceptual, quiet, as_json, sets=None):
+def _common(model, method, device, seed, config, perceptual, quiet, as_json, sets=None, paste_mode="auto"):
     mode = _progress_mode(quiet, as_json)
-    pipe = _build_pipeline(model, device, config, seed, method, perceptual, sets)
+    pipe = _build_pipeline(model, device, config, seed, method, perceptual, sets, paste_mode)
     return mode, pipe
 
+
+_PASTE_HELP = ("How edits go back into the photo: delta (add the change edit - inversion, the photo keeps its "
+               "own detail), crop (replace the face by the model's crop) or auto (delta when the model's crop "
+               "is smaller than the face in the photo). Recorded per face in run.json.")
 
 _SET_HELP = ("KEY=VALUE config override, repeatable, applied last (e.g. --set segment.theta_skin=0.3 "
              "--set refine.steps=300).")
@@ -280,7 +284,7 @@ _SET_HELP = ("KEY=VALUE config override, repeatable, applied last (e.g. --set se
 def prepare_photo_command(photos: list[str], edit: list[str], sweep: list[str], *, model: str, method: str | None,
                           device: str, seed: int, config: Path | None, perceptual: str, quiet: bool, as_json: bool,
                           face_index: int | None, all_faces: bool, sets: list[str] | None = None,
-                          ood_mask: Path | None = None):
+                          ood_mask: Path | None = None, paste_mode: str = "auto"):
     """Checks the options of a photo command and builds its pipeline; any problem exits with 2.
 
     Returns:
@@ -288,7 +292,7 @@ def prepare_photo_command(photos: list[str], edit: list[str], sweep: list[str], 
     """
     if face_index is not None and all_faces:
         raise _usage("--face-index and --all-faces exclude each other")
-    mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json, sets)
+    mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json, sets, paste_mode)
     edits = _check_edits(pipe, edit)
     sweeps = _check_sweeps(pipe, sweep)
     items = expand_inputs(photos)
@@ -333,6 +337,7 @@ def register(app: typer.Typer) -> None:
         whole_image: bool = typer.Option(False, "--whole-image", help="When no face is found, process the "
                                          "whole image resized (recorded in run.json)."),
         perceptual: str = typer.Option("model", "--perceptual", help="model (its own metric), alex, vgg or squeeze."),
+        paste: str = typer.Option("auto", "--paste", help=_PASTE_HELP),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
         as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
     ) -> None:
@@ -356,14 +361,14 @@ def register(app: typer.Typer) -> None:
         mode, pipe, edits, sweeps, items = prepare_photo_command(
             photos, edit, sweep, model=model, method=method, device=device, seed=seed, config=config,
             perceptual=perceptual, quiet=quiet, as_json=as_json, face_index=face_index, all_faces=all_faces,
-            sets=set_, ood_mask=ood_mask)
+            sets=set_, ood_mask=ood_mask, paste_mode=paste)
         from dhr.records import OutputTree
 
         tree = OutputTree(out)
         options = {"photos": photos, "edit": edit, "sweep": sweep, "out": out, "model": model,
                    "method": pipe.config.method, "set": set_, "ood_mask": ood_mask,
                    "device": device, "seed": seed, "config": config, "face_index": face_index,
-                   "all_faces": all_faces, "whole_image": whole_image, "perceptual": perceptual}
+                   "all_faces": all_faces, "whole_image": whole_image, "perceptual": perceptual, "paste": paste}
         work = _photo_work(pipe, tree, face_index=face_index, all_faces=all_faces, whole_image=whole_image,
                            masks=True, inversion=True, bundle=True, edits=edits, sweeps=sweeps, sheet=True,
                            ood_mask=ood_mask)
@@ -457,6 +462,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(_DEFAULT_OUT, "--out", "-o", help="Output folder."),
         model: str = typer.Option("faces-64", "--model", "-m", help=_MODEL_HELP + " (the one the bundles used)"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+        paste: str = typer.Option("auto", "--paste", help=_PASTE_HELP),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
         as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
     ) -> None:
@@ -472,7 +478,7 @@ def register(app: typer.Typer) -> None:
 
           dhr edit out/bundles/photo_face0 --edit age=-1,pose=+1
         """
-        mode, pipe = _common(model, None, device, 0, None, "model", quiet, as_json)
+        mode, pipe = _common(model, None, device, 0, None, "model", quiet, as_json, paste_mode=paste)
         edits = _check_edits(pipe, edit)
         sweeps = _check_sweeps(pipe, sweep)
         if not edits and not sweeps:
@@ -481,7 +487,8 @@ def register(app: typer.Typer) -> None:
         from dhr.records import OutputTree
 
         tree = OutputTree(out)
-        options = {"bundles": bundles, "edit": edit, "sweep": sweep, "out": out, "model": model, "device": device}
+        options = {"bundles": bundles, "edit": edit, "sweep": sweep, "out": out, "model": model, "device": device,
+                   "paste": paste}
 
         def work(item: str, rec, reporter) -> None:
             from dhr.bundle import bundle_paths
