@@ -92,6 +92,7 @@ def test_direction_effects_identity_and_labels():
         assert res["_baseline"]["identity_samples"] == 3
     assert tiny["smile"]["identity_similarity"] > 0.99  # (almost) no edit: the same face
     assert big["smile"]["identity_similarity"] < tiny["smile"]["identity_similarity"] - 0.01
+    assert big["smile"]["smile_label_per_unit"] != 0.0
     none = export.direction_effects(G, C, dirs, n=3, identity_n=0)
     assert "identity_similarity" not in none["smile"] and "age_years_per_unit" in none["smile"]
 
