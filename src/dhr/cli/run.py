@@ -83,7 +83,7 @@ def expand_inputs(items: list[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES) 
 
 
 def parse_edit_options(specs: list[str]) -> list[dict[str, float]]:
-    """``["age=+2", "smile=-1,pose=0.5"]`` -> one dict per option (commas combine edits).
+    """``["age=+2", "smile=-1,yaw=0.5"]`` -> one dict per option (commas combine edits).
 
     Raises:
         EditError: On a malformed spec.
@@ -352,6 +352,8 @@ def register(app: typer.Typer) -> None:
 
           dhr run photo.jpg --sweep age --sweep smile=-2:2:5 -o out/
 
+          dhr run photo.jpg --edit gender=+1 --paste crop -o out/
+
           dhr run shots/ 'more/*.png' --all-faces --method pti --json > events.jsonl
 
           dhr run crop.png --whole-image --config fast.toml --device cpu --seed 1
@@ -476,7 +478,7 @@ def register(app: typer.Typer) -> None:
 
           dhr edit out/bundles/ --edit age=+2 --edit smile=-1 -o edited/
 
-          dhr edit out/bundles/photo_face0 --edit age=-1,pose=+1
+          dhr edit out/bundles/photo_face0 --edit age=-1,yaw=+1 --edit eyes_open=+1,gender=-1
         """
         mode, pipe = _common(model, None, device, 0, None, "model", quiet, as_json, paste_mode=paste)
         edits = _check_edits(pipe, edit)
