@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dhr.errors import ConfigError
 from dhr.models.small_encoder import SmallEncoder
 from dhr.models.stylegan2 import Generator
 from dhr.models.zoo import MODEL_JSON, register_small_components
@@ -144,7 +145,7 @@ def fit_directions(G: Generator, classifier: torch.nn.Module, *, n: int = 6000, 
     if encoder is not None and landmark_images is not None and landmark_labels is not None:
         keep = np.asarray(landmark_labels.detected, dtype=bool)
         if len(keep) != len(landmark_images):
-            raise ValueError(f"{len(landmark_images)} landmark images but {len(keep)} labels; label the same crops")
+            raise ConfigError(f"{len(landmark_images)} landmark images but {len(keep)} labels; label the same crops")
         codes = encoder_codes(encoder, G, np.asarray(landmark_images)[keep])
         lm_report = {"crops": int(len(keep)), "used": int(keep.sum()),
                      "w": "encoder W+ of each training crop, mean over its rows"}
@@ -160,7 +161,7 @@ def fit_directions(G: Generator, classifier: torch.nn.Module, *, n: int = 6000, 
             named.append(d)
         report["landmark_labels"] = lm_report
     elif encoder is not None or landmark_images is not None or landmark_labels is not None:
-        raise ValueError("landmark directions need encoder, landmark_images and landmark_labels together")
+        raise ConfigError("landmark directions need encoder, landmark_images and landmark_labels together")
     dirs = [scale_to_latent_std(d, w) for d in named]
     report["sigma"] = {d.name: float(d.vector.norm()) for d in dirs}
     basis = fit_ganspace(G, n=10000, k=min(20, G.style_dim), seed=seed)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dhr.errors import ShapeError
+from dhr.errors import ConfigError, ShapeError
 
 __all__ = ["LANDMARK_ATTRIBUTES", "LandmarkLabels", "label_images", "landmark_scores", "training_labels"]
 
@@ -151,7 +151,7 @@ def label_images(images: np.ndarray, *, size: int = 256, fallback_box: tuple[flo
     if arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[1] != arr.shape[2] or arr.dtype != np.uint8:
         raise ShapeError(f"images must be (N, S, S, 3) uint8, got {arr.shape} {arr.dtype}")
     if size < 64:
-        raise ValueError(f"size={size} is too small for dlib's shape predictor; use 200-256")
+        raise ConfigError(f"size={size} is too small for dlib's shape predictor; use 200-256")
     n = len(arr)
     boxes: list[tuple[float, float, float, float] | None] = []
     ups: list[np.ndarray] = []
