@@ -77,3 +77,36 @@ def test_bad_shapes():
         landmark_scores(np.zeros((5, 2)))
     with pytest.raises(ShapeError, match="inter-ocular"):
         landmark_scores(np.zeros((68, 2)))
+
+
+def test_training_labels_cache(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import dhr.train.landmark_labels as ll
+    from dhr.train.data import is_validation
+
+    data = tmp_path / "faces"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(data / f"{20 + i}_0_0_{i:04d}.jpg.chip.jpg")
+    calls = []
+
+    def fake(images, size=256, **kw):
+        calls.append(images.shape)
+        n = len(images)
+        scores = {k: images.reshape(n, -1).mean(1) + j for j, k in enumerate(LANDMARK_ATTRIBUTES)}
+        return ll.LandmarkLabels(scores, np.zeros((n, 68, 2), np.float32), np.ones(n, bool), size)
+
+    monkeypatch.setattr(ll, "label_images", fake)
+    cache = tmp_path / "labels.npz"
+    images, labels = ll.training_labels(data, 32, cache, val_fraction=0.2)
+    n_train = sum(not is_validation(p.name, 0.2) for p in data.iterdir())
+    assert 0 < n_train < 30 and images.shape == (n_train, 32, 32, 3) and calls == [(n_train, 32, 32, 3)]
+    again_images, again = ll.training_labels(data, 32, cache, val_fraction=0.2)
+    assert len(calls) == 1  # from the cache
+    np.testing.assert_array_equal(again.scores["smile"], labels.scores["smile"])
+    np.testing.assert_array_equal(again_images, images)
+    ll.training_labels(data, 16, cache, val_fraction=0.2)  # other crops: relabelled
+    ll.training_labels(data, 16, cache, val_fraction=0.1)  # another split: relabelled
+    assert [c[1] for c in calls] == [32, 16, 16]
