@@ -180,8 +180,8 @@ def label_images(images: np.ndarray, *, size: int = 256, fallback_box: tuple[flo
     return LandmarkLabels(scores=scores, landmarks=lms, detected=detected, size=size)
 
 
-def _names_key(names: tuple[str, ...], size: int) -> str:
-    h = hashlib.sha256(f"v{_CACHE_VERSION}:{size}:".encode())
+def _names_key(names: tuple[str, ...], size: int, resolution: int) -> str:
+    h = hashlib.sha256(f"v{_CACHE_VERSION}:{size}:{resolution}:".encode())
     for n in names:
         h.update(n.encode() + b"\0")
     return h.hexdigest()
@@ -198,7 +198,7 @@ def training_labels(data: str | Path, resolution: int, cache: str | Path | None 
     Args:
         data: The data folder (e.g. ``../shared/datasets/utkface``).
         resolution: The model resolution (crops are prepared at this size, then upsampled).
-        cache: ``.npz`` file for the labels (reused when it holds the same crop names and ``size``;
+        cache: ``.npz`` file for the labels (reused when it holds the same crop names, ``resolution`` and ``size``;
             labelling ~9k crops takes several minutes).
         size: Side the shape predictor sees.
         data_cache: ``prepare_dataset``'s own cache (e.g. a training run's ``data_64.npz``).
@@ -210,7 +210,7 @@ def training_labels(data: str | Path, resolution: int, cache: str | Path | None 
     from dhr.train.data import prepare_dataset
 
     train, _, _ = prepare_dataset(data, resolution, data_cache, val_fraction=val_fraction)
-    key = _names_key(train.names, size)
+    key = _names_key(train.names, size, resolution)
     cache = Path(cache) if cache else None
     if cache is not None and cache.is_file():
         z = np.load(cache, allow_pickle=False)
