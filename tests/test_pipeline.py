@@ -270,3 +270,62 @@ def test_user_ood_mask_replaces_segmentation(setup, tmp_path):
     crop_mask[: a.size // 2] = 1
     top = pipe.invert(a, ood_mask=crop_mask)[0].inversion.domain.mask[0]
     assert top[: R // 4].mean() == 0 and top[-R // 4:].mean() == 1
+
+
+def test_paste_modes(setup):
+    pipe, invs, _, _ = setup
+    inv = invs[0]
+    photo = inv.photo.pixels
+    assert pipe.paste_mode == "auto"  # the 32 px crop covers a 48 px square of the photo: upsampled -> delta
+    same = pipe.edit(inv)
+    assert same.paste_mode == "delta"
+    np.testing.assert_array_equal(same.pasted_pixels, photo)  # unedited delta: 0 pixels changed
+    np.testing.assert_array_equal(np.asarray(pipe.paste(inv)), photo)
+    zero = pipe.edit(inv, age=0.0)
+    np.testing.assert_array_equal(zero.pasted_pixels, photo)
+    edited = pipe.edit(inv, age=2)
+    changed = (edited.pasted_pixels != photo).any(-1)
+    assert edited.paste_mode == "delta" and changed.any() and not (changed & (edited.paste_mask == 0)).any()
+    # The delta is the change of the crop: pasting the edit over the reference by hand gives the same photo.
+    ref = pipe.reference_crop(inv)
+    torch.testing.assert_close(ref, same.tensor, atol=0, rtol=0)
+    np.testing.assert_array_equal(np.asarray(pipe.paste(inv, edited.tensor)), edited.pasted_pixels)
+    crop = pipe.edit(inv, age=2, paste_mode="crop")
+    assert crop.paste_mode == "crop" and not np.array_equal(crop.pasted_pixels, edited.pasted_pixels)
+    outside = crop.paste_mask == 0
+    np.testing.assert_array_equal(crop.pasted_pixels[outside], photo[outside])
+    unedited_crop = pipe.edit(inv, paste_mode="crop")
+    assert (unedited_crop.pasted_pixels != photo).any()  # the full-crop paste replaces the face
+    np.testing.assert_array_equal(unedited_crop.pasted_pixels[unedited_crop.paste_mask == 0],
+                                  photo[unedited_crop.paste_mask == 0])
+    frames = pipe.sweep(inv, "age", [0, 1], paste=True, paste_mode="delta").frames
+    np.testing.assert_array_equal(frames[0], photo)
+    np.testing.assert_array_equal(frames[1], pipe.edit(inv, age=1).pasted_pixels)
+    with pytest.raises(ConfigError, match="paste_mode"):
+        pipe.edit(inv, age=1, paste_mode="blend")
+    with pytest.raises(ConfigError, match="paste_mode"):
+        Pipeline(pipe.model, config=TINY_CONFIG, device="cpu", paste_mode="blend")
+
+
+def test_delta_round_trip_file_keeps_pixels_and_metadata(setup, tmp_path):
+    from PIL import ImageCms
+
+    from dhr.io.image import load_image, save_image
+
+    pipe = setup[0]
+    src = synthetic_photo(tmp_path / "src.png", size=(48, 40), seed=3)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010E] = "a test photo"  # ImageDescription
+    tagged = tmp_path / "tagged.png"
+    Image.open(src).save(tagged, icc_profile=icc, exif=exif.tobytes())
+    photo = load_image(tagged)
+    assert photo.icc_profile == icc and photo.exif
+    inv = pipe.invert(photo, whole_image=True)[0]
+    res = pipe.edit(inv)
+    assert res.paste_mode == "delta"
+    out = save_image(tmp_path / "out.png", res.pasted_pixels, like=photo)
+    back = load_image(out)
+    np.testing.assert_array_equal(back.pixels, photo.pixels)
+    assert back.icc_profile == photo.icc_profile
+    assert Image.open(out).getexif().get(0x010E) == "a test photo"

@@ -140,6 +140,7 @@ def save_face(pipe, pi, tree, face: dict[str, Any], *, masks: bool, inversion: b
         recon = pipe.edit(pi)
         outputs["pasted_inversion"] = str(save_image(tree.pasted / f"{pi.stem}_inversion.png", recon.pasted_pixels,
                                                      like=pi.photo))
+        face["paste_mode"] = recon.paste_mode
     results = []
     for combo in edits:
         res = pipe.edit(pi, combo, paste=can_paste)
@@ -149,6 +150,7 @@ def save_face(pipe, pi, tree, face: dict[str, Any], *, masks: bool, inversion: b
                  "crop": str(save_image(tree.edits(name) / f"{pi.stem}.png", res.tensor))}
         if res.pasted_pixels is not None:
             entry["pasted"] = str(save_image(tree.pasted / f"{pi.stem}_{name}.png", res.pasted_pixels, like=pi.photo))
+            face["paste_mode"] = res.paste_mode
         outputs.setdefault("edits", {})[name] = entry
     if sweeps:
         outputs["sweeps"] = save_sweeps(pipe, pi, tree.root, sweeps)

@@ -219,6 +219,7 @@ class EditResult:
         pasted_pixels: ``(H, W, 3)`` uint8 photo with the edited face blended in, or None when the
             photo is unknown.
         paste_mask: ``(H, W)`` float32 blend weights of the paste, or None.
+        paste_mode: How it was pasted (``"delta"`` or ``"crop"``; see :mod:`dhr.faces.paste`), or None.
     """
 
     tensor: torch.Tensor
@@ -226,6 +227,7 @@ class EditResult:
     strengths: dict[str, float]
     pasted_pixels: np.ndarray | None = None
     paste_mask: np.ndarray | None = None
+    paste_mode: str | None = None
 
     @property
     def crop(self) -> Image.Image:
@@ -399,16 +401,22 @@ class Pipeline:
         trust_parser: Allow loading the ``farl`` TorchScript archive without a registry digest
             (it runs code from the file).
         method: Overrides ``config.method`` (``dhr``, ``pti``, ``feature``, ``encoder``, ``optim``).
+        paste_mode: How edits are pasted into the photo by default: ``auto`` (``delta`` when the
+            model's crop is smaller than the face in the photo, else ``crop``), ``delta`` (add the
+            change edit - inversion to the photo: untouched detail stays the photo's own) or
+            ``crop`` (replace the face by the upsampled crop). See :mod:`dhr.faces.paste`.
     """
 
     def __init__(self, model: FaceModel, *, config: InvertConfig | Mapping[str, Any] | str | Path | None = None,
                  device: str | torch.device = "auto", seed: int = 0, perceptual: str = "model",
                  coarse_perceptual: str | None = None, parser: str = "auto", trust_parser: bool = False,
-                 method: str | None = None) -> None:
+                 method: str | None = None, paste_mode: str = "auto") -> None:
         from dhr.config import COARSE_PERCEPTUALS
+        from dhr.faces.paste import PASTE_MODES
 
         check_choice(perceptual, PERCEPTUALS, "perceptual")
         check_choice(parser, PARSERS, "parser")
+        check_choice(paste_mode, PASTE_MODES, "paste_mode")
         if coarse_perceptual is not None:
             check_choice(coarse_perceptual, COARSE_PERCEPTUALS, "coarse_perceptual")
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
@@ -421,9 +429,11 @@ class Pipeline:
         self.seed = seed
         self.perceptual_name = perceptual
         self.parser_name = parser
+        self.paste_mode = paste_mode
         self._perceptual: torch.nn.Module | None = None
         self._coarse_perceptual: torch.nn.Module | None = None
         self.face_parser = self._build_parser(trust_parser)
+        self._reference: tuple[Any, torch.Tensor] | None = None  # (inversion, its unedited render)
 
     # -- construction ---------------------------------------------------------------------
 
@@ -431,7 +441,7 @@ class Pipeline:
     def from_pretrained(cls, name_or_path: str | Path = "faces-64", *, device: str | torch.device = "auto",
                         config: InvertConfig | Mapping[str, Any] | str | Path | None = None, seed: int = 0,
                         perceptual: str = "model", coarse_perceptual: str | None = None, parser: str = "auto",
-                        trust_parser: bool = False, method: str | None = None) -> Pipeline:
+                        trust_parser: bool = False, method: str | None = None, paste_mode: str = "auto") -> Pipeline:
         """Loads a bundled model by name (``dhr models list``) or a model folder (options as :class:`Pipeline`).
 
         Raises:
@@ -443,7 +453,8 @@ class Pipeline:
 
         resolve_device(device)  # fail fast before loading
         return cls(load_model(name_or_path), config=config, device=device, seed=seed, perceptual=perceptual,
-                   coarse_perceptual=coarse_perceptual, parser=parser, trust_parser=trust_parser, method=method)
+                   coarse_perceptual=coarse_perceptual, parser=parser, trust_parser=trust_parser, method=method,
+                   paste_mode=paste_mode)
 
     @staticmethod
     def _load_config(config: Any, base: InvertConfig) -> InvertConfig:
@@ -706,7 +717,7 @@ class Pipeline:
         return strengths
 
     def edit(self, inv: PhotoInversion, edits: Mapping[str, float] | None = None, *, paste: bool = True,
-             **more: float) -> EditResult:
+             paste_mode: str | None = None, **more: float) -> EditResult:
         """Applies named edits to the W+ code and re-renders (no optimisation), then pastes back.
 
         Example: ``pipe.edit(inv, age=2, smile=-1)`` or ``pipe.edit(inv, {"age": 2})``.
@@ -715,51 +726,104 @@ class Pipeline:
             inv: A result of :meth:`invert` or :meth:`load_bundle`.
             edits: Direction name -> strength (applied in order, then those in ``more``).
             paste: Blend the edited crop back into the photo when it is known.
+            paste_mode: ``auto``, ``delta`` or ``crop``; default the pipeline's ``paste_mode``.
+                With ``delta`` and no edit, the pasted photo is the input photo bit for bit.
 
         Returns:
             The :class:`EditResult`; with no edit at all, the reconstruction.
 
         Raises:
             EditError: Unknown direction (the message lists the known ones) or bad strength.
+            ConfigError: Unknown paste mode.
         """
         from dhr.editing import apply_edits
         from dhr.engine import render
 
         strengths = self._resolve_edits(edits, more)
+        mode = self._paste_mode(paste_mode)
         G = self.generator
-        ws = inv.inversion.ws.to(self.device)
+        base = inv.inversion.ws.to(self.device)
+        ws = base
         if strengths:
-            ws = apply_edits(ws[None], [(self.directions[k], v) for k, v in strengths.items()])[0]
+            ws = apply_edits(base[None], [(self.directions[k], v) for k, v in strengths.items()])[0]
         with torch.no_grad():
             img = render(G, inv.inversion, ws).detach().to("cpu", torch.float32)
-        pasted = mask = None
+        pasted = mask = used = None
         if paste and inv.photo is not None and inv.aligned is not None:
-            pasted, mask = self._paste(inv, img)
+            # The unedited render is the delta's zero: reuse this very tensor when nothing moved.
+            reference = img if torch.equal(ws, base) else None
+            pasted, mask, used = self._paste(inv, img, mode, reference)
         return EditResult(tensor=img, ws=ws.detach().cpu(), strengths=strengths, pasted_pixels=pasted,
-                          paste_mask=mask)
+                          paste_mask=mask, paste_mode=used)
 
-    def _paste(self, inv: PhotoInversion, crop: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        from dhr.faces.paste import paste_back
+    def _paste_mode(self, mode: str | None) -> str:
+        from dhr.faces.paste import PASTE_MODES
+
+        if mode is None:
+            return self.paste_mode
+        check_choice(mode, PASTE_MODES, "paste_mode")
+        return mode
+
+    def reference_crop(self, inv: PhotoInversion) -> torch.Tensor:
+        """The unedited inversion rendered exactly as :meth:`edit` renders edits, ``(3, R, R)``
+        float32 CPU in [-1, 1] (unclamped): the zero of the ``delta`` paste. Cached for the last
+        inversion asked for."""
+        from dhr.engine import render
+
+        cached = self._reference
+        if cached is not None and cached[0] is inv.inversion:
+            return cached[1]
+        with torch.no_grad():
+            img = render(self.generator, inv.inversion, inv.inversion.ws.to(self.device)).detach()
+        img = img.to("cpu", torch.float32)
+        self._reference = (inv.inversion, img)
+        return img
+
+    def _paste(self, inv: PhotoInversion, crop: torch.Tensor, mode: str,
+               reference: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+        """Pastes ``crop`` with ``mode``; the reference (for ``delta``) is rendered when not given."""
+        from dhr.faces.paste import paste_back, resolve_paste_mode
 
         a = inv.aligned
+        model_size = int(crop.shape[-1])
+        mode = resolve_paste_mode(mode, a, model_size=model_size)
+        if mode == "delta" and reference is None:
+            reference = self.reference_crop(inv)
         if crop.shape[-1] != a.size:
             crop = _resize(crop, a.size)
-        res = paste_back(inv.photo, a, crop)
-        return res.image, res.mask
+            if reference is not None:
+                reference = _resize(reference, a.size)
+        res = paste_back(inv.photo, a, crop, reference=reference if mode == "delta" else None, mode=mode)
+        return res.image, res.mask, res.mode
 
-    def paste(self, inv: PhotoInversion, crop: torch.Tensor | None = None) -> Image.Image:
+    def paste(self, inv: PhotoInversion, crop: torch.Tensor | None = None, *, mode: str | None = None) -> Image.Image:
         """Blends ``crop`` (default the reconstruction) back into the photo.
+
+        Args:
+            inv: The inversion (with its photo).
+            crop: ``(3, R, R)`` crop in [-1, 1]; None pastes the reconstruction (with ``delta``,
+                the unedited reference itself, so the photo comes back unchanged).
+            mode: ``auto``, ``delta`` or ``crop``; default the pipeline's ``paste_mode``.
 
         Raises:
             ImageError: When the result has no photo (bare crop, or a bundle whose photo is gone).
+            ConfigError: Unknown mode.
         """
+        mode = self._paste_mode(mode)
         if inv.photo is None or inv.aligned is None:
             raise ImageError(f"{inv.stem}: the source photo is not available; cannot paste back")
-        img = inv.inversion.image if crop is None else crop
-        return _pil(self._paste(inv, img.detach().cpu().float())[0])
+        if crop is None:
+            img = inv.inversion.image.detach().cpu().float()
+            from dhr.faces.paste import resolve_paste_mode
+
+            if resolve_paste_mode(mode, inv.aligned, model_size=int(img.shape[-1])) == "delta":
+                img = self.reference_crop(inv)
+                return _pil(self._paste(inv, img, mode, img)[0])
+            return _pil(self._paste(inv, img, mode)[0])
+        return _pil(self._paste(inv, crop.detach().cpu().float(), mode)[0])
 
     def sweep(self, inv: PhotoInversion, name: str, strengths: Sequence[float] = (-2, -1, 0, 1, 2), *,
-              paste: bool = False) -> SweepResult:
+              paste: bool = False, paste_mode: str | None = None) -> SweepResult:
         """Renders a strength sweep along direction ``name`` (frames and a labelled grid).
 
         Args:
@@ -767,6 +831,7 @@ class Pipeline:
             name: Direction name.
             strengths: Strengths, in order.
             paste: Frames are the pasted photos instead of the crops (needs the photo).
+            paste_mode: ``auto``, ``delta`` or ``crop``; default the pipeline's ``paste_mode``.
 
         Raises:
             EditError: Unknown direction or bad strengths.
@@ -780,6 +845,7 @@ class Pipeline:
         strengths = tuple(check_strength(s, f"sweep {name!r}") for s in strengths)
         if not strengths:
             raise EditError("sweep needs at least one strength")
+        mode = self._paste_mode(paste_mode)
         direction = self.directions[name]
         codes = sweep_codes(inv.inversion.ws.to(self.device)[None], direction, strengths)
         frames = []
@@ -789,7 +855,7 @@ class Pipeline:
                 if paste:
                     if inv.photo is None or inv.aligned is None:
                         raise ImageError(f"{inv.stem}: paste=True needs the source photo")
-                    frames.append(self._paste(inv, img)[0])
+                    frames.append(self._paste(inv, img, mode)[0])
                 else:
                     frames.append(tensor_to_uint8(img))
         grid = sweep_grid([frames], row_labels=[name], col_labels=[f"{s:+g}" for s in strengths])

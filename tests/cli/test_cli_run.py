@@ -311,3 +311,27 @@ def test_ood_mask_option(env, tmp_path):
     r = _invoke("invert", env["inputs"] / "a.png", "--ood-mask", tmp_path / "nope.png", "-o", tmp_path / "y",
                 *_common(env))
     assert r.exit_code == 2 and "not found" in r.output
+
+
+def test_paste_option_is_used_and_recorded(env, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    photo = np.asarray(Image.open(env["inputs"] / "a.png").convert("RGB"))
+    for mode, expect in (("auto", "delta"), ("crop", "crop")):
+        out = tmp_path / mode
+        r = _invoke("run", env["inputs"] / "a.png", "--edit", "age=+2", "--paste", mode, "-o", out, "--whole-image",
+                    "--quiet", *_common(env))
+        assert r.exit_code == 0, r.output
+        rec = json.loads((out / "run.json").read_text())
+        face = rec["inputs"][0]["faces"][0]
+        assert rec["options"]["paste"] == mode and face["paste_mode"] == expect
+        unedited = np.asarray(Image.open(face["outputs"]["pasted_inversion"]).convert("RGB"))
+        assert np.array_equal(unedited, photo) == (expect == "delta")
+    r = _invoke("edit", tmp_path / "crop" / "bundles", "--edit", "age=+1", "--paste", "crop", "-o", tmp_path / "ed",
+                "--model", env["model"], "--device", "cpu", "--quiet")
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "ed" / "run.json").read_text())
+    assert rec["options"]["paste"] == "crop" and rec["inputs"][0]["faces"][0]["paste_mode"] == "crop"
+    r = _invoke("run", env["inputs"] / "a.png", "--paste", "blend", "-o", tmp_path / "bad", *_common(env))
+    assert r.exit_code == 2 and "paste_mode" in r.output

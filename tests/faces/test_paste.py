@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from dhr.errors import ShapeError
+from dhr.errors import ConfigError, ShapeError
 from dhr.faces.align import AlignTemplate, align_landmarks, align_whole_image
 from dhr.faces.detect import detect_faces
-from dhr.faces.paste import face_blend_mask, paste_back, seam_score
+from dhr.faces.paste import face_blend_mask, face_side_in_photo, paste_back, resolve_paste_mode, seam_score
 from dhr.io.image import Photo, load_image
 
 
@@ -101,3 +101,105 @@ def test_round_trip_real_photo(photos: Path) -> None:
     np.testing.assert_array_equal(result.image[outside], photo.pixels[outside])
     inside = result.mask > 0
     assert np.abs(result.image[inside].astype(int) - photo.pixels[inside].astype(int)).mean() < 4.0
+
+
+# -- delta paste -------------------------------------------------------------------------------
+
+
+def _textured_photo(size: int = 256, amplitude: float = 40.0) -> Photo:
+    """A smooth gradient with a fine 1-pixel checkerboard on top (the detail a 32 px crop cannot hold)."""
+    yy, xx = np.mgrid[:size, :size]
+    smooth = np.stack([60 + xx * 0.5, 80 + yy * 0.4, 120 + 0 * xx], -1)
+    checker = np.where((xx + yy) % 2 == 0, amplitude, -amplitude)[..., None]
+    pixels = np.clip(np.rint(smooth + checker), 0, 255).astype(np.uint8)
+    return Photo(pixels=pixels, original_size=(size, size), path=Path("textured.png"))
+
+
+def _small_crop_face(photo: Photo, landmarks: np.ndarray, size: int = 32):
+    """A face about 200 px wide in the photo, aligned into a ``size`` px crop (the face is upsampled on paste)."""
+    return align_landmarks(photo, landmarks * 0.75 + [32.0, 20.0], AlignTemplate.ffhq(size))
+
+
+def _brighter(crop: np.ndarray, amount: int = 12) -> np.ndarray:
+    return np.clip(crop.astype(int) + amount, 0, 255).astype(np.uint8)
+
+
+def _high_pass_energy(img: np.ndarray, where: np.ndarray) -> float:
+    from scipy.ndimage import gaussian_filter
+
+    gray = img.astype(np.float64).mean(-1)
+    return float(((gray - gaussian_filter(gray, 1.0)) ** 2)[where].mean())
+
+
+@pytest.mark.parametrize("mode", ["crop", "delta"])
+def test_unedited_round_trip_leaves_outside_untouched(landmarks: np.ndarray, mode: str) -> None:
+    photo = _textured_photo()
+    aligned = _small_crop_face(photo, landmarks)
+    result = paste_back(photo, aligned, aligned.crop, reference=aligned.crop, mode=mode)
+    assert result.mode == mode
+    outside = result.mask == 0
+    assert 0.2 < outside.mean() < 0.95
+    np.testing.assert_array_equal(result.image[outside], photo.pixels[outside])
+
+
+def test_delta_unedited_round_trip_is_bit_exact(landmarks: np.ndarray) -> None:
+    photo = _textured_photo()
+    aligned = _small_crop_face(photo, landmarks)
+    crop = aligned.crop
+    result = paste_back(photo, aligned, crop, reference=crop.copy(), mode="delta")
+    np.testing.assert_array_equal(result.image, photo.pixels)  # 0 pixels changed, inside the mask too
+    assert (result.mask > 0.99).any()
+    # Tensors (what the pipeline passes) too, including values outside [-1, 1].
+    t = aligned.to_tensor() * 1.2
+    np.testing.assert_array_equal(paste_back(photo, aligned, t, reference=t.clone(), mode="delta").image, photo.pixels)
+    # The full-crop paste of the same crop does change the face (the texture is lost).
+    assert (paste_back(photo, aligned, crop, mode="crop").image != photo.pixels).any()
+
+
+@pytest.mark.parametrize("mode", ["crop", "delta"])
+def test_edit_changes_pixels_only_inside_the_mask(landmarks: np.ndarray, mode: str) -> None:
+    photo = _textured_photo()
+    aligned = _small_crop_face(photo, landmarks)
+    result = paste_back(photo, aligned, _brighter(aligned.crop), reference=aligned.crop, mode=mode)
+    changed = (result.image != photo.pixels).any(-1)
+    assert changed.any()
+    assert not (changed & (result.mask == 0)).any()
+    if mode == "delta":  # the change is the edit (+12) weighted by the feathered mask, to rounding
+        diff = result.image.astype(int) - photo.pixels.astype(int)
+        assert np.abs(diff - 12 * result.mask[..., None]).max() <= 1.0
+
+
+def test_delta_keeps_the_photo_texture(landmarks: np.ndarray) -> None:
+    photo = _textured_photo()
+    aligned = _small_crop_face(photo, landmarks)
+    edited = _brighter(aligned.crop)
+    delta = paste_back(photo, aligned, edited, reference=aligned.crop, mode="delta")
+    crop = paste_back(photo, aligned, edited, reference=aligned.crop, mode="crop")
+    core = delta.mask > 0.99
+    assert core.sum() > 2000
+    original = _high_pass_energy(photo.pixels, core)
+    assert original > 100.0
+    assert _high_pass_energy(delta.image, core) == pytest.approx(original, rel=0.05)
+    assert _high_pass_energy(crop.image, core) < 0.1 * original
+
+
+def test_auto_mode_follows_the_face_size(landmarks: np.ndarray) -> None:
+    photo = _textured_photo()
+    small = _small_crop_face(photo, landmarks, 32)  # 32 px crop of a ~200 px face: upsampled on paste
+    big = _small_crop_face(photo, landmarks, 512)  # 512 px crop of the same face: downsampled
+    assert face_side_in_photo(small) == pytest.approx(face_side_in_photo(big))
+    assert 32 < face_side_in_photo(small) < 512
+    assert resolve_paste_mode("auto", small) == "delta"
+    assert resolve_paste_mode("auto", big) == "crop"
+    assert resolve_paste_mode("auto", big, model_size=64) == "delta"  # rendered at 64 px, resized to 512
+    assert resolve_paste_mode("auto", small, has_reference=False) == "crop"
+    assert resolve_paste_mode("crop", small) == "crop" and resolve_paste_mode("delta", big) == "delta"
+    assert paste_back(photo, small, small.crop, reference=small.crop).mode == "delta"
+    assert paste_back(photo, small, small.crop).mode == "crop"  # no reference: nothing to take a delta of
+    assert paste_back(photo, big, big.crop, reference=big.crop).mode == "crop"
+    with pytest.raises(ConfigError, match="paste mode"):
+        paste_back(photo, small, small.crop, mode="blend")
+    with pytest.raises(ConfigError, match="reference"):
+        paste_back(photo, small, small.crop, mode="delta")
+    with pytest.raises(ShapeError, match="edited_crop"):
+        paste_back(photo, small, small.crop, reference=np.zeros((8, 8, 3), np.uint8), mode="delta")

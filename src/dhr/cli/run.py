@@ -140,7 +140,7 @@ def expand_inputs_report(items: list[str], suffixes: tuple[str, ...] = IMAGE_SUF
 
 
 def parse_edit_options(specs: list[str]) -> list[dict[str, float]]:
-    """``["age=+2", "smile=-1,pose=0.5"]`` -> one dict per option (commas combine edits).
+    """``["age=+2", "smile=-1,yaw=0.5"]`` -> one dict per option (commas combine edits).
 
     Raises:
         EditError: On a malformed spec.
@@ -220,14 +220,15 @@ def _progress_mode(quiet: bool, as_json: bool) -> str:
 
 def _build_pipeline(model: str, device: str, config: Path | None, seed: int, method: str | None,
                     perceptual: str, sets: list[str] | None = None, parser: str = "auto",
-                    trust_parser: bool = False):
+                    trust_parser: bool = False, paste_mode: str = "auto"):
     """Loads the pipeline and applies ``--set`` overrides; any problem is a usage error (exit 2)."""
     from dhr.config import apply_overrides
     from dhr.pipeline import Pipeline
 
     try:
         pipe = Pipeline.from_pretrained(model, device=device, config=config, seed=seed, perceptual=perceptual,
-                                        method=method, parser=parser, trust_parser=trust_parser)
+                                        method=method, parser=parser, trust_parser=trust_parser,
+                                        paste_mode=paste_mode)
         if sets:
             pipe.config = apply_overrides(pipe.config, sets)
     except DHRError as e:
@@ -426,9 +427,9 @@ _METHOD_HELP = "dhr (hybrid refinement), pti, feature, encoder or optim; default
 
 
 def _common(model, method, device, seed, config, perceptual, quiet, as_json, sets=None, parser="auto",
-            trust_parser=False):
+            trust_parser=False, paste_mode="auto"):
     mode = _progress_mode(quiet, as_json)
-    pipe = _build_pipeline(model, device, config, seed, method, perceptual, sets, parser, trust_parser)
+    pipe = _build_pipeline(model, device, config, seed, method, perceptual, sets, parser, trust_parser, paste_mode)
     return mode, pipe
 
 
@@ -437,6 +438,9 @@ _PARSER_HELP = ("Face parser of DHR's segmentation: auto (the model's, landmarks
                 "weights (dhr weights list).")
 _TRUST_PARSER_HELP = "Allow loading the farl TorchScript file without a registry digest (it runs code from the file)."
 
+_PASTE_HELP = ("How edits go back into the photo: delta (add the change edit - inversion, the photo keeps its "
+               "own detail), crop (replace the face by the model's crop) or auto (delta when the model's crop "
+               "is smaller than the face in the photo). Recorded per face in run.json.")
 
 _SET_HELP = ("KEY=VALUE config override, repeatable, applied last (e.g. --set segment.theta_skin=0.3 "
              "--set refine.steps=300).")
@@ -446,7 +450,7 @@ def prepare_photo_command(photos: list[str], edit: list[str], sweep: list[str], 
                           device: str, seed: int, config: Path | None, perceptual: str, quiet: bool, as_json: bool,
                           face_index: int | None, all_faces: bool, sets: list[str] | None = None,
                           ood_mask: Path | None = None, out: Path | None = None, parser: str = "auto",
-                          trust_parser: bool = False):
+                          trust_parser: bool = False, paste_mode: str = "auto"):
     """Checks the options of a photo command and builds its pipeline; any problem exits with 2.
 
     The output folder (``out``) is checked first, before any model is loaded.
@@ -457,7 +461,8 @@ def prepare_photo_command(photos: list[str], edit: list[str], sweep: list[str], 
     if face_index is not None and all_faces:
         raise _usage("--face-index and --all-faces exclude each other")
     _check_out(out)
-    mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json, sets, parser, trust_parser)
+    mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json, sets, parser, trust_parser,
+                         paste_mode)
     edits = _check_edits(pipe, edit)
     sweeps = _check_sweeps(pipe, sweep)
     items, skipped = expand_inputs_report(photos)
@@ -522,6 +527,7 @@ def register(app: typer.Typer) -> None:
         perceptual: str = typer.Option("model", "--perceptual", help="model (its own metric), alex, vgg or squeeze."),
         parser: str = typer.Option("auto", "--parser", help=_PARSER_HELP),
         trust_parser: bool = typer.Option(False, "--trust-parser", help=_TRUST_PARSER_HELP),
+        paste: str = typer.Option("auto", "--paste", help=_PASTE_HELP),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
         as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
         no_resume: bool = typer.Option(False, "--no-resume", help="Redo inputs finished by an earlier run into "
@@ -539,6 +545,8 @@ def register(app: typer.Typer) -> None:
 
           dhr run photo.jpg --sweep age --sweep smile=-2:2:5 -o out/
 
+          dhr run photo.jpg --edit gender=+1 --paste crop -o out/
+
           dhr run shots/ 'more/*.png' --all-faces --method pti --json > events.jsonl
 
           dhr run crop.png --whole-image --config fast.toml --device cpu --seed 1
@@ -552,7 +560,7 @@ def register(app: typer.Typer) -> None:
         mode, pipe, edits, sweeps, items, skipped = prepare_photo_command(
             photos, edit, sweep, model=model, method=method, device=device, seed=seed, config=config,
             perceptual=perceptual, quiet=quiet, as_json=as_json, face_index=face_index, all_faces=all_faces,
-            sets=set_, ood_mask=ood_mask, out=out, parser=parser, trust_parser=trust_parser)
+            sets=set_, ood_mask=ood_mask, out=out, parser=parser, trust_parser=trust_parser, paste_mode=paste)
         from dhr.records import OutputTree
 
         tree = OutputTree(out)
@@ -560,7 +568,7 @@ def register(app: typer.Typer) -> None:
                    "method": pipe.config.method, "set": set_, "ood_mask": ood_mask,
                    "device": device, "seed": seed, "config": config, "face_index": face_index,
                    "all_faces": all_faces, "whole_image": whole_image, "perceptual": perceptual,
-                   "parser": pipe.parser}
+                   "parser": pipe.parser, "paste": paste}
         work = _photo_work(pipe, tree, face_index=face_index, all_faces=all_faces, whole_image=whole_image,
                            masks=True, inversion=True, bundle=True, edits=edits, sweeps=sweeps, sheet=True,
                            ood_mask=ood_mask)
@@ -668,6 +676,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(_DEFAULT_OUT, "--out", "-o", help="Output folder."),
         model: str = typer.Option("faces-64", "--model", "-m", help=_MODEL_HELP + " (the one the bundles used)"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+        paste: str = typer.Option("auto", "--paste", help=_PASTE_HELP),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
         as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
         no_resume: bool = typer.Option(False, "--no-resume", help="Redo inputs finished by an earlier run into "
@@ -684,10 +693,10 @@ def register(app: typer.Typer) -> None:
 
           dhr edit out/bundles/ --edit age=+2 --edit smile=-1 -o edited/
 
-          dhr edit out/bundles/photo_face0 --edit age=-1,pose=+1
+          dhr edit out/bundles/photo_face0 --edit age=-1,yaw=+1 --edit eyes_open=+1,gender=-1
         """
         _check_out(out)
-        mode, pipe = _common(model, None, device, 0, None, "model", quiet, as_json)
+        mode, pipe = _common(model, None, device, 0, None, "model", quiet, as_json, paste_mode=paste)
         edits = _check_edits(pipe, edit)
         sweeps = _check_sweeps(pipe, sweep)
         if not edits and not sweeps:
@@ -696,7 +705,8 @@ def register(app: typer.Typer) -> None:
         from dhr.records import OutputTree
 
         tree = OutputTree(out)
-        options = {"bundles": bundles, "edit": edit, "sweep": sweep, "out": out, "model": model, "device": device}
+        options = {"bundles": bundles, "edit": edit, "sweep": sweep, "out": out, "model": model, "device": device,
+                   "paste": paste}
 
         def work(item: str, rec, reporter) -> None:
             import dataclasses

@@ -6,6 +6,19 @@ with a feathered mask: the face outline (jaw + brows raised to the forehead, con
 blurred with a Gaussian of radius ``feather`` (sigma = feather / 3, truncated at 3 sigma), so the
 mask is exactly 0 outside the face outline and 1 well inside it. Pixels where the mask is 0 are
 copied from the photo unchanged (bit-exact).
+
+Two ways to blend (``mode``):
+
+- ``"crop"``: the warped crop replaces the photo inside the mask,
+  ``out = photo * (1 - m) + warp(edited) * m``. When the model's crop is smaller than the face in
+  the photo, the face comes out as an upsampled (blurry) patch.
+- ``"delta"``: only the change is pasted, ``out = photo + m * warp(edited - reference)``, where
+  ``reference`` is the unedited inversion rendered the same way as the edit. Untouched detail
+  (skin texture, hair, sharpness) stays the photo's own; with ``edited == reference`` the
+  difference is exactly 0 and the photo comes back bit for bit.
+- ``"auto"`` (default): ``delta`` when a reference is given and the model's crop is smaller than
+  the face region in the photo (the face would be upsampled), else ``crop``
+  (:func:`resolve_paste_mode`).
 """
 
 from __future__ import annotations
@@ -13,17 +26,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from dhr.errors import ShapeError
+from dhr.checks import check_choice
+from dhr.errors import ConfigError, ShapeError
 from dhr.faces.align import AlignedFace, sample_affine
 from dhr.faces.detect import convex_hull, face_outline
 from dhr.io.image import Photo
 
-__all__ = ["PasteResult", "face_blend_mask", "paste_back", "seam_score"]
+__all__ = ["PASTE_MODES", "PasteMode", "PasteResult", "face_blend_mask", "face_side_in_photo", "paste_back",
+           "resolve_paste_mode", "seam_score"]
+
+PasteMode = Literal["auto", "delta", "crop"]
+PASTE_MODES: tuple[str, ...] = ("auto", "delta", "crop")
 
 
 @dataclass(frozen=True)
@@ -34,11 +53,46 @@ class PasteResult:
         image: ``(H, W, 3)`` uint8, the photo with the crop blended in (original size).
         mask: ``(H, W)`` float32 in [0, 1], the blend weight of the crop per photo pixel.
         crop_mask: ``(S, S)`` float32, the same mask in crop space.
+        mode: The blend that was used, ``"delta"`` or ``"crop"`` (``"auto"`` resolved).
     """
 
     image: np.ndarray
     mask: np.ndarray
     crop_mask: np.ndarray
+    mode: str = "crop"
+
+
+def face_side_in_photo(aligned: AlignedFace) -> float:
+    """Side, in photo pixels, of the square region the crop was taken from."""
+    scale = math.sqrt(abs(float(np.linalg.det(aligned.matrix[:2, :2]))))  # crop px per photo px
+    return aligned.size / scale
+
+
+def resolve_paste_mode(mode: str, aligned: AlignedFace, *, model_size: int | None = None,
+                       has_reference: bool = True) -> str:
+    """Turns ``"auto"`` into ``"delta"`` or ``"crop"``.
+
+    Args:
+        mode: ``"auto"``, ``"delta"`` or ``"crop"``.
+        aligned: The alignment (gives the face region's size in the photo).
+        model_size: Side of the crop the model renders (default ``aligned.size``).
+        has_reference: Whether an unedited reference crop is available (``delta`` needs one).
+
+    Returns:
+        ``"delta"`` when asked for, or for ``"auto"`` when a reference exists and ``model_size`` is
+        smaller than the face region in the photo (the face is upsampled); ``"crop"`` otherwise.
+
+    Raises:
+        ConfigError: Unknown mode, or ``"delta"`` without a reference.
+    """
+    check_choice(mode, PASTE_MODES, "paste mode")
+    if mode == "delta" and not has_reference:
+        raise ConfigError("paste mode 'delta' needs the unedited reference crop (reference=...); "
+                         "pass it, or use mode='crop'")
+    if mode != "auto":
+        return mode
+    size = aligned.size if model_size is None else int(model_size)
+    return "delta" if has_reference and size < face_side_in_photo(aligned) else "crop"
 
 
 def face_blend_mask(aligned: AlignedFace, *, feather: float | None = None, forehead: float = 0.7) -> np.ndarray:
@@ -95,6 +149,9 @@ def paste_back(
     aligned: AlignedFace,
     edited_crop: np.ndarray | torch.Tensor,
     *,
+    reference: np.ndarray | torch.Tensor | None = None,
+    mode: str = "auto",
+    model_size: int | None = None,
     feather: float | None = None,
     forehead: float = 0.7,
 ) -> PasteResult:
@@ -104,14 +161,19 @@ def paste_back(
         photo: The original photo (a :class:`Photo` or ``(H, W, 3)`` uint8).
         aligned: The alignment the crop came from.
         edited_crop: ``(S, S, 3)`` uint8, or a ``(3, S, S)`` / ``(1, 3, S, S)`` tensor in [-1, 1].
+        reference: The unedited inversion crop, same form as ``edited_crop``; needed by ``delta``.
+        mode: ``"auto"``, ``"delta"`` or ``"crop"`` (see the module docstring).
+        model_size: Side of the crop the model rendered before it was resized to S (decides
+            ``"auto"``; default S).
         feather: Mask erosion/blur radius in crop pixels (default ``0.04 * S``).
         forehead: Forehead extension of the mask (eye-to-mouth distances).
 
     Returns:
-        :class:`PasteResult` with the full-size image and the blend mask.
+        :class:`PasteResult` with the full-size image, the blend mask and the mode used.
 
     Raises:
-        ShapeError: If the photo size or the crop shape does not match ``aligned``.
+        ShapeError: If the photo size or a crop shape does not match ``aligned``.
+        ConfigError: Unknown mode, or ``"delta"`` without ``reference``.
     """
     pixels = photo.pixels if isinstance(photo, Photo) else np.asarray(photo)
     if pixels.shape[:2] != tuple(aligned.photo_size) or pixels.dtype != np.uint8 or pixels.ndim != 3:
@@ -120,7 +182,10 @@ def paste_back(
             f"{aligned.photo_size} photo; paste into the photo the crop was aligned from."
         )
     size = aligned.size
+    mode = resolve_paste_mode(mode, aligned, model_size=model_size, has_reference=reference is not None)
     crop = _crop_to_float(edited_crop, size)
+    if mode == "delta":
+        crop = crop - _crop_to_float(reference, size)  # exactly 0 where the edit changed nothing
     crop_mask = face_blend_mask(aligned, feather=feather, forehead=forehead)
     h, w = pixels.shape[:2]
     out = pixels.copy()
@@ -134,7 +199,7 @@ def paste_back(
     x1 = min(int(math.ceil(corners[:, 0].max())) + 1, w)
     y1 = min(int(math.ceil(corners[:, 1].max())) + 1, h)
     if x1 <= x0 or y1 <= y0:
-        return PasteResult(image=out, mask=full_mask, crop_mask=crop_mask)
+        return PasteResult(image=out, mask=full_mask, crop_mask=crop_mask, mode=mode)
 
     shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
     out_to_crop = aligned.matrix @ shift
@@ -145,11 +210,14 @@ def paste_back(
     warped_mask = sample_affine(stacked[3:], out_to_crop, (y1 - y0, x1 - x0), supersample=k, padding_mode="zeros")
     m = warped_mask[0].clamp(0.0, 1.0).numpy()
     region = pixels[y0:y1, x0:x1].astype(np.float32)
-    blended = region * (1.0 - m[..., None]) + warped_img.permute(1, 2, 0).numpy() * m[..., None]
+    if mode == "delta":
+        blended = region + warped_img.permute(1, 2, 0).numpy() * m[..., None]
+    else:
+        blended = region * (1.0 - m[..., None]) + warped_img.permute(1, 2, 0).numpy() * m[..., None]
     blended = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     out[y0:y1, x0:x1] = np.where(m[..., None] > 0, blended, pixels[y0:y1, x0:x1])
     full_mask[y0:y1, x0:x1] = m
-    return PasteResult(image=out, mask=full_mask, crop_mask=crop_mask)
+    return PasteResult(image=out, mask=full_mask, crop_mask=crop_mask, mode=mode)
 
 
 def _ring_centres(mask: np.ndarray, count: int) -> np.ndarray:
