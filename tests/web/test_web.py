@@ -233,3 +233,176 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# --------------------------------------------------------------------------------------------
+# In a real browser (Playwright driving Debian's chromium), at the size of a laptop window.
+
+VIEW = {"width": 1280, "height": 900}
+
+
+@pytest.fixture(scope="module")
+def browser_app(tmp_path_factory):
+    pytest.importorskip("gradio", reason="gradio not installed (pip install gradio)")
+    pw = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
+    if CHROMIUM is None:
+        pytest.skip("chromium not found (Debian: apt-get install -y chromium)")
+    from dhr.web.app import build_app
+
+    root = tmp_path_factory.mktemp("browser")
+    model = make_tiny_model(root / "model", directions=("age", "smile", "pc0", "sefa0"))
+    pipe = Pipeline.from_pretrained(model, device="cpu", config=TINY_CONFIG)
+    files = {"photo": synthetic_photo(root / "photo.png"), "other": synthetic_photo(root / "other.png", seed=5)}
+    files["fake"], files["big"] = _bad_uploads(root)
+    files["bomb"] = _png_bomb(root / "bomb-mask.png")
+    demo = build_app(pipe, workdir=root / "work", max_pixels=2000)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield {"pw": pw, "browser": browser, "url": f"http://127.0.0.1:{port}/", "files": files,
+               "work": root / "work", "demo": demo}
+        browser.close()
+    demo.close()
+
+
+def _page(app):
+    page = app["browser"].new_page(viewport=VIEW)
+    page.goto(app["url"], wait_until="load")
+    page.wait_for_selector("#invert", timeout=30_000)
+    return page
+
+
+def _upload(app, page, name: str, expect: str) -> None:
+    """Uploads a file as a user does: removing the current one first (gradio's X), then choosing the file."""
+    if page.locator("#photo input[type=file]").count() == 0:
+        page.click("#photo button[aria-label='Clear']")
+    page.locator("#photo input[type=file]").set_input_files(str(app["files"][name]))
+    app["pw"].expect(page.locator("#status")).to_contain_text(expect, timeout=30_000)
+
+
+def _invert_and_edit(app, page, age: str = "1.5") -> None:
+    page.click("#invert")
+    page.wait_for_selector("#inversion img", timeout=120_000)
+    number = page.locator("#slider-age input[type=number]")
+    number.fill(age)
+    number.press("Enter")
+    page.click("#edit")
+    page.wait_for_selector("#pasted img", timeout=60_000)
+    page.wait_for_selector("#files a", timeout=30_000)
+
+
+def _in_view(page, selector: str) -> bool:
+    box = page.locator(selector).bounding_box()
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= VIEW["height"] \
+        and box["x"] + box["width"] <= VIEW["width"]
+
+
+def test_browser_actions_in_view_at_1280x900(browser_app):
+    app = browser_app
+    page = _page(app)
+    assert _in_view(page, "#invert") and _in_view(page, "#edit")
+    text = page.inner_text("body")
+    assert text.count("25 MB") == 1 and "25mb" not in text.lower().replace("25 mb", ""), text  # the cap, once
+    # Unnamed directions wait behind the accordion, with a word on what they are.
+    assert page.locator("#slider-age").is_visible() and not page.locator("#slider-pc0").is_visible()
+    _upload(app, page, "photo", "48x40 px")
+    _invert_and_edit(app, page)
+    assert page.evaluate("window.scrollY") == 0
+    for sel in ("#invert", "#edit", "#status", "#edit-status", "#pasted", "#mask"):
+        assert _in_view(page, sel), sel
+    app["pw"].expect(page.locator("#edit-status")).to_contain_text("age +1.5")
+    listing = page.inner_text("#files").replace("\n", "")
+    assert "photo_whole_age+1.5.png" in listing and "photo_whole.safetensors" in listing, listing
+    page.click("#advanced")
+    app["pw"].expect(page.locator("#slider-pc0")).to_be_visible()
+    assert "GANSpace" in page.inner_text("#advanced")
+    page.close()
+
+
+def test_browser_new_upload_resets_everything(browser_app):
+    app = browser_app
+    page = _page(app)
+    _upload(app, page, "photo", "48x40 px")
+    _invert_and_edit(app, page)
+    for name, expect in (("other", "48x40 px"), ("fake", "not a readable image")):
+        _upload(app, page, name, expect)
+        for sel in ("#aligned img", "#mask img", "#inversion img", "#pasted img", "#crop img", "#files a"):
+            app["pw"].expect(page.locator(sel)).to_have_count(0, timeout=10_000)
+        assert page.locator("#slider-age input[type=number]").input_value() == "0"
+        assert page.inner_text("#edit-status").strip() == ""
+        # Apply edit cannot edit the previous person.
+        page.click("#edit")
+        app["pw"].expect(page.locator("#edit-status")).to_contain_text("Press Invert first", timeout=30_000)
+        assert page.locator("#pasted img").count() == 0
+        if name == "other":  # the new photo inverts and edits normally
+            _invert_and_edit(app, page, "-1")
+            app["pw"].expect(page.locator("#edit-status")).to_contain_text("age -1")
+            _upload(app, page, "photo", "48x40 px")
+            app["pw"].expect(page.locator("#pasted img")).to_have_count(0, timeout=10_000)
+    page.close()
+
+
+def _shown(page) -> str:
+    return page.inner_text("#status") + page.inner_text("#edit-status")
+
+
+def test_browser_errors_are_plain(browser_app):
+    app = browser_app
+    page = _page(app)
+    _upload(app, page, "fake", "notes.png is not a readable image; upload a JPEG, PNG, WebP, TIFF or BMP file.")
+    _upload(app, page, "big", "big.png is 64x64 = 4,096 pixels; this page takes photos of up to 2,000 pixels.")
+    _upload(app, page, "photo", "48x40 px")
+    page.click("#options")
+    page.locator("#ood-mask input[type=file]").set_input_files(str(app["files"]["bomb"]))
+    page.click("#invert")
+    app["pw"].expect(page.locator("#status")).to_contain_text("bomb-mask.png is far too large", timeout=60_000)
+    shown = page.inner_text("body")
+    for leak in ("/tmp", "gradio/", "0x", "Traceback", "max_pixels", "--", "BytesIO", "Error:  "):
+        assert leak not in shown, leak
+    page.close()
+
+
+def test_browser_mask_overlay_is_visible(browser_app):
+    app = browser_app
+    page = _page(app)
+    _upload(app, page, "photo", "48x40 px")
+    page.click("#invert")
+    page.wait_for_selector("#mask img", timeout=120_000)
+    app["pw"].expect(page.locator("#status")).to_contain_text("Kept out of the GAN")
+    stats = page.evaluate("""async () => {
+        const img = document.querySelector('#mask img');
+        await img.decode();
+        const c = document.createElement('canvas');
+        c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const ctx = c.getContext('2d');
+        ctx.drawImage(img, 0, 0);
+        const d = ctx.getImageData(0, 0, c.width, c.height).data;
+        let white = 0, red = 0, n = d.length / 4;
+        for (let i = 0; i < d.length; i += 4) {
+            if (d[i] > 235 && d[i + 1] > 235 && d[i + 2] > 235) white++;
+            if (d[i] - Math.max(d[i + 1], d[i + 2]) > 60) red++;
+        }
+        return {white: white / n, red: red / n, w: c.width};
+    }""")
+    assert stats["w"] >= 128 and stats["white"] < 0.5 and stats["red"] > 0.02, stats
+    page.close()
+
+
+def test_browser_session_files_are_deleted_when_the_tab_closes(browser_app):
+    import time
+
+    app = browser_app
+    work = app["work"]
+    before = {d.name for d in work.iterdir()} if work.exists() else set()
+    page = _page(app)
+    _upload(app, page, "photo", "48x40 px")
+    _invert_and_edit(app, page)
+    mine = [d for d in work.iterdir() if d.name not in before]
+    assert len(mine) == 1 and list(mine[0].rglob("*.png")), mine
+    page.close()
+    deadline = time.monotonic() + 30
+    while mine[0].exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not mine[0].exists(), "the session's files outlived its tab"
+    # On server exit the rest goes too.
+    app["demo"].dhr_backend.close()
+    assert not any(work.iterdir()) if work.exists() else True

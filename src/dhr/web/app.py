@@ -511,7 +511,7 @@ def build_app(pipe: Pipeline, *, workdir: str | Path | None = None, methods: Seq
         # The state remembers which upload it belongs to: an edit after a new upload is refused.
         return {"inv": view.result, "photo": path}, view.aligned, view.mask, view.inversion, view.status
 
-    def do_edit(state, path, *values, request=None):
+    def do_edit(request, state, path, *values):
         try:
             if not state or state.get("photo") != path:
                 from dhr.errors import EditError
@@ -527,11 +527,11 @@ def build_app(pipe: Pipeline, *, workdir: str | Path | None = None, methods: Seq
             return None, None, None, _error_status(_UNEXPECTED.format(what="editing"))
         return view.crop, view.pasted, view.files, view.status
 
-    def end_session(request=None):
+    def end_session(request):
         backend.end_session(getattr(request, "session_hash", None))
 
-    # gradio passes the request (its session hash) to a parameter annotated gr.Request; set the real
-    # class because this module's annotations are strings.
+    # gradio passes the request (its session hash) to a parameter annotated gr.Request (set to the real
+    # class here because this module's annotations are strings); it must come first, before *values.
     do_edit.__annotations__["request"] = gr.Request
     end_session.__annotations__["request"] = gr.Request
 
