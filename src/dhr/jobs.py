@@ -166,9 +166,12 @@ def save_face(pipe, pi, tree, face: dict[str, Any], *, masks: bool, inversion: b
 
 
 def face_entry(pi) -> dict[str, Any]:
+    box = None if pi.aligned is None or pi.aligned.source_box is None else pi.aligned.source_box
     return {
         "stem": pi.stem,
         "face_index": None if pi.aligned is None else int(pi.aligned.face_index),
+        "box": None if box is None else [round(float(v), 1) for v in box],  # left, top, right, bottom (photo px)
+        "faces_found": None if pi.aligned is None else pi.aligned.faces_found,
         "whole_image": pi.whole_image,
         "method": pi.inversion.method,
         "notes": list(pi.notes),

@@ -487,12 +487,22 @@ class Pipeline:
             raise FaceNotFoundError(
                 f"no usable face in {photo.name}; pass whole_image=True (CLI: --whole-image) to process the "
                 "whole image instead, or crop the photo around the face") from None
+        found = len(faces)
+        skipped = ""
         if face_index is not None:
             if not 0 <= face_index < len(faces):
                 raise FaceNotFoundError(f"{photo.name} has {len(faces)} usable face(s); face index {face_index} "
                                         f"does not exist (choose 0..{len(faces) - 1})")
             faces = [faces[face_index]]
-        return [align_face(photo, f, template) for f in faces]
+            if found > 1:
+                skipped = (f"{found} faces found, processed face {face_index}, skipped {found - 1}; "
+                           "use --all-faces for all of them (--face-index N for another one)")
+                logger.warning("%s: %s", photo.name, skipped)
+        aligned = []
+        for f in faces:
+            a = align_face(photo, f, template)
+            aligned.append(dataclasses.replace(a, faces_found=found, notes=(*a.notes, skipped) if skipped else a.notes))
+        return aligned
 
     @staticmethod
     def _with_method(cfg: InvertConfig, method: str | None) -> InvertConfig:
