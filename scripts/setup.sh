@@ -26,7 +26,7 @@ has_nvidia_gpu() {
 index_reachable() {  # $1 = index URL; true when its torch page answers within PROBE_TIMEOUT seconds
   local limit=()  # a hanging DNS lookup is not covered by urlopen's timeout
   command -v timeout >/dev/null 2>&1 && limit=(timeout "$((PROBE_TIMEOUT + 2))")
-  "${limit[@]}" "$PY" - "$1" "$PROBE_TIMEOUT" <<'PYEOF' >/dev/null 2>&1
+  ${limit[@]+"${limit[@]}"} "$PY" - "$1" "$PROBE_TIMEOUT" <<'PYEOF' >/dev/null 2>&1
 import sys, urllib.request
 urllib.request.urlopen(sys.argv[1].rstrip("/") + "/torch/", timeout=float(sys.argv[2])).read(1)
 PYEOF

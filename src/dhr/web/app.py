@@ -612,7 +612,10 @@ def serve(model: str | Path = "faces-64", *, host: str = DEFAULT_HOST, port: int
         max_work_bytes: Size cap of the folder of downloads (all sessions).
     """
     from dhr.pipeline import Pipeline
+    from dhr.threads import applied_settings, configure_threads
 
+    if applied_settings() is None:  # called from Python, not through `dhr serve`: dhr's thread choice
+        configure_threads()
     if host not in (DEFAULT_HOST, "localhost", "::1"):
         logger.warning("binding the dhr web UI to %s: anyone who can reach this address can use it", host)
     pipe = Pipeline.from_pretrained(model, device=device, config=config, seed=seed)
