@@ -81,7 +81,10 @@ print(time.process_time() - t0)
 
 def test_policy_takes_effect_in_openmp():
     """Idle OpenMP threads must sleep: CPU time of a mostly idle loop is far below the user-forced ACTIVE one."""
-    run = lambda **e: float(subprocess.run([sys.executable, "-c", _SPIN], env=_env(**e), capture_output=True,  # noqa: E731
-                                           text=True, timeout=120, check=True).stdout)
-    passive, active = run(), run(OMP_WAIT_POLICY="ACTIVE")
+    def cpu_seconds(**extra: str) -> float:
+        r = subprocess.run([sys.executable, "-c", _SPIN], env=_env(**extra), capture_output=True, text=True,
+                           timeout=120, check=True)
+        return float(r.stdout)
+
+    passive, active = cpu_seconds(), cpu_seconds(OMP_WAIT_POLICY="ACTIVE")
     assert passive < 0.3 * active, (passive, active)

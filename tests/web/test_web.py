@@ -131,8 +131,8 @@ def test_gradio_app_builds(env, tmp_path):
 
     demo = build_app(env[0], workdir=tmp_path)
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
-    assert {"photo", "preview", "status", "invert", "aligned", "mask", "inversion", "slider-age", "slider-smile", "edit", "pasted",
-            "files"} <= ids
+    assert {"photo", "preview", "status", "invert", "aligned", "mask", "inversion", "slider-age", "slider-smile",
+            "edit", "pasted", "files", "edit-status", "options"} <= ids
 
 
 def _png_bomb(path: Path, size: int = 100_000) -> Path:

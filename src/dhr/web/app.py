@@ -477,10 +477,10 @@ def build_app(pipe: Pipeline, *, workdir: str | Path | None = None, methods: Seq
     named, unnamed = backend.split_directions()
     names = named + unnamed
     methods = list(methods or METHODS)
-    n_results = 9  # state, aligned, mask, inversion, crop, pasted, files, edit status, ... + sliders
 
     def cleared(status: str) -> tuple:
-        """Outputs of an upload: everything of the previous photo goes."""
+        """Outputs of an upload after the preview: the status, then everything of the previous photo
+        goes (state, aligned, mask, inversion, crop, pasted, files, edit status) and the sliders go to 0."""
         return (status, None, None, None, None, None, None, None, "", *([0.0] * len(names)))
 
     def do_upload(path):
@@ -583,7 +583,6 @@ def build_app(pipe: Pipeline, *, workdir: str | Path | None = None, methods: Seq
                         sliders += [gr.Slider(SLIDER_RANGE[0], SLIDER_RANGE[1], value=0.0, step=0.1, label=n,
                                               elem_id=f"slider-{n}") for n in unnamed]
         results = [state, aligned, mask, recon, crop, pasted, files, edit_status]
-        assert len(results) + 1 == n_results
         photo.change(do_upload, [photo], [preview, status, *results, *sliders])
         invert_btn.click(do_invert, [photo, method, whole, face, ood], [state, aligned, mask, recon, status])
         edit_btn.click(do_edit, [state, photo, *sliders], [crop, pasted, files, edit_status])
