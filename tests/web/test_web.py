@@ -34,7 +34,7 @@ def test_backend_invert_and_edit(env, tmp_path):
     assert backend.direction_names() == ["age", "smile"]
     with pytest.raises(ImageError, match="Upload a photo first"):
         backend.invert(None)
-    with pytest.raises(FaceNotFoundError):
+    with pytest.raises(FaceNotFoundError, match=r"^No face found in photo.png. Tick \"Use the whole image"):
         backend.invert(str(photo), "encoder", whole_image=False)
     with pytest.raises(EditError, match="Press \\*Invert\\* first"):
         backend.edit(None, {"age": 1})

@@ -323,6 +323,8 @@ class WebBackend:
         """
         from PIL import Image as PILImage
 
+        from dhr.errors import FaceNotFoundError
+
         photo = self.load(path)
         mask_img = None
         if ood_mask:
@@ -331,8 +333,16 @@ class WebBackend:
         try:
             inv = self.pipe.invert(photo, method=method, face_index=int(face_index), whole_image=bool(whole_image),
                                    progress=progress, ood_mask=mask_img)[0]
+        except FaceNotFoundError as e:
+            message = plain_error(e, names=names)
+            if not whole_image and message.startswith("no usable face"):
+                message = (f"No face found in {Path(str(path)).name}. Tick \"Use the whole image when no face is "
+                           "found\" under Options, or upload a photo where the face is larger and upright.")
+            e.args = (message,)
+            raise
         except DHRError as e:
-            raise type(e)(plain_error(e, names=names)) from None
+            e.args = (plain_error(e, names=names),)  # same type, page words
+            raise
         lines = [f"**{inv.stem}** inverted with `{inv.method}`."]
         losses = plain_losses(inv.final_losses())
         if losses:
