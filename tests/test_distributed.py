@@ -159,3 +159,33 @@ def test_spec_overrides_change_the_pipeline_and_fingerprint(env):
     spec = dataclasses.replace(env["spec"], overrides=("refine.steps=1",))
     assert spec.fingerprint() != env["spec"].fingerprint()
     assert spec.build().config.refine.steps == 1
+
+
+def test_cli_dist_is_quiet_and_workers_get_the_wait_policy(env, tmp_path):
+    """A successful `dhr dist` in a fresh process prints no dask logs; each worker ran with the passive
+    OpenMP wait policy dhr chose (it must be in the worker's environment before torch loads)."""
+    import os
+    import subprocess
+    import sys
+
+    from dhr.distributed import quiet_dask_logs
+    from tests.pipeline_fixtures import tiny_config_file
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    penv = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "DHR_THREADS")}
+    penv["PYTHONPATH"] = src + os.pathsep + penv.get("PYTHONPATH", "")
+    out = tmp_path / "out"
+    code = "import sys; from dhr.cli import main; sys.argv = ['dhr', *sys.argv[1:]]; main()"
+    args = ["dist", str(env["photos"][0]), "--model", env["spec"].model, "--config", str(tiny_config_file(tmp_path)),
+            "--whole-image", "--workers", "1", "-o", str(out)]
+    r = subprocess.run([sys.executable, "-c", code, *args], env=penv, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "distributed." not in r.stderr and "INFO" not in r.stderr, r.stderr
+    rec = json.loads(next((out / RECORDS_DIR).glob("*.json")).read_text())
+    assert rec["threads"] == {"torch": 1, "omp_wait_policy": "PASSIVE"}
+    import logging
+
+    quiet_dask_logs(True)
+    assert logging.getLogger("distributed").level == logging.INFO
+    quiet_dask_logs(False)
+    assert logging.getLogger("distributed").level == logging.ERROR

@@ -329,3 +329,36 @@ def test_delta_round_trip_file_keeps_pixels_and_metadata(setup, tmp_path):
     np.testing.assert_array_equal(back.pixels, photo.pixels)
     assert back.icc_profile == photo.icc_profile
     assert Image.open(out).getexif().get(0x010E) == "a test photo"
+
+
+def test_skipped_faces_are_counted_and_reported(tmp_path, caplog):
+    """Two faces side by side: face 0 is processed, the other is reported skipped, with the count and
+    the detector box recorded on the aligned face (run.json's face entry reads them)."""
+    pytest.importorskip("dlib", reason="face detection needs dlib (pip install 'dhr[faces]')")
+    import logging
+
+    import numpy as np
+    from skimage import data
+
+    from dhr.io.image import load_image
+    from dhr.jobs import face_entry
+    from tests.pipeline_fixtures import TINY_CONFIG, make_tiny_model
+
+    face = data.astronaut()[:300, 100:400]
+    two = np.concatenate([face, face[:, ::-1]], axis=1)
+    Image.fromarray(two).save(tmp_path / "two.png")
+    pipe = Pipeline.from_pretrained(make_tiny_model(tmp_path / "m"), device="cpu", config=TINY_CONFIG)
+    photo = load_image(tmp_path / "two.png")
+    with caplog.at_level(logging.WARNING):
+        one = pipe.align(photo, face_index=0)
+    assert len(one) == 1 and one[0].faces_found == 2
+    assert "2 faces found, processed face 0, skipped 1; use --all-faces" in one[0].notes[-1]
+    assert any("skipped 1" in r.getMessage() for r in caplog.records)
+    both = pipe.align(photo)
+    assert len(both) == 2 and all(a.faces_found == 2 and not any("skipped" in n for n in a.notes) for a in both)
+    inv = pipe.invert(photo, method="encoder", face_index=1)[0]
+    entry = face_entry(inv)
+    assert entry["faces_found"] == 2 and entry["face_index"] == 1
+    left, top, right, bottom = entry["box"]
+    assert 0 <= left < right <= two.shape[1] and 0 <= top < bottom <= two.shape[0]
+    assert any("skipped 1" in n for n in entry["notes"])

@@ -15,7 +15,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from dhr.threads import apply_wait_policy as _apply_wait_policy
+
 __version__ = "0.1.0"
+
+# OpenMP reads OMP_WAIT_POLICY once, when torch loads it: set a passive policy now, before any dhr module
+# imports torch, unless the user chose one (see dhr.threads).
+_apply_wait_policy()
 
 _LAZY = {
     "Pipeline": ("dhr.pipeline", "Pipeline"),

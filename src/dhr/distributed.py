@@ -47,7 +47,7 @@ from typing import Any
 from dhr.errors import ConfigError, DHRError
 from dhr.jobs import PhotoJob
 
-__all__ = ["PipelineSpec", "item_key", "run_distributed", "process_item", "RECORDS_DIR"]
+__all__ = ["PipelineSpec", "item_key", "run_distributed", "process_item", "quiet_dask_logs", "RECORDS_DIR"]
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +170,17 @@ def process_item(spec: PipelineSpec, job: PhotoJob, item: str, out: str, name: s
     rec.name = name
     data = dict(vars(rec))
     data["worker"] = _worker_name()
+    data["threads"] = _thread_facts()
     data["fingerprint"] = {"pipeline": spec.fingerprint(), "job": _job_fingerprint(job)}
     _write_json_atomic(Path(out) / RECORDS_DIR / f"{item_key(item)}.json", data)
     return data
+
+
+def _thread_facts() -> dict[str, Any]:
+    """The worker's torch threads and OpenMP wait policy (recorded with each photo)."""
+    import torch
+
+    return {"torch": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
 
 def _worker_name() -> str:
@@ -206,13 +214,29 @@ def _finished(out: Path, item: str, sha: str | None, fingerprint: dict[str, str]
     return None
 
 
+_DASK_LOGGERS = ("distributed", "dask", "tornado", "bokeh")
+
+
+def quiet_dask_logs(verbose: bool = False) -> None:
+    """Keeps dask's own logging out of the user's terminal unless ``verbose``.
+
+    Without this, a successful run prints dozens of ``INFO distributed.*`` lines (scheduler and nanny
+    start and stop, and "Worker process ... was killed by signal" when workers are shut down) through
+    the CLI's log handler. Errors are still shown; failed photos are in ``run.json`` either way.
+    """
+    level = logging.INFO if verbose else logging.ERROR
+    for name in _DASK_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
 def _client(scheduler: str | None, n_workers: int | None, torch_threads: int, processes: bool,
-            memory_limit: str | None) -> tuple[Any, Any]:
+            memory_limit: str | None, verbose: bool = False) -> tuple[Any, Any]:
     try:
         from distributed import Client, LocalCluster
     except ImportError:
         raise ConfigError("the distributed engine needs dask: pip install 'dask[distributed]' "
                           "(or pip install 'dhr[dist]')") from None
+    quiet_dask_logs(verbose)
     if scheduler:
         try:
             return Client(scheduler, timeout="30s"), None
@@ -227,8 +251,15 @@ def _client(scheduler: str | None, n_workers: int | None, torch_threads: int, pr
     # One task at a time per worker: the pipeline reseeds torch's global generator before each photo,
     # so photos sharing a process concurrently would not be reproducible. Parallelism is processes
     # (and torch threads inside each).
+    extra: dict[str, Any] = {}
+    if processes:
+        from dhr.threads import worker_env
+
+        # The passive OpenMP wait policy must be in a worker's environment before it loads torch.
+        extra["env"] = worker_env()
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
-                           dashboard_address=None, memory_limit=memory_limit or "auto")
+                           dashboard_address=None, memory_limit=memory_limit or "auto",
+                           silence_logs=logging.INFO if verbose else logging.ERROR, **extra)
     return Client(cluster), cluster
 
 
@@ -237,7 +268,7 @@ def run_distributed(items: Sequence[str | os.PathLike], out: str | os.PathLike, 
                     processes: bool = True, memory_limit: str | None = None,
                     resume: bool = True, retries: int = 0, reporter: Any = None,
                     options: dict[str, Any] | None = None, pipeline: Any = None,
-                    skipped: Sequence[dict[str, str]] = ()) -> Any:
+                    skipped: Sequence[dict[str, str]] = (), verbose: bool = False) -> Any:
     """Runs ``job`` on every photo over a dask cluster and writes ``out/run.json``.
 
     Args:
@@ -258,6 +289,7 @@ def run_distributed(items: Sequence[str | os.PathLike], out: str | os.PathLike, 
         pipeline: A pipeline built from ``spec`` on the client (e.g. to validate edits first); when given,
             its model identity and resolved config are stored in ``run.json``.
         skipped: Folder entries left out while expanding the inputs (``{"path", "reason"}``), recorded.
+        verbose: Show dask's own INFO logs (scheduler, workers); by default only its errors.
 
     Returns:
         The :class:`dhr.records.RunRecord` (also written to ``out/run.json``); its ``exit_code()`` is 0 when
@@ -319,7 +351,7 @@ def _run_locked(items, out: Path, spec: PipelineSpec, job: PhotoJob, *, schedule
         reporter.close()
         return record
 
-    client, cluster = _client(scheduler, n_workers, spec.torch_threads or 1, processes, memory_limit)
+    client, cluster = _client(scheduler, n_workers, spec.torch_threads or 1, processes, memory_limit, verbose)
     try:
         from distributed import as_completed
 

@@ -76,7 +76,7 @@ def display(img, min_size: int = 128):
 def save_sweeps(pipe, pi, root: Path, sweeps: list[tuple[str, tuple[float, ...]]]) -> dict[str, Any]:
     """Grid PNG, ping-pong GIF and MP4 per sweep in ``root/sweeps``; MP4 skipped with a warning when
     imageio-ffmpeg is missing."""
-    from dhr.editing.media import save_mp4, save_png
+    from dhr.editing.media import ANIMATION_FPS, save_gif, save_mp4, save_png, sweep_animation_frames
     from dhr.errors import ConfigError
 
     folder = root / "sweeps"
@@ -84,9 +84,12 @@ def save_sweeps(pipe, pi, root: Path, sweeps: list[tuple[str, tuple[float, ...]]
     for name, strengths in sweeps:
         res = pipe.sweep(pi, name, strengths)
         base = folder / f"{pi.stem}_{name}"
+        # The grid shows the crops at the asked strengths; the animations the pasted photo, in finer steps.
+        frames = sweep_animation_frames(pipe, pi, name, res.strengths)
         entry: dict[str, Any] = {"strengths": list(res.strengths),
                                  "grid": str(save_png(res.grid, base.with_suffix(".png"))),
-                                 "gif": str(res.save_gif(base.with_suffix(".gif"))), "mp4": None}
+                                 "gif": str(save_gif(frames, base.with_suffix(".gif"), fps=ANIMATION_FPS,
+                                                     pingpong=True)), "mp4": None}
         try:
             import imageio_ffmpeg  # noqa: F401  (save_mp4's dependency; checked here to skip cleanly)
         except ImportError:
@@ -94,7 +97,7 @@ def save_sweeps(pipe, pi, root: Path, sweeps: list[tuple[str, tuple[float, ...]]
                         "(pip install imageio-ffmpeg)", pi.stem, name)
         else:
             try:
-                entry["mp4"] = str(save_mp4(res.frames, base.with_suffix(".mp4"), fps=8.0, pingpong=True))
+                entry["mp4"] = str(save_mp4(frames, base.with_suffix(".mp4"), fps=ANIMATION_FPS, pingpong=True))
             except (ConfigError, OSError, RuntimeError) as e:
                 log.warning("%s: MP4 of the %s sweep skipped: %s", pi.stem, name, e)
         written[name] = entry
@@ -102,13 +105,18 @@ def save_sweeps(pipe, pi, root: Path, sweeps: list[tuple[str, tuple[float, ...]]
 
 
 def save_sheet(pi, root: Path, edit_results: list) -> str:
-    """``root/sheets/<stem>.png``: aligned input, domain mask, inversion and each edit side by side."""
+    """``root/sheets/<stem>.png``: aligned input, out-of-domain overlay, inversion and each edit side by side."""
     from dhr.editing.media import contact_sheet, save_png
+
+    import numpy as np
+
+    from dhr.editing.media import mask_overlay
 
     columns = {"input": display(pi.aligned_image)}
     mask = pi.mask_image
-    if mask is not None:
-        columns["mask (white: in-domain)"] = display(mask)
+    if mask is not None:  # tinted over the face: a bare all-white mask looks like an empty panel
+        columns["kept out (red)"] = display(mask_overlay(np.asarray(pi.aligned_image.convert("RGB")),
+                                                         np.asarray(mask)))
     columns["inversion"] = display(pi.to_numpy())
     for res in edit_results:
         columns[res.name] = display(res.crop)
@@ -160,9 +168,12 @@ def save_face(pipe, pi, tree, face: dict[str, Any], *, masks: bool, inversion: b
 
 
 def face_entry(pi) -> dict[str, Any]:
+    box = None if pi.aligned is None or pi.aligned.source_box is None else pi.aligned.source_box
     return {
         "stem": pi.stem,
         "face_index": None if pi.aligned is None else int(pi.aligned.face_index),
+        "box": None if box is None else [round(float(v), 1) for v in box],  # left, top, right, bottom (photo px)
+        "faces_found": None if pi.aligned is None else pi.aligned.faces_found,
         "whole_image": pi.whole_image,
         "method": pi.inversion.method,
         "notes": list(pi.notes),

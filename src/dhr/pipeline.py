@@ -583,12 +583,21 @@ class Pipeline:
             raise FaceNotFoundError(
                 f"no usable face in {photo.name} (tried: {tried_text}); pass whole_image=True (CLI: "
                 "--whole-image) to process the whole image instead, or crop the photo around the face") from None
+        found = len(faces)
+        skipped = ""
         if face_index is not None:
             if not 0 <= face_index < len(faces):
                 raise FaceNotFoundError(f"{photo.name} has {len(faces)} usable face(s); face index {face_index} "
                                         f"does not exist (choose 0..{len(faces) - 1})")
             faces = [faces[face_index]]
-        aligned = [align_face(photo, f, template) for f in faces]
+            if found > 1:
+                skipped = (f"{found} faces found, processed face {face_index}, skipped {found - 1}; "
+                           "use --all-faces for all of them (--face-index N for another one)")
+                logger.warning("%s: %s", photo.name, skipped)
+        aligned = []
+        for f in faces:
+            a = align_face(photo, f, template)
+            aligned.append(dataclasses.replace(a, faces_found=found, notes=(*a.notes, skipped) if skipped else a.notes))
         if len(tried) > 1:
             note = f"face found {tried[-1]} (tried: {', '.join(tried)})"
             aligned = [dataclasses.replace(a, notes=(*a.notes, note)) for a in aligned]

@@ -219,7 +219,14 @@ def test_run_sweeps_and_sheets(env, tmp_path):
     grid = np.asarray(Image.open(sw["smile"]["grid"]))
     assert grid.shape[1] > 5 * 32 and grid.shape[0] > 32  # five 32 px cells plus labels
     gif = Image.open(sw["smile"]["gif"])
-    assert gif.n_frames >= 5  # ping-pong: 5 forward + 3 back (identical neighbours may merge)
+    # Watchable: the pasted photo with its long side at 512 px, >= 24 frames, >= 3 s per loop.
+    photo = Image.open(env["inputs"] / "a.png")
+    assert max(gif.size) == 512 and abs(gif.size[0] / gif.size[1] - photo.width / photo.height) < 0.05
+    durations = []
+    for i in range(gif.n_frames):
+        gif.seek(i)
+        durations.append(gif.info["duration"])
+    assert gif.n_frames >= 24 and sum(durations) >= 3000, (gif.n_frames, sum(durations))
     assert Path(sw["smile"]["mp4"]).is_file() and Path(sw["smile"]["mp4"]).stat().st_size > 0
     sheet = np.asarray(Image.open(outs["sheet"]))
     assert outs["sheet"] == str(out / "sheets" / "a_whole.png")
@@ -241,11 +248,18 @@ def test_sweep_frames_match_edits(env, tmp_path):
     for i in range(gif.n_frames):
         gif.seek(i)
         frames.append(np.asarray(gif.convert("RGB")).astype(int))
-    inv = np.asarray(Image.open(outs["inversion"])).astype(int)
-    edited = np.asarray(Image.open(outs["edits"]["smile+1"]["crop"])).astype(int)
+    n = (len(frames) + 2) // 2  # ping-pong: n strengths from -1 to +1, then back
+    assert n % 2 == 1 and len(frames) == 2 * n - 2
+
+    def shown(path):  # a pasted output as the animation shows it (long side 512)
+        im = Image.open(path).convert("RGB")
+        return np.asarray(im.resize(frames[0].shape[1::-1], Image.LANCZOS)).astype(int)
+
+    inv, edited = shown(outs["pasted_inversion"]), shown(outs["edits"]["smile+1"]["pasted"])
+    body = (slice(40, None), slice(None))  # below the strength label
     # GIF palettes quantise colours: compare with a tolerance, and check the frames differ.
-    assert np.abs(frames[1] - inv).mean() < 8 and np.abs(frames[2] - edited).mean() < 8
-    assert np.abs(frames[0] - frames[2]).mean() > np.abs(frames[2] - edited).mean()
+    assert np.abs(frames[n // 2] - inv)[body].mean() < 8 and np.abs(frames[n - 1] - edited)[body].mean() < 8
+    assert np.abs(frames[0] - frames[n - 1])[body].mean() > np.abs(frames[n - 1] - edited)[body].mean()
 
 
 def test_sweep_without_ffmpeg_and_edit_sweep(env, tmp_path, monkeypatch):

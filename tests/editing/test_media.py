@@ -89,3 +89,31 @@ def test_save_mp4_missing_dependency(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(ConfigError, match="pip install imageio-ffmpeg"):
         save_mp4([_img(8, 8, 0)], tmp_path / "v.mp4")
+
+
+def test_mask_overlay_tints_out_of_domain_and_keeps_an_all_white_mask_visible():
+    from dhr.editing.media import OOD_COLOUR, mask_overlay
+
+    img = np.full((6, 8, 3), 200, np.uint8)
+    assert np.array_equal(mask_overlay(img, np.full((6, 8), 255, np.uint8)), img)
+    m = np.ones((3, 4), np.float32)  # half size, float: resized to the image
+    m[:, 2:] = 0
+    out = mask_overlay(img, m)
+    assert out.shape == img.shape and tuple(out[0, 4]) == OOD_COLOUR  # outline on the boundary
+    assert out[0, 7, 0] > out[0, 7, 1] + 60 and tuple(out[0, 0]) == (200, 200, 200)
+    with pytest.raises(ImageError, match=r"mask must be \(H, W\)"):
+        mask_overlay(img, np.zeros((2, 2, 3)))
+
+
+def test_animation_strengths_and_frames():
+    from dhr.editing.media import ANIMATION_MIN_FRAMES, animation_frames, animation_strengths, fit_long_side
+
+    s = animation_strengths((-3, -2, -1, 0, 1, 2, 3))
+    assert s[0] == -3 and s[-1] == 3 and 2 * len(s) - 2 >= ANIMATION_MIN_FRAMES >= 24
+    assert np.allclose(np.diff(s), s[1] - s[0]) and 0.0 in s  # the reconstruction is one of the frames
+    assert animation_strengths((2.0,)) == (2.0,) and len(animation_strengths(range(40))) == 40
+    assert fit_long_side(np.zeros((40, 64, 3), np.uint8)).shape == (320, 512, 3)
+    assert fit_long_side(np.zeros((2000, 1000, 3), np.uint8)).shape == (512, 256, 3)
+    frames = animation_frames([np.full((32, 32, 3), v, np.uint8) for v in (0, 255)], (-1.0, 1.0), "age")
+    assert frames[0].shape == (512, 512, 3) and frames[0][300, 300, 0] == 0 and frames[1][300, 300, 0] == 255
+    assert frames[0][5:15, 5:40].min() == 0 and frames[0][2, 2].tolist() == [255, 255, 255]  # the label box

@@ -241,7 +241,11 @@ def test_save_domain_pngs(tmp_path):
     for name, p in paths.items():
         assert p.name == f"img_{name}.png"
         arr = np.array(Image.open(p))
-        assert arr.shape[:2] == (R, R)
+        assert arr.shape[:2] == ((256, 256) if name == "superpixels" else (R, R))
+    # Superpixels: the face enlarged 8x with one-pixel yellow boundaries (not 8-pixel blocks).
+    sp = np.array(Image.open(paths["superpixels"])).astype(int)
+    yellow = (sp[..., 0] == 255) & (sp[..., 1] == 230) & (sp[..., 2] == 0)
+    assert 0.005 < yellow.mean() < 0.08, yellow.mean()  # 8-pixel-wide blocks would cover ~4x more
     mask = np.array(Image.open(paths["mask"]))
     assert set(np.unique(mask)) <= {0, 255}
     assert np.array_equal(mask > 0, d.mask[0].numpy() > 0.5)

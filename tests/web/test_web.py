@@ -32,11 +32,11 @@ def test_backend_invert_and_edit(env, tmp_path):
     pipe, photo, _ = env
     backend = WebBackend(pipe, tmp_path / "work")
     assert backend.direction_names() == ["age", "smile"]
-    with pytest.raises(ImageError, match="upload"):
+    with pytest.raises(ImageError, match="Upload a photo first"):
         backend.invert(None)
-    with pytest.raises(FaceNotFoundError):
+    with pytest.raises(FaceNotFoundError, match=r"^No face found in photo.png. Tick \"Use the whole image"):
         backend.invert(str(photo), "encoder", whole_image=False)
-    with pytest.raises(EditError, match="invert a photo first"):
+    with pytest.raises(EditError, match="Press \\*Invert\\* first"):
         backend.edit(None, {"age": 1})
     steps = []
     view = backend.invert(str(photo), "dhr", whole_image=True, progress=lambda s, i, n, info: steps.append((s, i, n)))
@@ -47,7 +47,7 @@ def test_backend_invert_and_edit(env, tmp_path):
     names = [Path(f).name for f in ed.files]
     assert names == ["photo_whole_age+1.5.png", "photo_whole_age+1.5_crop.png", "photo_whole.safetensors",
                      "photo_whole.json"]
-    assert all(Path(f).is_file() and Path(f).is_relative_to(tmp_path / "work") for f in ed.files)
+    assert all(Path(f).is_file() and Path(f).is_relative_to(tmp_path / "work" / "default") for f in ed.files)
     assert Image.open(ed.files[0]).size == (48, 40)
     assert ed.pasted.size == (48, 40)
     # All sliders at zero give back the reconstruction.
@@ -59,9 +59,12 @@ def test_backend_invert_and_edit(env, tmp_path):
     m[:, 30:] = 255
     Image.fromarray(m).save(tmp_path / "ood.png")
     masked = backend.invert(str(photo), "dhr", whole_image=True, ood_mask=str(tmp_path / "ood.png"))
-    assert "given by the user" in masked.status
-    mk = np.asarray(masked.mask.convert("L"))
-    assert mk[100:156, -40:].max() == 0 and mk[:, :40].min() == 255
+    assert "given by the user" in masked.status and "Kept out of the GAN" in masked.status
+    # The mask panel is the crop with the kept-out part tinted red: the right side red, the left the crop.
+    over = np.asarray(masked.mask).astype(int)
+    right = over[100:156, -40:]
+    assert (right[..., 0] - right[..., 1:].max(-1) > 60).mean() > 0.9
+    assert np.array_equal(over[:, :40], np.asarray(masked.aligned)[:, :40])
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "small.png")
     with pytest.raises(DHRError, match="mask is 5x5"):
         backend.invert(str(photo), "dhr", whole_image=True, ood_mask=str(tmp_path / "small.png"))
@@ -83,10 +86,15 @@ def test_backend_refuses_bad_uploads_and_keeps_working(env, tmp_path):
         backend.check(str(fake))
     with pytest.raises(ImageError, match="not a readable image"):
         backend.invert(str(fake), "encoder")
-    with pytest.raises(ImageError, match=r"64x64 = 4,096 pixels, more than max_pixels=2,000"):
+    with pytest.raises(ImageError, match=r"big.png is 64x64 = 4,096 pixels; this page takes photos of up to 2,000 "
+                       r"pixels\. Make it smaller and upload it again\.$"):
         backend.check(str(big))
-    with pytest.raises(ImageError, match="max_pixels"):
+    with pytest.raises(ImageError, match="up to 2,000 pixels"):
         backend.invert(str(big), "encoder")
+    # No server path in any message, even when the file sits deep in a temporary folder.
+    with pytest.raises(ImageError) as err:
+        backend.check(str(fake))
+    assert str(err.value) == ("notes.png is not a readable image; upload a JPEG, PNG, WebP, TIFF or BMP file.")
     view = backend.check(str(photo))  # 48x40 = 1920 px: accepted
     assert view.preview.size == (48, 40) and "48x40" in view.status
     inv = backend.invert(str(photo), "encoder", whole_image=True)
@@ -123,8 +131,100 @@ def test_gradio_app_builds(env, tmp_path):
 
     demo = build_app(env[0], workdir=tmp_path)
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
-    assert {"photo", "preview", "status", "invert", "aligned", "mask", "inversion", "slider-age", "slider-smile", "edit", "pasted",
-            "files"} <= ids
+    assert {"photo", "preview", "status", "invert", "aligned", "mask", "inversion", "slider-age", "slider-smile",
+            "edit", "pasted", "files", "edit-status", "options"} <= ids
+
+
+def _png_bomb(path: Path, size: int = 100_000) -> Path:
+    """A valid 1x1 grey PNG whose header claims ``size`` x ``size`` pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", size, size, 8, 0, 0, 0, 0)
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0\0"))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_plain_error_drops_paths_reprs_and_cli_advice():
+    from dhr.web.app import plain_error
+
+    raw = ("/tmp/gradio/0a1b2c/my notes.png is not a readable image (cannot identify image file "
+           "<_io.BytesIO object at 0x7f3a2b1c>); pass a JPEG, PNG, WebP, TIFF or BMP file.")
+    assert plain_error(raw) == "my notes.png is not a readable image; upload a JPEG, PNG, WebP, TIFF or BMP file."
+    # Known paths (folders with spaces too) are replaced as given.
+    assert plain_error("/srv/a b/c.png is odd", names={"/srv/a b/c.png": "c.png"}) == "c.png is odd."
+    msg = plain_error("x.png has 9x9 = 81 pixels, more than max_pixels=80; downscale the photo or raise max_pixels.")
+    assert "max_pixels" not in msg and msg.startswith("x.png has 9x9")
+    assert plain_error("model /srv/models/f/config.json: bad; set --set refine.steps=3") == "model config.json: bad."
+    assert plain_error(ValueError("C:\\Users\\me\\AppData\\x.png is odd")) == "x.png is odd."
+
+
+def test_mask_overlay_shows_the_face_when_nothing_is_out():
+    from dhr.web.app import OOD_COLOUR, mask_overlay
+
+    crop = Image.fromarray(np.full((8, 8, 3), 250, np.uint8))
+    white = Image.fromarray(np.full((8, 8), 255, np.uint8), "L")
+    assert np.array_equal(np.asarray(mask_overlay(crop, white)), np.asarray(crop))  # not a white square
+    m = np.full((8, 8), 255, np.uint8)
+    m[:, 4:] = 0
+    out = np.asarray(mask_overlay(crop, Image.fromarray(m, "L")))
+    assert tuple(out[0, 4]) == OOD_COLOUR and out[0, 6, 1] < 150 and tuple(out[0, 0]) == (250, 250, 250)
+
+
+def test_ood_mask_bomb_and_bad_mask_are_plain_errors(env, tmp_path):
+    pipe, photo, _ = env
+    backend = WebBackend(pipe, tmp_path / "work", max_pixels=2000)
+    with pytest.raises(ImageError) as err:
+        backend.invert(str(photo), "dhr", ood_mask=str(_png_bomb(tmp_path / "mask.png")))
+    claim = f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.3g}"  # Pillow refuses to open above twice its limit
+    assert str(err.value) == (f"mask.png is far too large (its header claims more than {claim} megapixels); this "
+                              "page takes masks of up to 2,000 pixels. Make it smaller and upload it again.")
+    with pytest.raises(ImageError, match=r"^m3.png is 300x300 = 90,000 pixels; this page takes masks of up to 2,000"):
+        backend.invert(str(photo), "dhr", ood_mask=str(_png_bomb(tmp_path / "m3.png", 300)))
+    (tmp_path / "m.png").write_bytes(b"GIF89a garbage")
+    with pytest.raises(ImageError, match=r"^m.png is (not a readable|corrupt)"):
+        backend.invert(str(photo), "dhr", ood_mask=str(tmp_path / "m.png"))
+    # With a large pixel limit the decoder's own bomb guard answers, still without a traceback or path.
+    big = WebBackend(pipe, tmp_path / "w2", max_pixels=10**11)
+    with pytest.raises(DHRError) as err:
+        big.invert(str(photo), "dhr", ood_mask=str(_png_bomb(tmp_path / "mask2.png")))
+    assert str(tmp_path) not in str(err.value) and "mask2.png" in str(err.value)
+
+
+def test_unnamed_directions_are_split_out(tmp_path):
+    from dhr.web.app import is_unnamed_direction
+
+    assert is_unnamed_direction("pc3") and is_unnamed_direction("sefa0") and is_unnamed_direction("x", "ganspace")
+    assert not is_unnamed_direction("age") and not is_unnamed_direction("pcx")
+    pipe = Pipeline.from_pretrained(make_tiny_model(tmp_path / "m", directions=("age", "pc0", "smile", "sefa1")),
+                                    device="cpu", config=TINY_CONFIG)
+    assert WebBackend(pipe, tmp_path / "w").split_directions() == (["age", "smile"], ["pc0", "sefa1"])
+
+
+def test_work_folder_is_cleaned_per_session_on_close_and_capped(env, tmp_path):
+    pipe, photo, _ = env
+    backend = WebBackend(pipe, max_work_bytes=10**9)  # owns a fresh temporary folder
+    inv = backend.invert(str(photo), "encoder", whole_image=True).result
+    a = backend.edit(inv, {"age": 1.0}, session="sess-a")
+    b = backend.edit(inv, {"age": 2.0}, session="sess-b")
+    assert all(Path(f).is_file() for f in a.files + b.files)
+    backend.end_session("sess-a")
+    assert not any(Path(f).exists() for f in a.files) and all(Path(f).is_file() for f in b.files)
+    # Cap: each edit writes a few KB; with a cap of one edit's size only the newest edit folder stays.
+    one = backend.work_bytes()
+    backend.max_work_bytes = one
+    c = backend.edit(inv, {"age": 3.0}, session="sess-b")
+    assert all(Path(f).is_file() for f in c.files) and not any(Path(f).exists() for f in b.files)
+    assert backend.work_bytes() <= one
+    workdir = backend.workdir
+    backend.close()
+    assert not workdir.exists()
+    from dhr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_work_bytes"):
+        WebBackend(pipe, tmp_path / "w", max_work_bytes=0)
 
 
 def _free_port() -> int:
@@ -133,55 +233,176 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_browser_upload_invert_edit_download(env, tmp_path):
+# --------------------------------------------------------------------------------------------
+# In a real browser (Playwright driving Debian's chromium), at the size of a laptop window.
+
+VIEW = {"width": 1280, "height": 900}
+
+
+@pytest.fixture(scope="module")
+def browser_app(tmp_path_factory):
     pytest.importorskip("gradio", reason="gradio not installed (pip install gradio)")
     pw = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
     if CHROMIUM is None:
         pytest.skip("chromium not found (Debian: apt-get install -y chromium)")
     from dhr.web.app import build_app
 
-    pipe, photo, _ = env
-    fake, big = _bad_uploads(tmp_path)
-    demo = build_app(pipe, workdir=tmp_path / "work", max_pixels=2000)
+    root = tmp_path_factory.mktemp("browser")
+    model = make_tiny_model(root / "model", directions=("age", "smile", "pc0", "sefa0"))
+    pipe = Pipeline.from_pretrained(model, device="cpu", config=TINY_CONFIG)
+    files = {"photo": synthetic_photo(root / "photo.png"), "other": synthetic_photo(root / "other.png", seed=5)}
+    files["fake"], files["big"] = _bad_uploads(root)
+    files["bomb"] = _png_bomb(root / "bomb-mask.png")
+    demo = build_app(pipe, workdir=root / "work", max_pixels=2000)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        with pw.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
-            page.wait_for_selector("#invert", timeout=30_000)
-            upload = page.locator("#photo input[type=file]")
-            status = page.locator("#status")
-            # A text file named .png: a clear message in the page, no preview.
-            upload.set_input_files(str(fake))
-            pw.expect(status).to_contain_text("not a readable image", timeout=30_000)
-            assert status.is_visible() and "Error" in status.inner_text()
-            assert page.locator("#preview img").count() == 0
-            # Over the pixel limit.
-            page.click("#photo button[aria-label='Clear']")
-            upload.set_input_files(str(big))
-            pw.expect(status).to_contain_text("more than max_pixels=2,000", timeout=30_000)
-            # The server still serves: a valid photo is previewed, inverted and edited.
-            page.click("#photo button[aria-label='Clear']")
-            upload.set_input_files(str(photo))
-            pw.expect(status).to_contain_text("48x40 px", timeout=30_000)
-            page.wait_for_selector("#preview img", timeout=30_000)
-            page.click("#invert")
-            page.wait_for_selector("#inversion img", timeout=120_000)
-            page.wait_for_selector("#mask img", timeout=10_000)
-            assert "photo_whole" in page.inner_text("#status")
-            number = page.locator("#slider-age input[type=number]")
-            number.fill("1.5")
-            number.press("Enter")
-            page.click("#edit")
-            page.wait_for_selector("#pasted img", timeout=60_000)
-            page.wait_for_selector("#files a", timeout=30_000)
-            listing = page.inner_text("#files").replace("\n", "")
-            assert "photo_whole_age+1.5.png" in listing and "photo_whole.safetensors" in listing, listing
-            hrefs = [page.locator("#files a").nth(i).get_attribute("href") for i in range(4)]
-            assert all(h and "photo_whole" in h for h in hrefs), hrefs
-            browser.close()
-    finally:
-        demo.close()
-    assert list((tmp_path / "work").rglob("photo_whole_age+1.5.png"))
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield {"pw": pw, "browser": browser, "url": f"http://127.0.0.1:{port}/", "files": files,
+               "work": root / "work", "demo": demo}
+        browser.close()
+    demo.close()
+
+
+def _page(app):
+    page = app["browser"].new_page(viewport=VIEW)
+    page.goto(app["url"], wait_until="load")
+    page.wait_for_selector("#invert", timeout=30_000)
+    return page
+
+
+def _upload(app, page, name: str, expect: str) -> None:
+    """Uploads a file as a user does: removing the current one first (gradio's X), then choosing the file."""
+    if page.locator("#photo input[type=file]").count() == 0:
+        page.click("#photo button[aria-label='Clear']")
+    page.locator("#photo input[type=file]").set_input_files(str(app["files"][name]))
+    app["pw"].expect(page.locator("#status")).to_contain_text(expect, timeout=30_000)
+
+
+def _invert_and_edit(app, page, age: str = "1.5") -> None:
+    page.click("#invert")
+    page.wait_for_selector("#inversion img", timeout=120_000)
+    number = page.locator("#slider-age input[type=number]")
+    number.fill(age)
+    number.press("Enter")
+    page.click("#edit")
+    page.wait_for_selector("#pasted img", timeout=60_000)
+    page.wait_for_selector("#files a", timeout=30_000)
+
+
+def _in_view(page, selector: str) -> bool:
+    box = page.locator(selector).bounding_box()
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= VIEW["height"] \
+        and box["x"] + box["width"] <= VIEW["width"]
+
+
+def test_browser_actions_in_view_at_1280x900(browser_app):
+    app = browser_app
+    page = _page(app)
+    assert _in_view(page, "#invert") and _in_view(page, "#edit")
+    text = page.inner_text("body")
+    assert text.count("25 MB") == 1 and "25mb" not in text.lower().replace("25 mb", ""), text  # the cap, once
+    # Unnamed directions wait behind the accordion, with a word on what they are.
+    assert page.locator("#slider-age").is_visible() and not page.locator("#slider-pc0").is_visible()
+    _upload(app, page, "photo", "48x40 px")
+    _invert_and_edit(app, page)
+    assert page.evaluate("window.scrollY") == 0
+    for sel in ("#invert", "#edit", "#status", "#edit-status", "#pasted", "#mask"):
+        assert _in_view(page, sel), sel
+    app["pw"].expect(page.locator("#edit-status")).to_contain_text("age +1.5")
+    listing = page.inner_text("#files").replace("\n", "")
+    assert "photo_whole_age+1.5.png" in listing and "photo_whole.safetensors" in listing, listing
+    page.click("#advanced")
+    app["pw"].expect(page.locator("#slider-pc0")).to_be_visible()
+    assert "GANSpace" in page.inner_text("#advanced")
+    page.close()
+
+
+def test_browser_new_upload_resets_everything(browser_app):
+    app = browser_app
+    page = _page(app)
+    _upload(app, page, "photo", "48x40 px")
+    _invert_and_edit(app, page)
+    for name, expect in (("other", "48x40 px"), ("fake", "not a readable image")):
+        _upload(app, page, name, expect)
+        for sel in ("#aligned img", "#mask img", "#inversion img", "#pasted img", "#crop img", "#files a"):
+            app["pw"].expect(page.locator(sel)).to_have_count(0, timeout=10_000)
+        assert page.locator("#slider-age input[type=number]").input_value() == "0"
+        assert page.inner_text("#edit-status").strip() == ""
+        # Apply edit cannot edit the previous person.
+        page.click("#edit")
+        app["pw"].expect(page.locator("#edit-status")).to_contain_text("Press Invert first", timeout=30_000)
+        assert page.locator("#pasted img").count() == 0
+        if name == "other":  # the new photo inverts and edits normally
+            _invert_and_edit(app, page, "-1")
+            app["pw"].expect(page.locator("#edit-status")).to_contain_text("age -1")
+            _upload(app, page, "photo", "48x40 px")
+            app["pw"].expect(page.locator("#pasted img")).to_have_count(0, timeout=10_000)
+    page.close()
+
+
+def _shown(page) -> str:
+    return page.inner_text("#status") + page.inner_text("#edit-status")
+
+
+def test_browser_errors_are_plain(browser_app):
+    app = browser_app
+    page = _page(app)
+    _upload(app, page, "fake", "notes.png is not a readable image; upload a JPEG, PNG, WebP, TIFF or BMP file.")
+    _upload(app, page, "big", "big.png is 64x64 = 4,096 pixels; this page takes photos of up to 2,000 pixels.")
+    _upload(app, page, "photo", "48x40 px")
+    page.click("#options")
+    page.locator("#ood-mask input[type=file]").set_input_files(str(app["files"]["bomb"]))
+    page.click("#invert")
+    app["pw"].expect(page.locator("#status")).to_contain_text("bomb-mask.png is far too large", timeout=60_000)
+    shown = page.inner_text("body")
+    for leak in ("/tmp", "gradio/", "0x", "Traceback", "max_pixels", "--", "BytesIO", "Error:  "):
+        assert leak not in shown, leak
+    page.close()
+
+
+def test_browser_mask_overlay_is_visible(browser_app):
+    app = browser_app
+    page = _page(app)
+    _upload(app, page, "photo", "48x40 px")
+    page.click("#invert")
+    page.wait_for_selector("#mask img", timeout=120_000)
+    app["pw"].expect(page.locator("#status")).to_contain_text("Kept out of the GAN")
+    stats = page.evaluate("""async () => {
+        const img = document.querySelector('#mask img');
+        await img.decode();
+        const c = document.createElement('canvas');
+        c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const ctx = c.getContext('2d');
+        ctx.drawImage(img, 0, 0);
+        const d = ctx.getImageData(0, 0, c.width, c.height).data;
+        let white = 0, red = 0, n = d.length / 4;
+        for (let i = 0; i < d.length; i += 4) {
+            if (d[i] > 235 && d[i + 1] > 235 && d[i + 2] > 235) white++;
+            if (d[i] - Math.max(d[i + 1], d[i + 2]) > 60) red++;
+        }
+        return {white: white / n, red: red / n, w: c.width};
+    }""")
+    assert stats["w"] >= 128 and stats["white"] < 0.5 and stats["red"] > 0.02, stats
+    page.close()
+
+
+def test_browser_session_files_are_deleted_when_the_tab_closes(browser_app):
+    import time
+
+    app = browser_app
+    work = app["work"]
+    before = {d.name for d in work.iterdir()} if work.exists() else set()
+    page = _page(app)
+    _upload(app, page, "photo", "48x40 px")
+    _invert_and_edit(app, page)
+    mine = [d for d in work.iterdir() if d.name not in before]
+    assert len(mine) == 1 and list(mine[0].rglob("*.png")), mine
+    page.close()
+    deadline = time.monotonic() + 30
+    while mine[0].exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not mine[0].exists(), "the session's files outlived its tab"
+    # On server exit the rest goes too.
+    app["demo"].dhr_backend.close()
+    assert not any(work.iterdir()) if work.exists() else True

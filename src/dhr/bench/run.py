@@ -358,6 +358,43 @@ def _detect_landmarks(item: _Item) -> None:
     item.landmarks = np.asarray(face.landmarks, dtype=np.float64) / up
 
 
+FRAMING_SAMPLE = 8
+"""Images whose landmarks are detected only for the framing check (when DHR's parser did not need them)."""
+
+
+def _check_framing(items: Sequence[_Item], model: Any) -> dict[str, Any]:
+    """Compares the crops' framing with the model's alignment template; warns on a mismatch.
+
+    The crops are used as given (only resized), so a framing the model was not trained on (FFHQ's
+    looser crops for ``faces-64``) silently gives bad reconstructions. Uses the landmarks found for
+    DHR's parser, else detects them on the first :data:`FRAMING_SAMPLE` images.
+
+    Returns:
+        ``{"template", "checked", "median_scale", "median_shift", "matches", "warning"}`` for the report.
+    """
+    from dhr.faces.align import AlignTemplate
+    from dhr.faces.framing import framing_of, framing_warning
+
+    template = (AlignTemplate.from_dict(dict(model.template)) if model.template
+                else AlignTemplate.ffhq(model.resolution))
+    with_lm = [it for it in items if it.landmarks is not None]
+    if not with_lm:
+        for it in items[:FRAMING_SAMPLE]:
+            try:
+                _detect_landmarks(it)
+            except (DHRError, ImportError) as e:
+                logger.info("benchmark: framing check skipped for %s: %s", it.name, e)
+        with_lm = [it for it in items if it.landmarks is not None]
+    framings = [framing_of(it.landmarks, it.pixels.shape[0], template) for it in with_lm]
+    warning = framing_warning(framings, template, what="the benchmark images")
+    if warning:
+        logger.warning("benchmark: %s", warning)
+    return {"template": template.name, "checked": len(framings),
+            "median_scale": float(np.median([f.scale for f in framings])) if framings else None,
+            "median_shift": float(np.median([f.shift for f in framings])) if framings else None,
+            "matches": None if not framings else warning is None, "warning": warning}
+
+
 # --------------------------------------------------------------------------------------------
 # Measurement helpers
 
@@ -680,6 +717,7 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
         elif any(s.method == "dhr" for s in specs):
             it.notes.append(f"face parser {parser_name} (no landmarks needed)" if face_parser is not None
                             else "face parser disabled (--parser none)")
+    framing = _check_framing([items[j] for j in sorted(mine)], model)
 
     results: list[dict] = []
     sheets: list[dict] = []
@@ -852,6 +890,7 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
         },
         "environment": {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
                         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
+        "framing": framing,
         "images": results,
         "failures": failures,
     }

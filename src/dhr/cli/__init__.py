@@ -26,7 +26,24 @@ _REGISTRARS: list[str] = [
     "dhr.cli.bench",
     "dhr.cli.dist",
     "dhr.cli.reference",
+    "dhr.cli.info",
 ]
+
+_THREADS_HELP = ("Torch CPU threads of this process (default: DHR_THREADS, else OMP_NUM_THREADS, else the usable "
+                 "CPUs up to 8). dhr also sets OMP_WAIT_POLICY=PASSIVE unless you set it.")
+
+
+def _root(threads: int | None = typer.Option(None, "--threads", min=1, max=4096, help=_THREADS_HELP)) -> None:
+    """Applies the thread settings before any command runs (see :mod:`dhr.threads`)."""
+    from dhr.errors import DHRError
+    from dhr.threads import configure_threads
+
+    try:
+        settings = configure_threads(threads)
+    except DHRError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    logging.getLogger("dhr").debug("threads: %s", settings.describe())
 
 
 def build_app() -> typer.Typer:
@@ -37,6 +54,7 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
+    app.callback()(_root)
     for module in _REGISTRARS:
         importlib.import_module(module).register(app)
     for module, attr, name, help_ in _SUBAPPS:

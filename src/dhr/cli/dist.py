@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -37,7 +38,8 @@ def register(app: typer.Typer) -> None:
                                           "a registry digest."),
         workers: int | None = typer.Option(None, "--workers", "-w", min=1, help="Local worker processes, one "
                                            "photo at a time each (default: CPU count / --threads)."),
-        threads: int = typer.Option(1, "--threads", min=1, help="Torch threads per worker."),
+        threads: int | None = typer.Option(None, "--threads", min=1, max=4096, help="Torch threads per worker "
+                                           "(default: DHR_THREADS, else OMP_NUM_THREADS, else 1)."),
         scheduler: str | None = typer.Option(None, "--scheduler", help="Address of a running dask scheduler "
                                              "(tcp://host:8786) instead of a local cluster."),
         memory_limit: str | None = typer.Option(None, "--memory-limit", help="Per local worker, e.g. 4GB."),
@@ -45,6 +47,7 @@ def register(app: typer.Typer) -> None:
         no_resume: bool = typer.Option(False, "--no-resume", help="Redo photos finished in an earlier run."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
         as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="Show dask's own logs (scheduler, workers)."),
     ) -> None:
         """Run the whole pipeline on many photos in parallel; same outputs as dhr run.
 
@@ -66,6 +69,14 @@ def register(app: typer.Typer) -> None:
         from dhr.jobs import PhotoJob
         from dhr.progress import make_reporter
 
+        if threads is None:
+            from dhr.threads import resolve_threads
+
+            try:
+                threads = resolve_threads(None)[0] if any(
+                    os.environ.get(k, "").strip() for k in ("DHR_THREADS", "OMP_NUM_THREADS")) else 1
+            except DHRError as e:
+                raise _usage(str(e)) from None
         # Build the pipeline here once: a bad model, config or edit is a usage error before any worker starts.
         mode, pipe, edits, sweeps, items, skipped = prepare_photo_command(
             photos, edit, sweep, model=model, method=method, device=device, seed=seed, config=config,
@@ -84,7 +95,7 @@ def register(app: typer.Typer) -> None:
             record = run_distributed(items, out, spec, job, scheduler=scheduler, n_workers=workers,
                                      memory_limit=memory_limit, resume=not no_resume,
                                      retries=retries, reporter=make_reporter(mode), options=options, pipeline=pipe,
-                                     skipped=skipped)
+                                     skipped=skipped, verbose=verbose)
         except DHRError as e:
             raise _usage(str(e)) from None
         raise typer.Exit(record.exit_code())

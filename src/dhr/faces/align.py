@@ -441,6 +441,8 @@ class AlignedFace:
         photo_size: ``(height, width)`` of the photo it came from.
         whole_image: True when no face was used and the whole photo was fitted into the crop.
         source: Photo file name for messages.
+        faces_found: Usable faces the detector found in the photo (None: not detected here, e.g. a
+            whole-image alignment or an alignment read back from a bundle).
     """
 
     crop: np.ndarray
@@ -454,6 +456,7 @@ class AlignedFace:
     whole_image: bool = False
     source: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    faces_found: int | None = None
 
     @property
     def size(self) -> int:

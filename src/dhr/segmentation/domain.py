@@ -352,7 +352,8 @@ def save_domain_pngs(mask: DomainMask, folder: str | Path, stem: str, *, target:
     """Writes the segmentation's intermediates as PNGs named ``{stem}_{what}.png``.
 
     Written when available: ``error`` (summed error maps at R, min-max normalised heat map),
-    ``superpixels`` (SLIC boundaries in yellow over ``target``, else over the coarse image),
+    ``superpixels`` (SLIC boundaries in yellow over ``target``, else over the coarse image, enlarged
+    to at least 256 px),
     ``parsing`` (argmax class colour map), ``mask_superpixel`` (m_s), ``mask_parsing`` (m_p) and
     ``mask`` (m); masks are 0/255 greyscale.
 
@@ -386,7 +387,15 @@ def save_domain_pngs(mask: DomainMask, folder: str | Path, stem: str, *, target:
             rgb = to_uint8(base)
         else:
             rgb = np.zeros((size, size, 3), np.uint8)
-        edges = find_boundaries(mask.superpixels.cpu().numpy(), mode="inner")
+        labels = mask.superpixels.cpu().numpy()
+        # Readable at any model size: the face enlarged to >= 256 px, boundaries one pixel wide on top.
+        k = max(1, -(-256 // size))
+        if k > 1:
+            from PIL import Image
+
+            rgb = np.asarray(Image.fromarray(rgb).resize((size * k, size * k), Image.LANCZOS))
+            labels = np.repeat(np.repeat(labels, k, axis=0), k, axis=1)
+        edges = find_boundaries(labels, mode="inner")
         rgb = rgb.copy()
         rgb[edges] = (255, 230, 0)
         out["superpixels"] = _save(folder / f"{stem}_superpixels.png", rgb)
