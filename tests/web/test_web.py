@@ -123,6 +123,26 @@ def test_serve_passes_max_pixels(monkeypatch):
     assert seen["max_pixels"] == 2000 and seen["port"] == 7999 and seen["host"] == "127.0.0.1"
     r = CliRunner().invoke(app, ["serve", "--max-pixels", "0"])
     assert r.exit_code == 2
+    r = CliRunner().invoke(app, ["serve", "--parser", "none", "--paste", "crop"])
+    assert r.exit_code == 0, r.output
+    assert seen["parser"] == "none" and seen["paste_mode"] == "crop" and seen["trust_parser"] is False
+
+
+def test_serve_builds_the_pipeline_with_the_chosen_parser(monkeypatch, tmp_path):
+    """The web UI's pipeline gets the parser asked for (its segmentation then uses it)."""
+    import dhr.web.app as web
+    from tests.pipeline_fixtures import make_tiny_model
+
+    built = {}
+
+    def capture(pipe, **_):  # stop before gradio starts a server
+        built["pipe"] = pipe
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(web, "build_app", capture)
+    with pytest.raises(KeyboardInterrupt):
+        web.serve(make_tiny_model(tmp_path / "m"), device="cpu", parser="none", block=False)
+    assert built["pipe"].parser == "none" and built["pipe"].face_parser is None
 
 
 def test_gradio_app_builds(env, tmp_path):

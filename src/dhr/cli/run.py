@@ -738,6 +738,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Random seed."),
         max_pixels: int | None = typer.Option(None, "--max-pixels", min=1, help="Refuse uploaded photos with more "
                                               "pixels (width x height); default 50,000,000."),
+        parser: str = typer.Option("auto", "--parser", help=_PARSER_HELP),
+        trust_parser: bool = typer.Option(False, "--trust-parser", help=_TRUST_PARSER_HELP),
+        paste: str = typer.Option("auto", "--paste", help=_PASTE_HELP),
     ) -> None:
         """Start the local web UI (needs gradio: pip install gradio).
 
@@ -754,7 +757,7 @@ def register(app: typer.Typer) -> None:
             raise _usage(str(e)) from None
         try:
             serve(model, host=host, port=port, device=device, config=config, seed=seed, block=True,
-                  max_pixels=max_pixels)
+                  max_pixels=max_pixels, parser=parser, trust_parser=trust_parser, paste_mode=paste)
         except ImportError as e:
             raise _usage(str(e)) from None
         except DHRError as e:

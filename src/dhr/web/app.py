@@ -604,7 +604,8 @@ def build_app(pipe: Pipeline, *, workdir: str | Path | None = None, methods: Seq
 
 def serve(model: str | Path = "faces-64", *, host: str = DEFAULT_HOST, port: int = 7860, device: str = "auto",
           config: Any = None, seed: int = 0, block: bool = True, max_file_size: str = DEFAULT_MAX_FILE_SIZE,
-          max_pixels: int | None = None, max_work_bytes: int = DEFAULT_MAX_WORK_BYTES):
+          max_pixels: int | None = None, max_work_bytes: int = DEFAULT_MAX_WORK_BYTES, parser: str = "auto",
+          trust_parser: bool = False, coarse_perceptual: str | None = None, paste_mode: str = "auto"):
     """Starts the UI on ``http://host:port`` (127.0.0.1 by default: not reachable from other machines).
 
     Args:
@@ -619,6 +620,8 @@ def serve(model: str | Path = "faces-64", *, host: str = DEFAULT_HOST, port: int
         max_pixels: Largest accepted photo (width x height); default
             :data:`dhr.io.image.DEFAULT_MAX_PIXELS`.
         max_work_bytes: Size cap of the folder of downloads (all sessions).
+        parser / trust_parser / coarse_perceptual / paste_mode: As :class:`dhr.Pipeline` (the face
+            parser of DHR's segmentation, the coarse inversion's metric, how edits are pasted).
     """
     from dhr.pipeline import Pipeline
     from dhr.threads import applied_settings, configure_threads
@@ -627,7 +630,9 @@ def serve(model: str | Path = "faces-64", *, host: str = DEFAULT_HOST, port: int
         configure_threads()
     if host not in (DEFAULT_HOST, "localhost", "::1"):
         logger.warning("binding the dhr web UI to %s: anyone who can reach this address can use it", host)
-    pipe = Pipeline.from_pretrained(model, device=device, config=config, seed=seed)
+    pipe = Pipeline.from_pretrained(model, device=device, config=config, seed=seed, parser=parser,
+                                    trust_parser=trust_parser, coarse_perceptual=coarse_perceptual,
+                                    paste_mode=paste_mode)
     demo = build_app(pipe, max_pixels=max_pixels, max_file_size=max_file_size, max_work_bytes=max_work_bytes)
     try:
         demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, share=False,
