@@ -305,11 +305,11 @@ def run_distributed(items: Sequence[str | os.PathLike], out: str | os.PathLike, 
     with FolderLock(out, "dhr dist"):
         return _run_locked(items, out, spec, job, scheduler=scheduler, n_workers=n_workers, processes=processes,
                            memory_limit=memory_limit, resume=resume, retries=retries, reporter=reporter,
-                           options=options, pipeline=pipeline, skipped=skipped)
+                           options=options, pipeline=pipeline, skipped=skipped, verbose=verbose)
 
 
 def _run_locked(items, out: Path, spec: PipelineSpec, job: PhotoJob, *, scheduler, n_workers, processes,
-                memory_limit, resume, retries, reporter, options, pipeline, skipped) -> Any:
+                memory_limit, resume, retries, reporter, options, pipeline, skipped, verbose) -> Any:
     from dhr.outputs import assign_names, clean_stale_temps
     from dhr.progress import QuietReporter
     from dhr.records import RunRecord
