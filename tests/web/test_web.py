@@ -94,7 +94,7 @@ def test_backend_refuses_bad_uploads_and_keeps_working(env, tmp_path):
     # No server path in any message, even when the file sits deep in a temporary folder.
     with pytest.raises(ImageError) as err:
         backend.check(str(fake))
-    assert str(err.value) == ("notes.png is not a readable image; upload a JPEG, PNG, WebP, TIFF or BMP file.")
+    assert str(err.value) == ("notes.png is not a readable image; unsupported or unknown format: upload a JPEG, PNG, WebP, BMP, TIFF, GIF (first frame) or JPEG 2000 file.")
     view = backend.check(str(photo))  # 48x40 = 1920 px: accepted
     assert view.preview.size == (48, 40) and "48x40" in view.status
     inv = backend.invert(str(photo), "encoder", whole_image=True)
@@ -368,7 +368,7 @@ def _shown(page) -> str:
 def test_browser_errors_are_plain(browser_app):
     app = browser_app
     page = _page(app)
-    _upload(app, page, "fake", "notes.png is not a readable image; upload a JPEG, PNG, WebP, TIFF or BMP file.")
+    _upload(app, page, "fake", "notes.png is not a readable image; unsupported or unknown format: upload a JPEG, PNG, WebP, BMP, TIFF, GIF (first frame) or JPEG 2000 file.")
     _upload(app, page, "big", "big.png is 64x64 = 4,096 pixels; this page takes photos of up to 2,000 pixels.")
     _upload(app, page, "photo", "48x40 px")
     page.click("#options")

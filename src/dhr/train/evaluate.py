@@ -61,7 +61,8 @@ def evaluate_model(model_dir: Path, data: Path, lpips_dir: Path, *, n: int = 200
         if model.directions is not None:
             ws = E(real[:4], G.w_avg)
             rows = []
-            names = [x for x in ("age", "gender") if x in model.directions] or model.directions.names()[:2]
+            names = ([x for x in ("age", "gender", "smile", "yaw", "eyes_open") if x in model.directions]
+                     or model.directions.names()[:2])
             for name in names:
                 d = model.directions[name]
                 for s in (-3.0, -1.5, 0.0, 1.5, 3.0):
