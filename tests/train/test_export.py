@@ -164,4 +164,6 @@ def test_export_is_atomic_and_fits_landmark_directions(run_and_aux, tmp_path, mo
     monkeypatch.undo()
     export.export_model(run, aux, tmp_path / "models" / "fresh", config={}, n=200, effects_n=4, identity_n=0)
     assert (tmp_path / "models" / "fresh" / "model.json").is_file()
+    assert "card" not in json.loads((tmp_path / "models" / "fresh" / "model.json").read_text())  # none was given
+    load_model(tmp_path / "models" / "fresh")  # loads: the manifest names no missing card
     assert "smile" not in DirectionSet.load(tmp_path / "models" / "fresh" / "directions").names()

@@ -321,7 +321,6 @@ def export_model(run: Path, aux: Path, out: Path, *, name: str = "faces-64", tem
             "parser": "landmarks",
             "perceptual_name": "dhr-tiny-perceptual (distilled from LPIPS-squeeze)",
             "licence": "weights: non-commercial research only (UTKFace terms)",
-            "card": "MODEL_CARD.md",
             "training": training,
         }
         config = RECOMMENDED_CONFIG if config is None else config
@@ -337,6 +336,8 @@ def export_model(run: Path, aux: Path, out: Path, *, name: str = "faces-64", tem
             shutil.copy(card, tmp / "MODEL_CARD.md")
         elif (out / "MODEL_CARD.md").is_file():
             shutil.copy(out / "MODEL_CARD.md", tmp / "MODEL_CARD.md")
+        if (tmp / "MODEL_CARD.md").is_file():  # the manifest names a card only when the folder has one
+            manifest["card"] = "MODEL_CARD.md"
         (tmp / "directions_report.json").write_text(json.dumps(report, indent=2) + "\n")
         (tmp / MODEL_JSON).write_text(json.dumps(manifest, indent=2) + "\n")
         _swap_into_place(tmp, out)
