@@ -32,23 +32,6 @@ R, r = 32, 8
 
 
 @pytest.fixture(scope="module")
-def G():
-    torch.manual_seed(0)
-    g = Generator(GeneratorConfig(resolution=R, style_dim=32, n_mapping=2, channel_base=256, channel_max=32))
-    with torch.no_grad():
-        for n, p in g.named_parameters():
-            if n.endswith("noise_strength") or n.endswith(".bias") and "affine" not in n:
-                p.normal_(0, 0.1)
-    return g.eval()
-
-
-@pytest.fixture(scope="module")
-def lp():
-    torch.manual_seed(1)
-    return LPIPS("squeeze")
-
-
-@pytest.fixture(scope="module")
 def case(G):
     torch.manual_seed(2)
     ws = G.sample_ws(torch.randn(1, G.style_dim)).detach().clone()
