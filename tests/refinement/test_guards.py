@@ -22,8 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dhr.metrics.lpips import LPIPS
-from dhr.models.stylegan2 import Generator, GeneratorConfig, SynthesisState
+from dhr.models.stylegan2 import Generator, SynthesisState
 from dhr.refinement.hybrid import RefineConfig, hybrid_losses, refine_dhr
 from dhr.refinement.render import hybrid_forward, render
 

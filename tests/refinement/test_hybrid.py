@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from dhr.errors import ConfigError, ShapeError
 from dhr.metrics.lpips import LPIPS
-from dhr.models.stylegan2 import Generator, GeneratorConfig
 from dhr.refinement.hybrid import (
     RefineConfig,
     hybrid_losses,
