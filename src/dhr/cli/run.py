@@ -508,7 +508,7 @@ def register(app: typer.Typer) -> None:
     def run_cmd(
         photos: list[str] = typer.Argument(..., help="Photos, folders or globs ('shots/*.jpg')."),
         edit: list[str] = typer.Option([], "--edit", "-e", help="NAME=STRENGTH, repeatable; commas combine "
-                                       "(--edit age=+2,smile=-1). Each --edit gives one output."),
+                                       "(--edit age=+2,gender=-1). Each --edit gives one output."),
         sweep: list[str] = typer.Option([], "--sweep", help="NAME[=MIN:MAX:STEPS], repeatable (default range "
                                         "-3:3:7): per face a strength-sweep grid PNG, GIF and MP4 in sweeps/."),
         out: Path = typer.Option(_DEFAULT_OUT, "--out", "-o", help="Output folder (run.json and the output tree)."),
@@ -541,9 +541,9 @@ def register(app: typer.Typer) -> None:
 
         Examples:
 
-          dhr run photo.jpg --edit age=+2 --edit smile=-1 -o out/
+          dhr run photo.jpg --edit age=+2 --edit gender=-1 -o out/
 
-          dhr run photo.jpg --sweep age --sweep smile=-2:2:5 -o out/
+          dhr run photo.jpg --sweep age --sweep gender=-2:2:5 -o out/
 
           dhr run photo.jpg --edit gender=+1 --paste crop -o out/
 
@@ -691,9 +691,9 @@ def register(app: typer.Typer) -> None:
 
           dhr edit out/bundles/ --sweep age=-2:2:5 -o edited/
 
-          dhr edit out/bundles/ --edit age=+2 --edit smile=-1 -o edited/
+          dhr edit out/bundles/ --edit age=+2 --edit gender=-1 -o edited/
 
-          dhr edit out/bundles/photo_face0 --edit age=-1,yaw=+1 --edit eyes_open=+1,gender=-1
+          dhr edit out/bundles/photo_face0 --edit age=-1 --edit gender=+1,pc0=2
         """
         _check_out(out)
         mode, pipe = _common(model, None, device, 0, None, "model", quiet, as_json, paste_mode=paste)
