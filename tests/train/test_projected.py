@@ -150,3 +150,35 @@ def test_no_usable_images_is_refused(tmp_path):
     (tmp_path / "b.png").write_bytes(b"")
     with pytest.raises(ConfigError, match="no usable images"):
         prepare_dataset(tmp_path, 32)
+
+
+def test_adv_weight_scales_the_generator_adversarial_term(faces, lpips_files, tmp_path):
+    """With adv_weight=0 the generator/encoder update ignores D; with the default it does not."""
+    train_set, _, _ = prepare_dataset(faces, 32, val_fraction=0.0)
+
+    def g_after_step(adv_weight: float, d_scale: float) -> dict:
+        torch.manual_seed(0)
+        tr = Trainer(_cfg(faces, lpips_files, tmp_path / f"r{adv_weight}{d_scale}", adv_weight=adv_weight, d_lr=0.0))
+        with torch.no_grad():
+            for p in tr.D.trainable_parameters():
+                p.mul_(d_scale)
+        tr.train_step(train_set)
+        return {k: v.clone() for k, v in tr.G.state_dict().items()}
+
+    same = [g_after_step(0.0, s) for s in (1.0, 3.0)]
+    assert all(torch.equal(same[0][k], same[1][k]) for k in same[0])
+    diff = [g_after_step(1.0, s) for s in (1.0, 3.0)]
+    assert any(not torch.equal(diff[0][k], diff[1][k]) for k in diff[0])
+
+
+def test_checkpoints_from_before_adv_weight_resume_at_its_default(faces, lpips_files, tmp_path):
+    cfg = _cfg(faces, lpips_files, tmp_path / "old")
+    tr = Trainer(cfg)
+    st = tr.state()
+    arch = json.loads(st["arch"])
+    del arch["adv_weight"]  # as written before the field existed
+    st["arch"] = json.dumps(arch, sort_keys=True)
+    torch.save(st, tmp_path / "old.pt")
+    Trainer(cfg).load(tmp_path / "old.pt")
+    with pytest.raises(ConfigError, match="adv_weight"):
+        Trainer(_cfg(faces, lpips_files, tmp_path / "old", adv_weight=0.1)).load(tmp_path / "old.pt")

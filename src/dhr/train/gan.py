@@ -72,6 +72,7 @@ class TrainConfig:
     d_lr: float = 0.002
     proj_size: int = 128
     milestone_kimg: float = 0.0
+    adv_weight: float = 1.0  # weight of the generator's adversarial term against the reconstruction terms
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(resolution=self.resolution, style_dim=self.style_dim, n_mapping=self.n_mapping,
@@ -91,6 +92,10 @@ class TrainConfig:
         for k in ("out", "data", "lpips_backbone", "lpips_linear", "milestone_kimg"):
             d.pop(k)
         return d
+
+
+# TrainConfig fields introduced after checkpoints existed; a checkpoint without one was trained at its default.
+_ADDED_FIELDS = ("adv_weight",)
 
 
 def _to_tensor(batch_u8: np.ndarray) -> torch.Tensor:
@@ -164,9 +169,11 @@ class Trainer:
 
     def load(self, path: Path) -> None:
         st = torch.load(path, map_location="cpu", weights_only=True)
-        mine = json.dumps(self.cfg.arch_dict(), sort_keys=True)
-        if st["arch"] != mine:
-            theirs, ours = json.loads(st["arch"]), self.cfg.arch_dict()
+        ours = self.cfg.arch_dict()
+        # Fields added after a checkpoint was written read as their defaults (the value it was trained with).
+        defaults = TrainConfig().arch_dict()
+        theirs = {**{k: defaults[k] for k in _ADDED_FIELDS}, **json.loads(st["arch"])}
+        if theirs != ours:
             diff = {k: (theirs.get(k), ours.get(k)) for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k)}
             raise ConfigError(f"checkpoint {path} was trained with another configuration {diff} (checkpoint, now); "
                               f"use the same options or another --out folder")
@@ -267,7 +274,7 @@ class Trainer:
         lat_ws = self.E(fake.detach(), w_avg)
         loss_lat = F.mse_loss(lat_ws, ws.detach())
         loss_delta = (rec_ws[:, 1:] - rec_ws[:, :1]).square().mean()
-        loss_g = (loss_adv + cfg.rec_weight * loss_mse + cfg.lpips_weight * loss_lp
+        loss_g = (cfg.adv_weight * loss_adv + cfg.rec_weight * loss_mse + cfg.lpips_weight * loss_lp
                   + cfg.latent_weight * loss_lat + cfg.delta_weight * loss_delta)
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_e.zero_grad(set_to_none=True)
