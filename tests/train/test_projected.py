@@ -182,3 +182,29 @@ def test_checkpoints_from_before_adv_weight_resume_at_its_default(faces, lpips_f
     Trainer(cfg).load(tmp_path / "old.pt")
     with pytest.raises(ConfigError, match="adv_weight"):
         Trainer(_cfg(faces, lpips_files, tmp_path / "old", adv_weight=0.1)).load(tmp_path / "old.pt")
+
+
+def test_encoder_stage_trains_only_the_encoder_against_the_ema_generator(faces, lpips_files, tmp_path):
+    train_set, _, _ = prepare_dataset(faces, 32, val_fraction=0.0)
+    tr = Trainer(_cfg(faces, lpips_files, tmp_path / "enc", stage="encoder"))
+    with torch.no_grad():  # make G and G_ema differ: the encoder must follow the exported (EMA) one
+        for p in tr.G.parameters():
+            p.add_(0.5)
+    frozen = {k: v.clone() for k, v in list(tr.G.state_dict().items()) + [("ema." + k, v) for k, v in tr.G_ema.state_dict().items()]}
+    e0 = [p.clone() for p in tr.E.parameters()]
+
+    def not_this_one(*a, **k):
+        raise AssertionError("the encoder stage must use the exported EMA generator, not the training G")
+
+    tr.G.forward = tr.G.mapping.forward = not_this_one
+    first = tr.train_step(train_set)
+    for _ in range(5):
+        logs = tr.train_step(train_set)
+    assert tr.images_seen == 0 and tr.encoder_images == 6 * 4 and tr.progress_images == 24
+    after = dict(list(tr.G.state_dict().items()) + [("ema." + k, v) for k, v in tr.G_ema.state_dict().items()])
+    assert all(torch.equal(frozen[k], after[k]) for k in frozen)
+    assert any(not torch.equal(a, b) for a, b in zip(e0, tr.E.parameters()))
+    assert set(logs) >= {"loss_e", "mse", "lpips", "latent"} and np.isfinite(logs["loss_e"])
+    assert first["mse"] > 0
+    with pytest.raises(ConfigError, match="unknown training stage"):
+        Trainer(_cfg(faces, lpips_files, tmp_path / "bad", stage="decoder"))

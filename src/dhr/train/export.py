@@ -301,7 +301,8 @@ def export_model(run: Path, aux: Path, out: Path, *, name: str = "faces-64", tem
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        training = {"kimg": st["images_seen"] / 1000, "steps": int(st["step"]), "config": arch}
+        training = {"kimg": st["images_seen"] / 1000, "steps": int(st["step"]), "config": arch,
+                    "encoder_only_kimg": int(st.get("encoder_images", 0)) / 1000}
         save_pretrained(G, tmp / "generator", dtype="float16", metadata={"kimg": training["kimg"]})
         save_pretrained(E, tmp / "encoder", dtype="float16")
         save_pretrained(classifier, tmp / "classifier", dtype="float16")

@@ -73,6 +73,10 @@ class TrainConfig:
     proj_size: int = 128
     milestone_kimg: float = 0.0
     adv_weight: float = 1.0  # weight of the generator's adversarial term against the reconstruction terms
+    # "joint": generator, encoder and discriminator train together. "encoder": the EMA generator (the
+    # one that is exported) is frozen and only the encoder trains, against that generator; ``--kimg``
+    # then counts the images of this stage (``encoder_images``), not the generator's.
+    stage: str = "joint"
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(resolution=self.resolution, style_dim=self.style_dim, n_mapping=self.n_mapping,
@@ -95,7 +99,7 @@ class TrainConfig:
 
 
 # TrainConfig fields introduced after checkpoints existed; a checkpoint without one was trained at its default.
-_ADDED_FIELDS = ("adv_weight",)
+_ADDED_FIELDS = ("adv_weight", "stage")
 
 
 def _to_tensor(batch_u8: np.ndarray) -> torch.Tensor:
@@ -139,10 +143,13 @@ class Trainer:
             self.opt_d = torch.optim.Adam(self.D.trainable_parameters(), lr=cfg.d_lr, betas=(0.0, 0.99))
         else:
             raise ConfigError(f"unknown discriminator {cfg.discriminator!r}: use 'residual' or 'projected'")
+        if cfg.stage not in ("joint", "encoder"):
+            raise ConfigError(f"unknown training stage {cfg.stage!r}: use 'joint' or 'encoder'")
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(0.0, 0.99))
         self.opt_e = torch.optim.Adam(self.E.parameters(), lr=cfg.enc_lr, betas=(0.9, 0.99))
         self.step = 0
         self.images_seen = 0
+        self.encoder_images = 0  # images seen by the encoder-only stage
         self.cpu_seconds = 0.0  # process CPU time spent training, summed over resumes
         self.history: list[dict] = []
         self.out = Path(cfg.out)
@@ -156,6 +163,7 @@ class Trainer:
             "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(), "D": self.D.state_dict(),
             "E": self.E.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "opt_e": self.opt_e.state_dict(), "step": self.step, "images_seen": self.images_seen,
+            "encoder_images": self.encoder_images,
             "cpu_seconds": self.cpu_seconds,
             "torch_rng": torch.get_rng_state(), "np_rng": json.dumps(self.rng.bit_generator.state),
             "history": json.dumps(self.history),
@@ -181,6 +189,7 @@ class Trainer:
         self.E.load_state_dict(st["E"])
         self.opt_g.load_state_dict(st["opt_g"]), self.opt_d.load_state_dict(st["opt_d"]), self.opt_e.load_state_dict(st["opt_e"])
         self.step, self.images_seen = int(st["step"]), int(st["images_seen"])
+        self.encoder_images = int(st.get("encoder_images", 0))
         self.cpu_seconds = float(st.get("cpu_seconds", 0.0))
         torch.set_rng_state(st["torch_rng"])
         self.rng.bit_generator.state = json.loads(st["np_rng"])
@@ -233,8 +242,40 @@ class Trainer:
         w = self.G.mapping(z)
         return w, w[:, None].expand(-1, self.G.num_ws, -1)
 
+    @property
+    def progress_images(self) -> int:
+        """Images seen by the current stage (what ``--kimg`` counts)."""
+        return self.images_seen if self.cfg.stage == "joint" else self.encoder_images
+
+    def encoder_step(self, data: FaceDataset) -> dict:
+        """One encoder-only step against the frozen EMA generator: reconstruction (L2 + LPIPS) of real
+        crops, latent regression on the generator's own samples and the W-delta regulariser, the same
+        terms and weights as in the joint step."""
+        cfg = self.cfg
+        G = self.G_ema
+        real = self._batch(data)
+        with torch.no_grad():
+            ws = G.sample_ws(torch.randn(cfg.batch, cfg.style_dim))
+            fake = G(ws, noise_mode="random")
+        rec_ws = self.E(real, G.w_avg)
+        rec = G(rec_ws, noise_mode="const")
+        loss_mse = F.mse_loss(rec, real)
+        loss_lp = self.lpips(rec, real).mean()
+        loss_lat = F.mse_loss(self.E(fake, G.w_avg), ws)
+        loss_delta = (rec_ws[:, 1:] - rec_ws[:, :1]).square().mean()
+        loss = (cfg.rec_weight * loss_mse + cfg.lpips_weight * loss_lp + cfg.latent_weight * loss_lat
+                + cfg.delta_weight * loss_delta)
+        self.opt_e.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_e.step()
+        self.step += 1
+        self.encoder_images += cfg.batch
+        return {"loss_e": loss.item(), "mse": loss_mse.item(), "lpips": loss_lp.item(), "latent": loss_lat.item()}
+
     def train_step(self, data: FaceDataset) -> dict:
         cfg = self.cfg
+        if cfg.stage == "encoder":
+            return self.encoder_step(data)
         aug = lambda x: diff_augment(x, cfg.augment)  # noqa: E731
         logs: dict[str, float] = {}
         # --- discriminator
@@ -344,17 +385,17 @@ def train(cfg: TrainConfig, *, kimg: float, resume: bool = True, ckpt_every: int
     previous = _stop_on_signals()
     cpu_mark = time.process_time()
     try:
-        while tr.images_seen < kimg * 1000:
+        while tr.progress_images < kimg * 1000:
             before = tr.images_seen
             logs = tr.train_step(train_set)
             now = time.process_time()
             tr.cpu_seconds += now - cpu_mark
             cpu_mark = now
-            if cfg.milestone_kimg > 0 and int(tr.images_seen // (cfg.milestone_kimg * 1000)) > int(
+            if cfg.stage == "joint" and cfg.milestone_kimg > 0 and int(tr.images_seen // (cfg.milestone_kimg * 1000)) > int(
                     before // (cfg.milestone_kimg * 1000)):
                 tr.save_milestone()
             if tr.step % 20 == 0:
-                logs.update(step=tr.step, kimg=tr.images_seen / 1000, sec=time.time() - t0, cpu_sec=tr.cpu_seconds)
+                logs.update(step=tr.step, kimg=tr.images_seen / 1000, encoder_kimg=tr.encoder_images / 1000, sec=time.time() - t0, cpu_sec=tr.cpu_seconds)
                 logf.write(json.dumps(logs) + "\n")
                 logf.flush()
                 tr.history.append({k: round(v, 5) for k, v in logs.items()})
