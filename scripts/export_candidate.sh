@@ -11,7 +11,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-
 if [[ -z $AUX ]]; then AUX=$(mktemp -d); cp -r src/dhr/assets/models/faces-64/. "$AUX"/; fi
 python3 -m dhr.train.export --run "$RUN" --aux "$AUX" --out "$OUT" --template "$AUX/template.json" \
   --card MODEL_CARD.md --data "$D" --labels "$RUN/landmark_labels.npz" --data-cache "$RUN/data_64.npz" \
-  --identity-n 60 > "$OUT.export.json"
+  --identity-n 60 --landmark-samples "${LANDMARK_SAMPLES:-3000}" > "$OUT.export.json"
 python3 -m dhr.train.calibrate --model "$OUT" --data "$D" --n 60 --out "$OUT.calibration.json" --write
 python3 -m dhr.train.evaluate --model "$OUT" --data "$D" --lpips-dir "$S" --out "$OUT.figures.json" \
   --grids "$OUT.img" --n-face 500

@@ -118,6 +118,36 @@ def _listing(folder):
     return sorted((str(p.relative_to(folder)), p.read_bytes()) for p in folder.rglob("*") if p.is_file())
 
 
+def test_landmark_directions_from_generated_samples_move_the_label(monkeypatch):
+    """With landmark_samples, the boundaries are fitted on generated images and their mapping W: a
+    label the generator controls (here: mean brightness of the sample, a stand-in for dlib's score)
+    must then rise along the fitted direction, and undetected samples are left out."""
+    G, _, C = _nets()
+    seen = {}
+
+    def fake_label_images(images, **kw):
+        x = images.astype(np.float64).mean(axis=(1, 2, 3))
+        detected = np.ones(len(images), bool)
+        detected[::5] = False
+        seen["n"] = len(images)
+        scores = {k: x.copy() * (1 if i == 0 else -1) for i, k in enumerate(LANDMARK_ATTRIBUTES)}
+        for v in scores.values():
+            v[~detected] = 1e6  # garbage that would dominate the fit if used
+        return LandmarkLabels(scores, np.zeros((len(images), 68, 2), np.float32), detected, 256)
+
+    monkeypatch.setattr(landmark_labels, "label_images", fake_label_images)
+    dirs, report = export.fit_directions(G, C, n=300, seed=0, batch=150, landmark_samples=300)
+    assert seen["n"] == 300 and report["landmark_labels"]["used"] == 240
+    z = torch.randn(64, 16, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        w = G.mapping(z)
+        base = G(w, noise_mode="const").mean()
+        for i, name in enumerate(LANDMARK_ATTRIBUTES):
+            moved = G(w + 2 * dirs[name].vector, noise_mode="const").mean()
+            assert (moved - base) * (1 if i == 0 else -1) > 0, name
+            assert report["landmark_labels"][name]["train_correlation"] > 0.5
+
+
 def test_export_is_atomic_and_fits_landmark_directions(run_and_aux, tmp_path, monkeypatch):
     run, aux, data = run_and_aux
     out = tmp_path / "models" / "tiny"
