@@ -118,7 +118,7 @@ def _grid(images: torch.Tensor, nrow: int) -> np.ndarray:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, device: str | torch.device = "cpu") -> None:
         from dhr.metrics.lpips import LPIPS
 
         self.cfg = cfg
@@ -155,6 +155,11 @@ class Trainer:
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "samples").mkdir(exist_ok=True)
+        # Training runs where the networks are; checkpoints load on the CPU and are copied in. Random
+        # draws on an accelerator come from its own generator, so a resume there is not bit-exact.
+        self.device = torch.device(device)
+        for m in (self.G, self.G_ema, self.E, self.D, self.lpips):
+            m.to(self.device)
 
     # ---------------------------------------------------------------- checkpointing
     def state(self) -> dict:
@@ -232,13 +237,13 @@ class Trainer:
     # ---------------------------------------------------------------- training
     def _batch(self, data: FaceDataset) -> torch.Tensor:
         idx = self.rng.integers(0, len(data), self.cfg.batch)
-        x = _to_tensor(data.images[idx])
+        x = _to_tensor(data.images[idx]).to(self.device)
         flip = torch.from_numpy(self.rng.random(self.cfg.batch) < 0.5)
         x[flip] = x[flip].flip(-1)
         return x
 
     def _sample_ws(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        z = torch.randn(n, self.cfg.style_dim)
+        z = torch.randn(n, self.cfg.style_dim, device=self.device)
         w = self.G.mapping(z)
         return w, w[:, None].expand(-1, self.G.num_ws, -1)
 
@@ -255,7 +260,7 @@ class Trainer:
         G = self.G_ema
         real = self._batch(data)
         with torch.no_grad():
-            ws = G.sample_ws(torch.randn(cfg.batch, cfg.style_dim))
+            ws = G.sample_ws(torch.randn(cfg.batch, cfg.style_dim, device=self.device))
             fake = G(ws, noise_mode="random")
         rec_ws = self.E(real, G.w_avg)
         rec = G(rec_ws, noise_mode="const")
@@ -339,22 +344,24 @@ class Trainer:
     @torch.no_grad()
     def snapshot(self, val: FaceDataset) -> None:
         g = torch.Generator().manual_seed(123)
-        z = torch.randn(32, self.cfg.style_dim, generator=g)
-        imgs = self.G_ema(self.G_ema.sample_ws(z), noise_mode="const")
+        z = torch.randn(32, self.cfg.style_dim, generator=g).to(self.device)
+        imgs = self.G_ema(self.G_ema.sample_ws(z), noise_mode="const").cpu()
         from PIL import Image
 
         kimg = self.images_seen // 1000
         Image.fromarray(_grid(imgs, 8)).save(self.out / "samples" / f"fakes_{kimg:05d}.png")
         if len(val) == 0:  # no held-out crops (tiny data or val_fraction 0): no reconstruction grid
             return
-        real = _to_tensor(val.images[:16])
+        real = _to_tensor(val.images[:16]).to(self.device)
         rec = self.G_ema(self.E(real, self.G_ema.w_avg), noise_mode="const")
+        real, rec = real.cpu(), rec.cpu()
         pairs = torch.stack([real, rec], 1).reshape(-1, *real.shape[1:])
         Image.fromarray(_grid(pairs, 8)).save(self.out / "samples" / f"recon_{kimg:05d}.png")
 
 
 def train(cfg: TrainConfig, *, kimg: float, resume: bool = True, ckpt_every: int = 200, sample_every: int = 500,
-          threads: int | None = None, max_minutes: float | None = None, init_from: str | None = None) -> Path:
+          threads: int | None = None, max_minutes: float | None = None, init_from: str | None = None,
+          device: str = "cpu") -> Path:
     """Trains until ``kimg`` thousand real images have been seen (or ``max_minutes`` pass).
 
     ``init_from`` warm-starts from an exported model folder (generator and encoder; the
@@ -367,7 +374,7 @@ def train(cfg: TrainConfig, *, kimg: float, resume: bool = True, ckpt_every: int
     """
     if threads:
         torch.set_num_threads(threads)
-    tr = Trainer(cfg)
+    tr = Trainer(cfg, device=device)
     data_cache = Path(cfg.out) / f"data_{cfg.resolution}.npz"
     train_set, val_set, skipped = prepare_dataset(cfg.data, cfg.resolution, data_cache, val_fraction=cfg.val_fraction)
     log.info("data: %d train, %d held out, %d unreadable skipped", len(train_set), len(val_set), skipped)
@@ -449,14 +456,16 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     p.add_argument("--kimg", type=float, default=100.0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="where to train: cpu, cuda, cuda:1, mps (checkpoints stay portable)")
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--no-resume", action="store_true")
     p.add_argument("--init-from", default=None, help="exported model folder to warm-start from (no ckpt.pt yet)")
     a = vars(p.parse_args(argv))
     kimg, threads, mm, nores = a.pop("kimg"), a.pop("threads"), a.pop("max_minutes"), a.pop("no_resume")
-    init_from = a.pop("init_from")
+    init_from, device = a.pop("init_from"), a.pop("device")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    train(TrainConfig(**a), kimg=kimg, resume=not nores, threads=threads, max_minutes=mm, init_from=init_from)
+    train(TrainConfig(**a), kimg=kimg, resume=not nores, threads=threads, max_minutes=mm, init_from=init_from,
+          device=device)
 
 
 if __name__ == "__main__":
