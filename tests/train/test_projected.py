@@ -208,3 +208,18 @@ def test_encoder_stage_trains_only_the_encoder_against_the_ema_generator(faces, 
     assert first["mse"] > 0
     with pytest.raises(ConfigError, match="unknown training stage"):
         Trainer(_cfg(faces, lpips_files, tmp_path / "bad", stage="decoder"))
+
+
+def test_warm_start_from_another_runs_checkpoint(faces, lpips_files, tmp_path):
+    train_set, _, _ = prepare_dataset(faces, 32, val_fraction=0.0)
+    joint = Trainer(_cfg(faces, lpips_files, tmp_path / "joint"))
+    joint.train_step(train_set)
+    joint.save()
+    enc = Trainer(_cfg(faces, lpips_files, tmp_path / "enc", stage="encoder"))
+    enc.warm_start(tmp_path / "joint" / "ckpt.pt")
+    for k, v in joint.G_ema.state_dict().items():  # the exported (EMA) generator, in both slots
+        assert torch.equal(enc.G_ema.state_dict()[k], v) and torch.equal(enc.G.state_dict()[k], v)
+    assert all(torch.equal(a, b) for a, b in zip(joint.E.parameters(), enc.E.parameters()))
+    assert enc.images_seen == joint.images_seen == 4
+    with pytest.raises(ConfigError, match="another architecture"):
+        Trainer(_cfg(faces, lpips_files, tmp_path / "wide", enc_channels=4)).warm_start(tmp_path / "joint" / "ckpt.pt")

@@ -201,7 +201,20 @@ class Trainer:
         self.history = json.loads(st["history"])
 
     def warm_start(self, folder: Path) -> None:
-        """Loads generator (as G and G_ema) and encoder from an exported model folder."""
+        """Loads generator (as G and G_ema) and encoder from an exported model folder, or from
+        another run's ``ckpt.pt`` (its EMA generator and encoder; e.g. to start ``--stage encoder``
+        on a joint run without exporting it first)."""
+        if Path(folder).is_file():
+            st = torch.load(folder, map_location="cpu", weights_only=True)
+            theirs, ours = json.loads(st["arch"]), self.cfg.arch_dict()
+            keys = ("resolution", "style_dim", "n_mapping", "channel_base", "channel_max", "enc_channels")
+            diff = {k: (theirs.get(k), ours.get(k)) for k in keys if theirs.get(k) != ours.get(k)}
+            if diff:
+                raise ConfigError(f"{folder} was trained with another architecture {diff} (checkpoint, now)")
+            self.G.load_state_dict(st["G_ema"]), self.G_ema.load_state_dict(st["G_ema"])
+            self.E.load_state_dict(st["E"])
+            self.images_seen, self.step = int(st["images_seen"]), int(st["step"])
+            return
         from dhr.models.checkpoint import load_pretrained
         from dhr.models.zoo import register_small_components
 
@@ -459,7 +472,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", help="where to train: cpu, cuda, cuda:1, mps (checkpoints stay portable)")
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--no-resume", action="store_true")
-    p.add_argument("--init-from", default=None, help="exported model folder to warm-start from (no ckpt.pt yet)")
+    p.add_argument("--init-from", default=None,
+                   help="exported model folder, or another run's ckpt.pt, to warm-start from (no ckpt.pt here yet)")
     a = vars(p.parse_args(argv))
     kimg, threads, mm, nores = a.pop("kimg"), a.pop("threads"), a.pop("max_minutes"), a.pop("no_resume")
     init_from, device = a.pop("init_from"), a.pop("device")
