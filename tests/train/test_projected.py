@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -222,4 +223,4 @@ def test_warm_start_from_another_runs_checkpoint(faces, lpips_files, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(joint.E.parameters(), enc.E.parameters()))
     assert enc.images_seen == joint.images_seen == 4
     with pytest.raises(ConfigError, match="another architecture"):
-        Trainer(_cfg(faces, lpips_files, tmp_path / "wide", enc_channels=4)).warm_start(tmp_path / "joint" / "ckpt.pt")
+        Trainer(dataclasses.replace(_cfg(faces, lpips_files, tmp_path / "wide"), enc_channels=4)).warm_start(tmp_path / "joint" / "ckpt.pt")
