@@ -36,9 +36,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors.torch import load_file, save_file
 
+import dhr
 from dhr.checks import check_choice
 from dhr.errors import CheckpointError
+from dhr.outputs import atomic_path, write_text_atomic
 from dhr.types import DomainMask, Inversion
 
 __all__ = [
@@ -214,10 +217,6 @@ def save_bundle(
     Returns:
         The two paths written.
     """
-    from safetensors.torch import save_file
-
-    import dhr
-
     meta = dict(inversion.meta)
     delta_format = delta_format or meta.get("delta_format", "fp16")
     feature_format = feature_format or meta.get("feature_format", "fp32")
@@ -264,8 +263,6 @@ def save_bundle(
         "losses": _jsonable(inversion.losses),
         "meta": _jsonable({k: v for k, v in meta.items() if k not in ("config", "timings")}),
     }
-    from dhr.outputs import atomic_path, write_text_atomic
-
     st_path, json_path = bundle_paths(stem)
     # Each file is complete or absent under its final name, whatever kills the process.
     with atomic_path(st_path) as tmp:
@@ -307,8 +304,6 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
             saved with ``include_target=False``: ``target`` would be unknown), or no image stored
             and no ``model`` to render it.
     """
-    from safetensors.torch import load_file
-
     st_path, json_path = bundle_paths(stem)
     for p, limit in ((st_path, MAX_BUNDLE_BYTES), (json_path, MAX_SIDECAR_BYTES)):
         if not p.is_file():
@@ -389,6 +384,8 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
         meta=meta,
     )
     if image is None:
+        # Lazy: dhr.refinement imports this module (its quantisation), so a top-level import of
+        # the renderer would be an import cycle.
         from dhr.refinement.render import render
 
         with torch.no_grad():  # render_many moves the tensors to the generator's device
