@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from dhr.fileio import sha256_file
+
 __all__ = [
     "RUN_JSON",
     "InputRecord",
@@ -50,8 +52,6 @@ _RECORD_VERSION = 1
 
 def file_sha256(path: str | Path) -> str | None:
     """Hex sha256 of a file, or None when it cannot be read."""
-    from dhr.models.checkpoint import sha256_file
-
     try:
         return sha256_file(path)
     except OSError:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import bz2
 import contextlib
-import hashlib
 import importlib.util
 import logging
 import os
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from dhr.errors import ConfigError, WeightsError
+from dhr.fileio import sha256_file
 
 __all__ = [
     "KINDS",
@@ -246,26 +246,6 @@ def search_path() -> list[Path]:
 # --------------------------------------------------------------------------------------------
 # hashing and checking
 
-_HASH_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def sha256_file(path: str | Path) -> str:
-    """Lowercase hex sha256 of a file, memoised on (resolved path, size, mtime_ns)."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    cached = _HASH_MEMO.get(key)
-    if cached is not None:
-        return cached
-    h = hashlib.sha256()
-    with p.open("rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(block)
-    digest = h.hexdigest()
-    _HASH_MEMO[key] = digest
-    return digest
-
-
 def _recorded_hash_file(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
@@ -285,7 +265,7 @@ def _record_hash(path: Path, digest: str, origin: str) -> None:
 def _check(entry: WeightsEntry, path: Path, source: str | None = None) -> VerifyResult:
     """Checks one file against an entry (size first, then the hash)."""
     size = path.stat().st_size
-    actual = sha256_file(path)
+    actual = sha256_file(path, memo=True)
     if entry.size is not None and size != entry.size:
         return VerifyResult(
             entry.name, "mismatch", path, source, entry.sha256 or entry.sha256_prefix, actual,

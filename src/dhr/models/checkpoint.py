@@ -21,7 +21,6 @@ Foreign files (rosinality ``.pt``, e4e / pSp ``.pt``, NVIDIA ``.pkl``) are read 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from dhr.errors import CheckpointError, ConfigError
+from dhr.fileio import sha256_file
 
 __all__ = [
     "CONFIG_NAME",
@@ -217,15 +217,6 @@ def config_from_dict(config_cls: type, d: Mapping[str, Any], *, source: str = "c
 
 # --------------------------------------------------------------------------------------------
 # Hashing
-
-
-def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_sha256(folder: str | os.PathLike) -> str:

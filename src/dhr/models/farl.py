@@ -17,7 +17,6 @@ photo are not done here; they belong to the segmentation stage.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import warnings
@@ -28,6 +27,7 @@ from torch import nn
 
 from dhr.checks import check_shape
 from dhr.errors import CheckpointError, ShapeError
+from dhr.fileio import sha256_file
 
 __all__ = ["FARL_CELEBM_CLASSES", "FARL_CELEBM_FILENAME", "FARL_INPUT_SIZE", "FaRLParser", "load_farl_parser",
            "sha256_file"]
@@ -44,15 +44,6 @@ FARL_CELEBM_CLASSES: tuple[str, ...] = (
     "background", "neck", "face", "cloth", "rr", "lr", "rb", "lb", "re", "le",
     "nose", "imouth", "llip", "ulip", "hair", "glass", "hat", "earr", "neckl",
 )
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class FaRLParser(nn.Module):
