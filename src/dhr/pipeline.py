@@ -35,7 +35,7 @@ from PIL import Image
 
 from dhr.bundle import alignment_record, load_photo_bundle, save_bundle
 from dhr.checks import check_choice
-from dhr.config import COARSE_PERCEPTUALS, METHODS, InvertConfig, config_from_dict, load_config
+from dhr.config import COARSE_PERCEPTUALS, METHODS, InvertConfig, apply_overrides, config_from_dict, load_config
 from dhr.devices import DEVICES, resolve_device
 from dhr.editing import apply_edits, sweep_codes, sweep_grid
 from dhr.editing.directions import DirectionSet, check_strength
@@ -136,12 +136,17 @@ class Pipeline:
             model's crop is smaller than the face in the photo, else ``crop``), ``delta`` (add the
             change edit - inversion to the photo: untouched detail stays the photo's own) or
             ``crop`` (replace the face by the upsampled crop). See :mod:`dhr.faces.paste`.
+        overrides: ``KEY=VALUE`` options (the CLI's ``--set``, see :func:`dhr.config.apply_overrides`)
+            applied last, over ``config``, ``method`` and ``coarse_perceptual``.
+
+    The resolved :attr:`config` is fixed at construction (read-only): build another pipeline, or
+    pass ``method`` to :meth:`invert`, for other settings.
     """
 
     def __init__(self, model: FaceModel, *, config: InvertConfig | Mapping[str, Any] | str | Path | None = None,
                  device: str | torch.device = "auto", seed: int = 0, perceptual: str = "model",
                  coarse_perceptual: str | None = None, parser: str = "auto", trust_parser: bool = False,
-                 method: str | None = None, paste_mode: str = "auto") -> None:
+                 method: str | None = None, paste_mode: str = "auto", overrides: Sequence[str] = ()) -> None:
         check_choice(perceptual, PERCEPTUALS, "perceptual")
         check_choice(parser, PARSERS, "parser")
         check_choice(paste_mode, PASTE_MODES, "paste_mode")
@@ -151,9 +156,10 @@ class Pipeline:
             raise ConfigError(f"seed must be an integer between 0 and 2**63 - 1, got {seed!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device)
-        self.config = self._with_method(self._load_config(config, model.recommended_config()), method)
+        cfg = self._with_method(self._load_config(config, model.recommended_config()), method)
         if coarse_perceptual is not None:
-            self.config = dataclasses.replace(self.config, coarse_perceptual=coarse_perceptual)
+            cfg = dataclasses.replace(cfg, coarse_perceptual=coarse_perceptual)
+        self._config = apply_overrides(cfg, list(overrides))
         self.seed = seed
         self.perceptual_name = perceptual
         self.parser_name = parser
@@ -169,7 +175,8 @@ class Pipeline:
     def from_pretrained(cls, name_or_path: str | Path = "faces-64", *, device: str | torch.device = "auto",
                         config: InvertConfig | Mapping[str, Any] | str | Path | None = None, seed: int = 0,
                         perceptual: str = "model", coarse_perceptual: str | None = None, parser: str = "auto",
-                        trust_parser: bool = False, method: str | None = None, paste_mode: str = "auto") -> Pipeline:
+                        trust_parser: bool = False, method: str | None = None, paste_mode: str = "auto",
+                        overrides: Sequence[str] = ()) -> Pipeline:
         """Loads a bundled model by name (``dhr models list``) or a model folder (options as :class:`Pipeline`).
 
         Raises:
@@ -180,7 +187,7 @@ class Pipeline:
         resolve_device(device)  # fail fast before loading
         return cls(load_model(name_or_path), config=config, device=device, seed=seed, perceptual=perceptual,
                    coarse_perceptual=coarse_perceptual, parser=parser, trust_parser=trust_parser, method=method,
-                   paste_mode=paste_mode)
+                   paste_mode=paste_mode, overrides=overrides)
 
     @staticmethod
     def _load_config(config: Any, base: InvertConfig) -> InvertConfig:
@@ -197,6 +204,11 @@ class Pipeline:
         raise ConfigError(f"config must be an InvertConfig, a dict or a file path, got {type(config).__name__}")
 
     # -- components -----------------------------------------------------------------------
+
+    @property
+    def config(self) -> InvertConfig:
+        """The resolved :class:`~dhr.config.InvertConfig` (fixed at construction)."""
+        return self._config
 
     @property
     def generator(self) -> torch.nn.Module:

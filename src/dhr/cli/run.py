@@ -25,6 +25,7 @@ __all__ = [
     "EXIT_PARTIAL",
     "EXIT_USAGE",
     "IMAGE_SUFFIXES",
+    "PROGRAMMING_ERRORS",
     "expand_inputs",
     "expand_inputs_report",
     "models_app",
@@ -36,6 +37,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NOTHING, EXIT_CRASH = 0, 1, 2, 3, 4
+
+PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (TypeError, NameError)
+"""Errors that mean a bug in dhr (a wrong call, a missing name), never a bad input: a batch stops on
+them and ``dhr`` exits with :data:`EXIT_CRASH` instead of recording the same failure for every input."""
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jp2", ".j2k", ".jpx")
 _DEFAULT_OUT = Path("dhr-out")
 
@@ -221,16 +227,14 @@ def _progress_mode(quiet: bool, as_json: bool) -> str:
 def _build_pipeline(model: str, device: str, config: Path | None, seed: int, method: str | None,
                     perceptual: str, sets: list[str] | None = None, parser: str = "auto",
                     trust_parser: bool = False, paste_mode: str = "auto"):
-    """Loads the pipeline and applies ``--set`` overrides; any problem is a usage error (exit 2)."""
-    from dhr.config import apply_overrides
+    """Loads the pipeline with its config complete (``--set`` overrides included); any problem is a
+    usage error (exit 2)."""
     from dhr.pipeline import Pipeline
 
     try:
         pipe = Pipeline.from_pretrained(model, device=device, config=config, seed=seed, perceptual=perceptual,
                                         method=method, parser=parser, trust_parser=trust_parser,
-                                        paste_mode=paste_mode)
-        if sets:
-            pipe.config = apply_overrides(pipe.config, sets)
+                                        paste_mode=paste_mode, overrides=tuple(sets or ()))
     except DHRError as e:
         raise _usage(str(e)) from None
     return pipe
@@ -311,7 +315,9 @@ def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], m
     (``rec.name``), merges the records of earlier runs into ``run.json`` and, with ``resume``,
     reuses an earlier result of the same input when its sha256 and ``fingerprint`` match and its
     files read back. Any exception of one input (MemoryError included) is recorded on it and the
-    next input runs; only KeyboardInterrupt / SystemExit stop the batch.
+    next input runs, except KeyboardInterrupt / SystemExit and :data:`PROGRAMMING_ERRORS`: a bug in
+    dhr is recorded on the input, then stops the batch and surfaces (``dhr`` exits 4 with the
+    traceback) instead of failing every photo the same way.
     """
     from dhr.outputs import FolderLock, assign_names, check_output_folder, clean_stale_temps
     from dhr.progress import make_reporter
@@ -342,6 +348,7 @@ def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], m
             rec.notes.extend(n.split(": ", 1)[1] for n in rename_notes if n.startswith(f"{item}: "))
             recs.append(rec)
         record.write()
+        crashed = False
         try:
             for i, (item, rec) in enumerate(zip(items, recs)):
                 reporter.start_item(Path(item).name, i)
@@ -364,6 +371,12 @@ def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], m
                         rec.status = "ok"
                     except (KeyboardInterrupt, SystemExit):
                         raise
+                    except PROGRAMMING_ERRORS as e:
+                        rec.fail(e)
+                        rec.notes.append("a bug in dhr stopped the batch here (exit code 4); rerun the same "
+                                         "command after the fix to resume")
+                        crashed = True
+                        raise
                     except DHRError as e:
                         rec.fail(e)
                     except BaseException as e:  # noqa: BLE001 - MemoryError, decoder bugs, ...: this photo only
@@ -382,7 +395,7 @@ def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], m
         finally:
             path = record.write()
             counts = record.counts
-            reporter.finish({**counts, "record": str(path), "exit_code": record.exit_code(),
+            reporter.finish({**counts, "record": str(path), "exit_code": EXIT_CRASH if crashed else record.exit_code(),
                              "skipped": record.skipped, "resumed": resumed})
             reporter.close()
     finally:
