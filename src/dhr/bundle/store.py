@@ -54,7 +54,7 @@ __all__ = [
     "decode_tensor",
     "roundtrip_tensor",
     "tensor_sha256",
-    "model_sha256",
+    "state_dict_sha256",
     "save_bundle",
     "load_bundle",
     "bundle_paths",
@@ -151,8 +151,10 @@ def tensor_sha256(t: torch.Tensor) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def model_sha256(module: torch.nn.Module) -> str:
-    """sha256 over a module's state dict (names, shapes and fp32 bytes, in name order)."""
+def state_dict_sha256(module: torch.nn.Module) -> str:
+    """sha256 over a module's state dict (names, shapes and fp32 bytes, in name order): the identity of
+    an in-memory generator, recorded as ``model_sha256`` in bundles and ``Inversion.meta``. (Not
+    :func:`dhr.models.checkpoint.saved_model_sha256`, the hash of a saved ``model.safetensors``.)"""
     h = hashlib.sha256()
     for name, t in sorted(module.state_dict().items()):
         h.update(name.encode())
@@ -287,7 +289,7 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
 
     Args:
         stem: Path without suffix (or either file of the pair).
-        model: The generator the inversion was made with. If given, its :func:`model_sha256` must
+        model: The generator the inversion was made with. If given, its :func:`state_dict_sha256` must
             match the recorded one, and the final image is re-rendered from the bundle when it was
             not stored. Without it a bundle whose image was not stored cannot be loaded.
         device: Where to put the tensors.
@@ -318,7 +320,7 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
         raise CheckpointError(f"bundle {st_path} / {json_path} could not be read ({type(e).__name__}: {e}); "
                               "it is corrupt: invert the photo again") from None
     validate_bundle(side, tensors, name=st_path.name, model=model)
-    if model is not None and side.get("model_sha256") and model_sha256(model) != side["model_sha256"]:
+    if model is not None and side.get("model_sha256") and state_dict_sha256(model) != side["model_sha256"]:
         raise CheckpointError(
             f"bundle {st_path.name} was made with model sha256 {side['model_sha256'][:12]}..., "
             f"the given model differs; load the generator the inversion was made with"
@@ -491,3 +493,8 @@ def validate_bundle(side: Any, tensors: dict[str, torch.Tensor], *, name: str,
                     tuple(f.shape) != (model.config.channels(fr), fr, fr):
                 raise bad(f"'feature' is {list(f.shape)} at resolution {fr}, which the model's generator does not "
                           "produce")
+
+
+model_sha256 = state_dict_sha256
+"""Deprecated alias of :func:`state_dict_sha256` (its old name, shared with a different function of
+:mod:`dhr.models.checkpoint`)."""

@@ -46,7 +46,7 @@ __all__ = [
     "load_state_file",
     "check_state_dict",
     "sha256_file",
-    "model_sha256",
+    "saved_model_sha256",
     "config_to_dict",
     "config_from_dict",
 ]
@@ -219,8 +219,9 @@ def config_from_dict(config_cls: type, d: Mapping[str, Any], *, source: str = "c
 # Hashing
 
 
-def model_sha256(folder: str | os.PathLike) -> str:
-    """The identity of a saved model: the sha256 of its ``model.safetensors``.
+def saved_model_sha256(folder: str | os.PathLike) -> str:
+    """The identity of a saved model: the sha256 of its ``model.safetensors`` file. (Not
+    :func:`dhr.bundle.state_dict_sha256`, the hash of an in-memory state dict.)
 
     Use it in cache keys of anything computed with the model.
 
@@ -231,6 +232,11 @@ def model_sha256(folder: str | os.PathLike) -> str:
     if not path.is_file():
         raise CheckpointError(f"{folder}: no {WEIGHTS_NAME} in this folder; is it a model saved by save_pretrained?")
     return sha256_file(path)
+
+
+model_sha256 = saved_model_sha256
+"""Deprecated alias of :func:`saved_model_sha256` (its old name, shared with a different function of
+:mod:`dhr.bundle`)."""
 
 
 # --------------------------------------------------------------------------------------------
