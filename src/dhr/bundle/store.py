@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -41,7 +40,8 @@ from safetensors.torch import load_file, save_file
 import dhr
 from dhr.checks import check_choice
 from dhr.errors import CheckpointError
-from dhr.outputs import atomic_path, write_text_atomic
+from dhr.fileio import read_json, to_jsonable, write_json_atomic
+from dhr.outputs import atomic_path
 from dhr.types import DomainMask, Inversion
 
 __all__ = [
@@ -175,22 +175,6 @@ def bundle_paths(stem: str | Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, torch.Tensor):
-        return x.tolist() if x.numel() <= 64 else f"<tensor {list(x.shape)}>"
-    if isinstance(x, Path):
-        return str(x)
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return _jsonable(dataclasses.asdict(x))
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    return repr(x)
-
-
 def save_bundle(
     inversion: Inversion,
     stem: str | Path,
@@ -260,16 +244,16 @@ def save_bundle(
         "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in tensors.items()},
         "input_sha256": meta.get("input_sha256") or tensor_sha256(inversion.target),
         "model_sha256": meta.get("model_sha256"),
-        "config": _jsonable(meta.get("config")),
-        "timings": _jsonable(meta.get("timings", {})),
-        "losses": _jsonable(inversion.losses),
-        "meta": _jsonable({k: v for k, v in meta.items() if k not in ("config", "timings")}),
+        "config": to_jsonable(meta.get("config")),
+        "timings": to_jsonable(meta.get("timings", {})),
+        "losses": to_jsonable(inversion.losses),
+        "meta": to_jsonable({k: v for k, v in meta.items() if k not in ("config", "timings")}),
     }
     st_path, json_path = bundle_paths(stem)
     # Each file is complete or absent under its final name, whatever kills the process.
     with atomic_path(st_path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "dhr-bundle", "bundle_version": str(_BUNDLE_VERSION)})
-    write_text_atomic(json_path, json.dumps(sidecar, indent=2, sort_keys=True))
+    write_json_atomic(json_path, sidecar, sort_keys=True)
     return st_path, json_path
 
 
@@ -314,7 +298,7 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
             raise CheckpointError(f"bundle file {p} has {p.stat().st_size:,} bytes, more than a bundle can "
                                   f"have ({limit:,}); it is not a dhr bundle")
     try:
-        side = json.loads(json_path.read_text(encoding="utf-8"))
+        side = read_json(json_path)
         tensors = load_file(str(st_path))
     except Exception as e:  # noqa: BLE001 - SafetensorError, UnicodeDecodeError, ...: all mean "corrupt"
         raise CheckpointError(f"bundle {st_path} / {json_path} could not be read ({type(e).__name__}: {e}); "

@@ -44,7 +44,6 @@ above describe line by line; the restricted unpickler already lives in :mod:`dhr
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -59,7 +58,7 @@ from safetensors.torch import save_file
 
 from dhr.editing import DirectionSet, load_direction
 from dhr.errors import CheckpointError, DHRError
-from dhr.fileio import sha256_file
+from dhr.fileio import sha256_file, to_jsonable, write_json_atomic
 from dhr.models.native import check_state_dict, save_pretrained
 from dhr.models.stylegan2 import Generator, GeneratorConfig
 from dhr.models.unpickle import OpaqueObject, PersistentObject, SafeUnpickler, read_checkpoint_tree, to_plain
@@ -169,21 +168,6 @@ def rosinality_to_native(
     out["w_avg"] = w_avg.float()
     assert math.log2(resolution) == len(resolutions) + 1
     return config, out
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in obj]
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else str(obj)
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist() if obj.numel() <= 16 else f"tensor{list(obj.shape)}"
-    return repr(obj)
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -498,9 +482,9 @@ def convert(path: str | os.PathLike, out_folder: str | os.PathLike, *,
             "weights_sha256": sha256_file(enc / "model.safetensors"),
             "n_tensors": len(imported.encoder_state),
             "latent_avg_shape": None if imported.w_avg is None else list(imported.w_avg.shape),
-            "opts": _jsonable(imported.opts or {}),
+            "opts": to_jsonable(imported.opts or {}),
         }
-        (enc / "encoder_meta.json").write_text(json.dumps(enc_meta, indent=2) + "\n", encoding="utf-8")
+        write_json_atomic(enc / "encoder_meta.json", enc_meta)
     components = {"generator": "generator"}
     if imported.encoder_state:
         components["encoder"] = "encoder"
@@ -515,7 +499,7 @@ def convert(path: str | os.PathLike, out_folder: str | os.PathLike, *,
         "parser": "landmarks",
         "licence": "that of the source checkpoint (see its project)",
     }
-    (out / "model.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(out / "model.json", manifest)
     logger.info("converted %s (%s) to %s", path, imported.format, out)
     return out
 

@@ -39,7 +39,7 @@ from torch import nn
 
 import dhr
 from dhr.errors import CheckpointError, ConfigError
-from dhr.fileio import sha256_file
+from dhr.fileio import read_json, sha256_file, to_jsonable, write_json_atomic
 from dhr.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 
 __all__ = [
@@ -123,16 +123,8 @@ def config_to_dict(config: Any) -> dict:
     if hasattr(config, "to_dict"):
         return dict(config.to_dict())
     if dataclasses.is_dataclass(config):
-        return _jsonable(dataclasses.asdict(config))
+        return to_jsonable(dataclasses.asdict(config))
     raise ConfigError(f"cannot serialise config of type {type(config).__qualname__}: not a dataclass")
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
 
 
 _MAX_CONFIG_INT = 1 << 16  # channels, widths, layer counts, resolutions of any registered component
@@ -293,9 +285,7 @@ def save_pretrained(
         "sha256": sha256_file(folder / WEIGHTS_NAME),
         "metadata": meta,
     }
-    tmpc = folder / (CONFIG_NAME + ".tmp")
-    tmpc.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmpc, folder / CONFIG_NAME)
+    write_json_atomic(folder / CONFIG_NAME, doc)
     logger.info("saved %s (%d tensors, %s) to %s", name, len(tensors), dtype, folder)
     return folder
 
@@ -309,9 +299,9 @@ def _read_config_json(folder: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{folder}: no {CONFIG_NAME}; a native model folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e}); the file is corrupt, re-save or re-convert the model") from None
+        doc = read_json(path)
+    except ValueError as e:
+        raise CheckpointError(f"{e}; the file is corrupt, re-save or re-convert the model") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: must hold a JSON object, got {type(doc).__name__}")
     unknown = set(doc) - _TOP_LEVEL_KEYS
