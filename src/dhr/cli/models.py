@@ -8,17 +8,13 @@ from typing import Any
 
 import typer
 
+from dhr.cli import sub_app
 from dhr.cli.batch import _usage
 from dhr.errors import DHRError
 
 __all__ = ["models_app"]
 
-models_app = typer.Typer(
-    help="List the bundled models and show one (components, directions, training facts).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+models_app = sub_app("List the bundled models and show one (components, directions, training facts).")
 
 
 def _load_model_or_exit(name: str):

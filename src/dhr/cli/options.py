@@ -139,6 +139,7 @@ _OPT_PARSER = typer.Option("auto", "--parser", help=_PARSER_HELP)
 
 
 _OPT_PASTE = typer.Option("auto", "--paste", help=_PASTE_HELP)
+_OPT_PERCEPTUAL = typer.Option("model", "--perceptual", help="model (its own metric), alex, vgg or squeeze.")
 
 
 _OPT_QUIET = typer.Option(False, "--quiet", "-q", help="No progress output.")
@@ -155,3 +156,5 @@ _OPT_SWEEP = typer.Option([], "--sweep", help="NAME[=MIN:MAX:STEPS], repeatable 
 
 
 _OPT_TRUST_PARSER = typer.Option(False, "--trust-parser", help=_TRUST_PARSER_HELP)
+_OPT_WHOLE_IMAGE = typer.Option(False, "--whole-image", help="When no face is found, process the whole image "
+                                "resized (recorded in run.json).")
