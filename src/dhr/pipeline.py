@@ -11,7 +11,7 @@ Example:
 
 The pipeline only composes: result types are :mod:`dhr.results`, photo coercion
 :func:`dhr.io.as_photo`, alignment and user-mask geometry :mod:`dhr.faces.align`, persistence
-:mod:`dhr.bundle`, the method itself :func:`dhr.engine.invert`. Size: about 590 lines, a third of them the docstrings of
+:mod:`dhr.bundle`, the method itself :func:`dhr.engine.invert`. Size: about 600 lines, a third of them the docstrings of
 the public API (one class, as ``diffusers``' pipelines, so that ``help(Pipeline)`` is the manual).
 
 Stages: detect -> align (the model's template at its resolution) -> embed -> segment (the chosen
