@@ -59,6 +59,8 @@ def file_sha256(path: str | Path) -> str | None:
 
 def environment() -> dict[str, Any]:
     """Versions of dhr, torch, numpy and python, and the platform."""
+    # Lazy: run records are read and merged by the CLI before any model is loaded; torch is
+    # imported here only when a record is written.
     import numpy
     import torch
 
@@ -80,7 +82,7 @@ def model_identity(model: Any) -> dict[str, Any]:
     Args:
         model: A :class:`dhr.models.zoo.FaceModel`.
     """
-    from dhr.models.checkpoint import WEIGHTS_NAME
+    from dhr.models.checkpoint import WEIGHTS_NAME  # lazy: as environment(), no torch to read records
 
     folder = Path(model.path)
     comps = (model.manifest or {}).get("components", {})

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from dhr.errors import ImageError, ShapeError
+from dhr.outputs import atomic_path
 
 __all__ = ["ALLOWED_FORMATS", "DEFAULT_MAX_FILE_BYTES", "DEFAULT_MAX_PIXELS", "Photo", "as_photo", "load_image",
            "load_mask_array", "resize_square", "save_image", "to_pil", "uint8_to_tensor", "tensor_to_uint8"]
@@ -269,7 +270,7 @@ def _to_rgb(im: Image.Image, notes: list[str]) -> tuple[Image.Image, bool]:
 def _cmyk_to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
     icc = im.info.get("icc_profile")
     if icc:
-        try:
+        try:  # lazy: ImageCms needs LittleCMS, which some Pillow builds lack (ImportError handled below)
             from PIL import ImageCms
 
             src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
@@ -402,8 +403,6 @@ def save_image(
         if like.icc_profile:
             kwargs["icc_profile"] = like.icc_profile
     try:
-        from dhr.outputs import atomic_path
-
         with atomic_path(path) as tmp:  # a kill never leaves a partial file under the final name
             Image.fromarray(np.ascontiguousarray(pixels), "RGB").save(tmp, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
