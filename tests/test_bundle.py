@@ -10,7 +10,7 @@ from dhr.bundle import (
     decode_tensor,
     encode_tensor,
     load_bundle,
-    model_sha256,
+    state_dict_sha256,
     roundtrip_tensor,
     save_bundle,
 )
@@ -62,7 +62,7 @@ def test_bundle_round_trip_renders_the_same_image(setup, tmp_path, fmt):
     G, lp, ws, target, mask = setup
     inv = refine_dhr(G, target, ws, mask, lp, RefineConfig(steps=2, weight_steps=2, weight_lr=0.01,
                                                            delta_format=fmt))[0]
-    inv = type(inv)(**{**inv.__dict__, "meta": {**inv.meta, "model_sha256": model_sha256(G)}})
+    inv = type(inv)(**{**inv.__dict__, "meta": {**inv.meta, "model_sha256": state_dict_sha256(G)}})
     st, js = save_bundle(inv, tmp_path / "face_001", include_target=True, include_image=True)
     assert st.name == "face_001.safetensors" and js.name == "face_001.json"
     side = json.loads(js.read_text())
@@ -84,7 +84,7 @@ def test_bundle_round_trip_renders_the_same_image(setup, tmp_path, fmt):
 def test_bundle_sizes_shrink_and_model_mismatch(setup, tmp_path):
     G, lp, ws, target, mask = setup
     inv = refine_dhr(G, target, ws, mask, lp, RefineConfig(steps=1, weight_steps=1, delta_format="fp32"))[0]
-    inv = type(inv)(**{**inv.__dict__, "meta": {**inv.meta, "model_sha256": model_sha256(G)}})
+    inv = type(inv)(**{**inv.__dict__, "meta": {**inv.meta, "model_sha256": state_dict_sha256(G)}})
     sizes = {}
     for fmt in DELTA_FORMATS:
         st, _ = save_bundle(inv, tmp_path / fmt, delta_format=fmt)

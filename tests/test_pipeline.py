@@ -174,6 +174,19 @@ def test_methods_and_config(setup, tmp_path):
         Pipeline(pipe.model, device="cpu", perceptual="resnet")
 
 
+
+def test_overrides_complete_the_config_at_construction(setup):
+    pipe, _, _, _ = setup
+    p2 = Pipeline(pipe.model, config=TINY_CONFIG, device="cpu", method="pti",
+                  overrides=["refine.steps=3", "method=dhr"])
+    # --set comes last: over the config file and over method=
+    assert p2.config.refine.steps == 3 and p2.config.method == "dhr"
+    assert p2.config.optim == pipe.config.optim
+    with pytest.raises(ConfigError, match="stepz"):
+        Pipeline(pipe.model, config=TINY_CONFIG, device="cpu", overrides=["refine.stepz=3"])
+    with pytest.raises(AttributeError):
+        p2.config = pipe.config  # fixed at construction: build another pipeline instead
+
 def test_seed_reproducible(setup):
     pipe, _, photo, _ = setup
     a = pipe.invert(photo, whole_image=True, method="optim")[0]

@@ -102,13 +102,9 @@ class PipelineSpec:
 
         if self.torch_threads is not None:
             torch.set_num_threads(int(self.torch_threads))
-        from dhr.config import apply_overrides
-
-        pipe = Pipeline.from_pretrained(self.model, config=self.config, device=self.device, seed=self.seed,
+        return Pipeline.from_pretrained(self.model, config=self.config, device=self.device, seed=self.seed,
                                         perceptual=self.perceptual, method=self.method, parser=self.parser,
-                                        trust_parser=self.trust_parser)
-        pipe.config = apply_overrides(pipe.config, list(self.overrides))
-        return pipe
+                                        trust_parser=self.trust_parser, overrides=tuple(self.overrides))
 
 
 def _job_fingerprint(job: PhotoJob) -> str:

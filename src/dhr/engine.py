@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 import dhr
-from dhr.bundle import model_sha256
+from dhr.bundle import state_dict_sha256
 from dhr.checks import check_shape
 from dhr.config import InvertConfig
 from dhr.embed.optimize import OptimConfig
@@ -242,7 +242,7 @@ def invert(
     total = time.perf_counter() - t_all
     coarse_used = embed == "optim" or (method == "dhr" and user_masks is None)
 
-    sha = model_sha256(G)
+    sha = state_dict_sha256(G)
     out = []
     for inv, key in zip(results, keys):
         meta = dict(inv.meta)

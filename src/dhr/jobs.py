@@ -8,13 +8,63 @@ workers (:mod:`dhr.distributed`), so both write identical files.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-__all__ = ["PhotoJob", "display", "face_entry", "process_photo", "save_face", "save_sheet", "save_sweeps"]
+import numpy as np
+from PIL import Image
+
+from dhr.editing.media import (
+    ANIMATION_FPS,
+    contact_sheet,
+    mask_overlay,
+    save_gif,
+    save_mp4,
+    save_png,
+    sweep_animation_frames,
+)
+from dhr.errors import ConfigError
+from dhr.io.image import load_image, save_image
+from dhr.pipeline import Pipeline
+from dhr.progress import Reporter
+from dhr.records import InputRecord, OutputTree
+from dhr.results import EditResult, PhotoInversion
+from dhr.segmentation.domain import save_domain_pngs
+
+__all__ = ["FaceEntry", "PhotoJob", "Sweep", "display", "face_entry", "process_photo", "save_face", "save_sheet",
+           "save_sweeps"]
+
+Sweep = tuple[str, tuple[float, ...]]
+"""A strength sweep: ``(direction, strengths)``."""
+
+
+class FaceEntry(TypedDict, total=False):
+    """One face of an input in ``run.json`` (``InputRecord.faces``), as written by :func:`face_entry`
+    and :func:`save_face`.
+
+    Keys: ``stem`` (output file stem), ``face_index`` (size rank, -1 whole image; None for a bare
+    crop), ``box`` (detector box left, top, right, bottom in photo pixels, or None),
+    ``faces_found``, ``whole_image``, ``method``, ``notes``, ``timings`` (seconds per stage,
+    ``save_s`` included), ``final_losses``, ``outputs`` (kind -> path, or nested dicts for masks,
+    edits and sweeps) and ``paste_mode`` (``delta``/``crop``, when something was pasted).
+    """
+
+    stem: str
+    face_index: int | None
+    box: list[float] | None
+    faces_found: int | None
+    whole_image: bool
+    method: str
+    notes: list[str]
+    timings: dict[str, float]
+    final_losses: dict[str, float]
+    outputs: dict[str, Any]
+    paste_mode: str | None
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +94,13 @@ class PhotoJob:
     inversion: bool = True
     bundle: bool = True
     edits: tuple[tuple[tuple[str, float], ...], ...] = ()
-    sweeps: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    sweeps: tuple[Sweep, ...] = ()
     sheet: bool = True
     align_only: bool = False
     ood_mask: str | None = None
 
     @staticmethod
-    def from_lists(edits: list[dict[str, float]] = (), sweeps: list[tuple[str, tuple[float, ...]]] = (),
+    def from_lists(edits: Sequence[dict[str, float]] = (), sweeps: Sequence[Sweep] = (),
                    **kwargs: Any) -> PhotoJob:
         """Builds a job from the CLI's edit dicts and sweep tuples."""
         return PhotoJob(edits=tuple(tuple(combo.items()) for combo in edits),
@@ -60,12 +110,9 @@ class PhotoJob:
         return [dict(combo) for combo in self.edits]
 
 
-def display(img, min_size: int = 128):
+def display(img: np.ndarray | Image.Image, min_size: int = 128) -> np.ndarray:
     """``uint8 (H, W, 3)`` (or a PIL image) enlarged by an integer nearest-neighbour factor to at
     least ``min_size`` wide, so that sheet titles fit over tiny crops."""
-    import numpy as np
-    from PIL import Image
-
     arr = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img, dtype=np.uint8)
     factor = -(-min_size // arr.shape[1])
     if factor > 1:
@@ -73,12 +120,13 @@ def display(img, min_size: int = 128):
     return np.ascontiguousarray(arr)
 
 
-def save_sweeps(pipe, pi, root: Path, sweeps: list[tuple[str, tuple[float, ...]]]) -> dict[str, Any]:
+def save_sweeps(pipe: Pipeline, pi: PhotoInversion, root: Path, sweeps: Sequence[Sweep]) -> dict[str, Any]:
     """Grid PNG, ping-pong GIF and MP4 per sweep in ``root/sweeps``; MP4 skipped with a warning when
-    imageio-ffmpeg is missing."""
-    from dhr.editing.media import ANIMATION_FPS, save_gif, save_mp4, save_png, sweep_animation_frames
-    from dhr.errors import ConfigError
+    imageio-ffmpeg is missing.
 
+    Returns:
+        Direction -> ``{"strengths", "grid", "gif", "mp4"}`` (paths as strings, ``mp4`` None when skipped).
+    """
     folder = root / "sweeps"
     written: dict[str, Any] = {}
     for name, strengths in sweeps:
@@ -90,8 +138,8 @@ def save_sweeps(pipe, pi, root: Path, sweeps: list[tuple[str, tuple[float, ...]]
                                  "grid": str(save_png(res.grid, base.with_suffix(".png"))),
                                  "gif": str(save_gif(frames, base.with_suffix(".gif"), fps=ANIMATION_FPS,
                                                      pingpong=True)), "mp4": None}
-        try:
-            import imageio_ffmpeg  # noqa: F401  (save_mp4's dependency; checked here to skip cleanly)
+        try:  # lazy: an optional dependency (extra "video"), checked here to skip the MP4 cleanly
+            import imageio_ffmpeg  # noqa: F401
         except ImportError:
             log.warning("%s: MP4 of the %s sweep skipped: imageio-ffmpeg is not installed "
                         "(pip install imageio-ffmpeg)", pi.stem, name)
@@ -104,14 +152,8 @@ def save_sweeps(pipe, pi, root: Path, sweeps: list[tuple[str, tuple[float, ...]]
     return written
 
 
-def save_sheet(pi, root: Path, edit_results: list) -> str:
+def save_sheet(pi: PhotoInversion, root: Path, edit_results: Sequence[EditResult]) -> str:
     """``root/sheets/<stem>.png``: aligned input, out-of-domain overlay, inversion and each edit side by side."""
-    from dhr.editing.media import contact_sheet, save_png
-
-    import numpy as np
-
-    from dhr.editing.media import mask_overlay
-
     columns = {"input": display(pi.aligned_image)}
     mask = pi.mask_image
     if mask is not None:  # tinted over the face: a bare all-white mask looks like an empty panel
@@ -123,19 +165,15 @@ def save_sheet(pi, root: Path, edit_results: list) -> str:
     return str(save_png(contact_sheet(columns), root / "sheets" / f"{pi.stem}.png"))
 
 
-def save_face(pipe, pi, tree, face: dict[str, Any], *, masks: bool, inversion: bool, bundle: bool,
-               edits: list[dict[str, float]], paste: bool, aligned: bool = True,
-               sweeps: list[tuple[str, tuple[float, ...]]] | None = None, sheet: bool = False) -> None:
+def save_face(pipe: Pipeline, pi: PhotoInversion, tree: OutputTree, face: FaceEntry, *, masks: bool,
+              inversion: bool, bundle: bool, edits: Sequence[dict[str, float]], paste: bool, aligned: bool = True,
+              sweeps: Sequence[Sweep] | None = None, sheet: bool = False) -> None:
     """Writes the outputs of one processed face and lists them in ``face['outputs']``."""
-    from dhr.io.image import save_image
-
     outputs: dict[str, Any] = face.setdefault("outputs", {})
     t0 = time.perf_counter()
     if aligned and pi.aligned is not None:
         outputs["aligned"] = str(save_image(tree.aligned / f"{pi.stem}.png", pi.aligned.crop))
     if masks and pi.inversion.domain is not None:
-        from dhr.segmentation.domain import save_domain_pngs
-
         written = save_domain_pngs(pi.inversion.domain, tree.masks, pi.stem, target=pi.inversion.target.cpu())
         outputs["masks"] = {k: str(v) for k, v in written.items()}
     if inversion:
@@ -167,7 +205,8 @@ def save_face(pipe, pi, tree, face: dict[str, Any], *, masks: bool, inversion: b
     face.setdefault("timings", {})["save_s"] = time.perf_counter() - t0
 
 
-def face_entry(pi) -> dict[str, Any]:
+def face_entry(pi: PhotoInversion) -> FaceEntry:
+    """The ``run.json`` entry of one inverted face (outputs are added by :func:`save_face`)."""
     box = None if pi.aligned is None or pi.aligned.source_box is None else pi.aligned.source_box
     return {
         "stem": pi.stem,
@@ -187,8 +226,8 @@ def _renamed(stem: str, name: str | None) -> str:
     return stem if name is None else f"{name}_{stem.rsplit('_', 1)[-1]}"
 
 
-def process_photo(pipe: Any, item: str, tree: Any, job: PhotoJob, rec: Any, reporter: Any = None, *,
-                  name: str | None = None) -> None:
+def process_photo(pipe: Pipeline, item: str, tree: OutputTree, job: PhotoJob, rec: InputRecord,
+                  reporter: Reporter | None = None, *, name: str | None = None) -> None:
     """Processes one photo: every output of ``job`` is written under ``tree`` and listed in ``rec.faces``.
 
     Args:
@@ -204,8 +243,6 @@ def process_photo(pipe: Any, item: str, tree: Any, job: PhotoJob, rec: Any, repo
     Raises:
         DHRError: Unreadable photo, no face (without ``whole_image``), bad edit, ...
     """
-    from dhr.io.image import load_image, save_image
-
     photo = load_image(item)
     rec.notes.extend(photo.notes)
     index = None if job.all_faces else (job.face_index if job.face_index is not None else 0)
@@ -222,8 +259,6 @@ def process_photo(pipe: Any, item: str, tree: Any, job: PhotoJob, rec: Any, repo
                        ood_mask=job.ood_mask)
     for pi in invs:
         if name is not None:
-            import dataclasses
-
             pi = dataclasses.replace(pi, stem=_renamed(pi.stem, name))
         face = face_entry(pi)
         rec.faces.append(face)

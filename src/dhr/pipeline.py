@@ -9,6 +9,11 @@ Example:
     >>> out.pasted.save("edited.jpg")                # the edit blended back into the full photo
     >>> pipe.save_bundle(inv, "photo_face0")         # reload later with pipe.load_bundle
 
+The pipeline only composes: result types are :mod:`dhr.results`, photo coercion
+:func:`dhr.io.as_photo`, alignment and user-mask geometry :mod:`dhr.faces.align`, persistence
+:mod:`dhr.bundle`, the method itself :func:`dhr.engine.invert`. Size: about 600 lines, a third of them the docstrings of
+the public API (one class, as ``diffusers``' pipelines, so that ``help(Pipeline)`` is the manual).
+
 Stages: detect -> align (the model's template at its resolution) -> embed -> segment (the chosen
 parser: landmarks, BiSeNet, FaRL or none) -> refine -> edit -> paste back. Everything
 the pipeline decided on its own (a whole-image fallback, a parser left out) is listed in
@@ -21,26 +26,33 @@ import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 
+from dhr.bundle import alignment_record, load_photo_bundle, save_bundle
 from dhr.checks import check_choice
-from dhr.errors import ConfigError, EditError, FaceNotFoundError, ImageError
+from dhr.config import COARSE_PERCEPTUALS, METHODS, InvertConfig, apply_overrides, config_from_dict, load_config
+from dhr.devices import DEVICES, resolve_device
+from dhr.editing import apply_edits, sweep_codes, sweep_grid
+from dhr.editing.directions import DirectionSet, check_strength
+from dhr.engine import invert as engine_invert
+from dhr.engine import render, resolve_embed
+from dhr.errors import ConfigError, EditError, FaceNotFoundError, ImageError, WeightsError
+from dhr.faces.align import AlignedFace, AlignTemplate, align_face, align_whole_image, user_mask_to_crop
+from dhr.faces.detect import detect_faces_retrying
+from dhr.faces.parsing import PARSER_NAMES, load_parser
+from dhr.faces.paste import PASTE_MODES, paste_back, resolve_paste_mode
+from dhr.io.image import as_photo, resize_square, tensor_to_uint8, to_pil
+from dhr.metrics.lpips import LPIPS
+from dhr.models.zoo import FaceModel, load_model
+from dhr.results import EditResult, PhotoInversion, SweepResult, edit_label
 
-if TYPE_CHECKING:
-    from PIL import Image
-
-    from dhr.config import InvertConfig
-    from dhr.faces.align import AlignedFace, AlignTemplate
-    from dhr.io.image import Photo
-    from dhr.models.zoo import FaceModel
-    from dhr.types import Inversion
-
+# The result types, photo coercion and device choice live in dhr.results, dhr.io and dhr.devices;
+# they are re-exported here because `from dhr.pipeline import ...` of them is public API.
 __all__ = [
     "DEVICES",
     "PARSERS",
@@ -50,292 +62,15 @@ __all__ = [
     "Pipeline",
     "SweepResult",
     "as_photo",
+    "edit_label",
     "resolve_coarse_perceptual",
     "resolve_device",
 ]
 
 logger = logging.getLogger(__name__)
 
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 PERCEPTUALS: tuple[str, ...] = ("model", "alex", "vgg", "squeeze")
 PARSERS: tuple[str, ...] = ("auto", "landmarks", "bisenet", "farl", "none")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` picks cuda > mps > cpu; other names are checked for availability.
-
-    Raises:
-        ConfigError: Unknown name, or a device that is not available on this machine.
-    """
-    if isinstance(device, torch.device):
-        return device
-    base = str(device).split(":")[0]
-    check_choice(base, DEVICES, "device")
-    mps = getattr(torch.backends, "mps", None)
-    mps_ok = bool(mps is not None and mps.is_available())
-    if base == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps") if mps_ok else torch.device("cpu")
-    if base == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("the cuda device was requested but no CUDA GPU is available; use device='auto' or 'cpu'")
-    if base == "mps" and not mps_ok:
-        raise ConfigError("device='mps' but Apple MPS is not available; use device='auto' or 'cpu'")
-    return torch.device(str(device))
-
-
-def _pil(x: torch.Tensor | np.ndarray) -> Image.Image:
-    from PIL import Image
-
-    from dhr.io.image import tensor_to_uint8
-
-    arr = tensor_to_uint8(x.detach().cpu()) if isinstance(x, torch.Tensor) else np.asarray(x)
-    return Image.fromarray(np.ascontiguousarray(arr), "RGB")
-
-
-def as_photo(source: Any) -> Photo:
-    """A :class:`~dhr.io.image.Photo` from a path, bytes, PIL image, ``(H, W, 3)`` uint8 array, or
-    ``(3, H, W)`` float tensor in [-1, 1].
-
-    Raises:
-        ImageError: Unreadable file or unsupported object.
-    """
-    import hashlib
-
-    from dhr.io.image import Photo, load_image, tensor_to_uint8
-
-    if isinstance(source, Photo):
-        return source
-    if isinstance(source, (str, Path, bytes, bytearray, memoryview)):
-        return load_image(source)
-    pixels = None
-    try:
-        from PIL import Image
-
-        if isinstance(source, Image.Image):
-            pixels = np.asarray(source.convert("RGB"), dtype=np.uint8)
-    except ImportError:  # PIL is a core dependency; keep the array path working without it
-        pass
-    if pixels is None and isinstance(source, torch.Tensor):
-        if source.ndim != 3 or source.shape[0] != 3 or not source.is_floating_point():
-            raise ImageError(f"a tensor photo must be float (3, H, W) in [-1, 1], got {list(source.shape)} {source.dtype}")
-        pixels = tensor_to_uint8(source.detach().cpu())
-    if pixels is None and isinstance(source, np.ndarray):
-        pixels = source
-    if pixels is None:
-        raise ImageError(f"cannot read a photo from a {type(source).__name__}; pass a path, PIL image, "
-                         "(H, W, 3) uint8 array or (3, H, W) tensor in [-1, 1]")
-    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise ImageError(f"a photo array must be (H, W, 3) uint8, got {pixels.shape} {pixels.dtype}")
-    pixels = np.ascontiguousarray(pixels)
-    digest = hashlib.sha256(pixels.tobytes()).hexdigest()
-    pixels = pixels.copy()
-    pixels.setflags(write=False)
-    return Photo(pixels=pixels, original_size=(pixels.shape[1], pixels.shape[0]), sha256=digest)
-
-
-# --------------------------------------------------------------------------------------------
-# Results
-
-
-@dataclass(frozen=True)
-class PhotoInversion:
-    """One inverted face (or whole image) of a photo.
-
-    Attributes:
-        inversion: The engine's :class:`~dhr.types.Inversion` (tensors on the pipeline's device).
-        aligned: The :class:`~dhr.faces.align.AlignedFace` it was made from (crop at the model
-            resolution and the transforms back to the photo), or None.
-        photo: The source :class:`~dhr.io.image.Photo`, or None (inverted from a bare crop or
-            reloaded from a bundle whose photo is gone).
-        stem: File stem for outputs (``<photo>_face<i>`` or ``<photo>_whole``).
-        notes: Fallbacks and remarks (whole-image processing, parser left out, ...).
-        timings: Seconds per stage (``align_s``, ``parse_s`` and the engine's stages).
-    """
-
-    inversion: Inversion
-    aligned: AlignedFace | None = None
-    photo: Photo | None = None
-    stem: str = "image"
-    notes: tuple[str, ...] = ()
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def image(self) -> Image.Image:
-        """The reconstruction as a PIL RGB image (R x R)."""
-        return _pil(self.inversion.image)
-
-    @property
-    def aligned_image(self) -> Image.Image:
-        """The aligned input crop as a PIL RGB image."""
-        if self.aligned is not None:
-            return _pil(self.aligned.crop)
-        return _pil(self.inversion.target)
-
-    @property
-    def mask_image(self) -> Image.Image | None:
-        """The domain mask m (white = in-domain) as a PIL ``L`` image, or None for methods without one."""
-        from PIL import Image
-
-        if self.inversion.domain is None:
-            return None
-        m = self.inversion.domain.mask.detach().cpu().float().reshape(self.inversion.domain.mask.shape[-2:])
-        return Image.fromarray((m.clamp(0, 1) * 255).round().to(torch.uint8).numpy(), "L")
-
-    @property
-    def whole_image(self) -> bool:
-        """True when no face was used and the whole photo was fitted into the crop."""
-        return bool(self.aligned is not None and self.aligned.whole_image)
-
-    @property
-    def method(self) -> str:
-        return self.inversion.method
-
-    def final_losses(self) -> dict[str, float]:
-        """Last value of every loss curve of the inversion."""
-        from dhr.records import final_losses
-
-        return final_losses(self.inversion.losses)
-
-    def to_numpy(self) -> np.ndarray:
-        """The reconstruction as ``(R, R, 3)`` uint8."""
-        from dhr.io.image import tensor_to_uint8
-
-        return tensor_to_uint8(self.inversion.image.detach().cpu())
-
-    def to_tensor(self) -> torch.Tensor:
-        """The reconstruction as ``(3, R, R)`` float32 in [-1, 1] (unclamped, detached CPU copy)."""
-        return self.inversion.image.detach().to("cpu", torch.float32).clone()
-
-
-@dataclass(frozen=True)
-class EditResult:
-    """An edit of a :class:`PhotoInversion`.
-
-    Attributes:
-        tensor: ``(3, R, R)`` edited crop in [-1, 1] (CPU, unclamped).
-        ws: ``(num_ws, D)`` edited W+ code.
-        strengths: Direction name -> strength, in the order applied.
-        pasted_pixels: ``(H, W, 3)`` uint8 photo with the edited face blended in, or None when the
-            photo is unknown.
-        paste_mask: ``(H, W)`` float32 blend weights of the paste, or None.
-        paste_mode: How it was pasted (``"delta"`` or ``"crop"``; see :mod:`dhr.faces.paste`), or None.
-    """
-
-    tensor: torch.Tensor
-    ws: torch.Tensor
-    strengths: dict[str, float]
-    pasted_pixels: np.ndarray | None = None
-    paste_mask: np.ndarray | None = None
-    paste_mode: str | None = None
-
-    @property
-    def crop(self) -> Image.Image:
-        """The edited crop as a PIL image."""
-        return _pil(self.tensor)
-
-    @property
-    def pasted(self) -> Image.Image | None:
-        """The photo with the edit pasted back, as a PIL image (None without a photo)."""
-        return None if self.pasted_pixels is None else _pil(self.pasted_pixels)
-
-    @property
-    def name(self) -> str:
-        """A file-name-safe label such as ``age+2_smile-1`` (``inversion`` for no edit)."""
-        return edit_label(self.strengths)
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    """A strength sweep along one direction.
-
-    Attributes:
-        name: The direction.
-        strengths: The strengths, in order.
-        frames: One ``(R, R, 3)`` uint8 crop per strength (or pasted photos with ``paste=True``).
-        grid: The frames as one labelled ``uint8`` image (see :func:`dhr.editing.sweep_grid`).
-    """
-
-    name: str
-    strengths: tuple[float, ...]
-    frames: list[np.ndarray]
-    grid: np.ndarray
-
-    def save_gif(self, path: str | Path, fps: float = 8.0) -> Path:
-        """Writes the frames as a ping-pong GIF."""
-        from dhr.editing import save_gif
-
-        return save_gif(self.frames, path, fps=fps, pingpong=True)
-
-
-def edit_label(strengths: Mapping[str, float]) -> str:
-    """``{"age": 2, "smile": -1}`` -> ``age+2_smile-1``; empty -> ``inversion``."""
-    if not strengths:
-        return "inversion"
-    return "_".join(f"{k}{float(v):+g}" for k, v in strengths.items())
-
-
-# --------------------------------------------------------------------------------------------
-# The pipeline
-
-
-def _resize(t: torch.Tensor, size: int) -> torch.Tensor:
-    if t.shape[-1] == size and t.shape[-2] == size:
-        return t
-    return F.interpolate(t[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
-
-
-def _alignment_meta(aligned: AlignedFace, photo: Photo | None) -> dict[str, Any]:
-    return {
-        "matrix": np.asarray(aligned.matrix, dtype=float).tolist(),
-        "landmarks": None if aligned.landmarks is None else np.asarray(aligned.landmarks, dtype=float).tolist(),
-        "source_box": None if aligned.source_box is None else [float(v) for v in aligned.source_box],
-        "face_index": int(aligned.face_index),
-        "template_name": aligned.template_name,
-        "photo_size": [int(v) for v in aligned.photo_size],
-        "crop_size": int(aligned.size),
-        "whole_image": bool(aligned.whole_image),
-        "source": aligned.source,
-        "photo_path": None if photo is None or photo.path is None else str(Path(photo.path).resolve()),
-        "photo_sha256": None if photo is None else photo.sha256,
-        "notes": list(aligned.notes),
-    }
-
-
-def _user_mask_for_crop(mask: Any, aligned: Any, photo: Any, R: int) -> torch.Tensor:
-    """A user's out-of-domain mask (photo or crop coordinates) as an in-domain mask ``(1, R, R)`` of the crop."""
-    from PIL import Image
-
-    from dhr.faces.align import sample_affine
-
-    if isinstance(mask, (str, Path)):
-        from dhr.io.image import load_mask_array
-
-        arr = load_mask_array(mask)  # same limits and allowed formats as photos
-    elif isinstance(mask, Image.Image):
-        arr = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
-    else:
-        t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).float().squeeze()
-        if t.ndim != 2:
-            raise ImageError(f"mask must be 2-D (H, W), got shape {tuple(t.shape)}")
-        arr = (t > 0).float().cpu().numpy()
-    h, w = arr.shape
-    S = aligned.size
-    if photo is not None:
-        if (h, w) != tuple(photo.pixels.shape[:2]):
-            raise ImageError(f"mask is {w}x{h} but the photo is {photo.pixels.shape[1]}x{photo.pixels.shape[0]}; "
-                             "draw the mask on the photo itself (white = out of domain)")
-        crop_to_src = aligned.inverse
-    else:
-        if (h, w) != (S, S):
-            raise ImageError(f"mask is {w}x{h} but the aligned face is {S}x{S}; give a mask of the crop's size")
-        crop_to_src = np.eye(3)
-    # Output pixel x_R of the R x R crop sits at x_S = (x_R + 0.5) * S / R - 0.5 of the S x S crop.
-    k = S / R
-    r_to_s = np.array([[k, 0, 0.5 * k - 0.5], [0, k, 0.5 * k - 0.5], [0, 0, 1]], dtype=np.float64)
-    ood = sample_affine(torch.from_numpy(arr)[None], crop_to_src @ r_to_s, (R, R), supersample=2,
-                        padding_mode="zeros")
-    return (ood < 0.5).float()
 
 
 def resolve_coarse_perceptual(choice: str, model: Any, refine_perceptual: torch.nn.Module | None,
@@ -352,10 +87,6 @@ def resolve_coarse_perceptual(choice: str, model: Any, refine_perceptual: torch.
         ConfigError: ``model`` for a model without a perceptual network.
         WeightsError: The LPIPS weights are not available (the message names them and the fix).
     """
-    from dhr.config import COARSE_PERCEPTUALS
-    from dhr.errors import WeightsError
-    from dhr.metrics.lpips import LPIPS
-
     check_choice(choice, COARSE_PERCEPTUALS, "coarse_perceptual")
     if choice == "same":
         if refine_perceptual is None:
@@ -405,15 +136,17 @@ class Pipeline:
             model's crop is smaller than the face in the photo, else ``crop``), ``delta`` (add the
             change edit - inversion to the photo: untouched detail stays the photo's own) or
             ``crop`` (replace the face by the upsampled crop). See :mod:`dhr.faces.paste`.
+        overrides: ``KEY=VALUE`` options (the CLI's ``--set``, see :func:`dhr.config.apply_overrides`)
+            applied last, over ``config``, ``method`` and ``coarse_perceptual``.
+
+    The resolved :attr:`config` is fixed at construction (read-only): build another pipeline, or
+    pass ``method`` to :meth:`invert`, for other settings.
     """
 
     def __init__(self, model: FaceModel, *, config: InvertConfig | Mapping[str, Any] | str | Path | None = None,
                  device: str | torch.device = "auto", seed: int = 0, perceptual: str = "model",
                  coarse_perceptual: str | None = None, parser: str = "auto", trust_parser: bool = False,
-                 method: str | None = None, paste_mode: str = "auto") -> None:
-        from dhr.config import COARSE_PERCEPTUALS
-        from dhr.faces.paste import PASTE_MODES
-
+                 method: str | None = None, paste_mode: str = "auto", overrides: Sequence[str] = ()) -> None:
         check_choice(perceptual, PERCEPTUALS, "perceptual")
         check_choice(parser, PARSERS, "parser")
         check_choice(paste_mode, PASTE_MODES, "paste_mode")
@@ -423,9 +156,10 @@ class Pipeline:
             raise ConfigError(f"seed must be an integer between 0 and 2**63 - 1, got {seed!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device)
-        self.config = self._with_method(self._load_config(config, model.recommended_config()), method)
+        cfg = self._with_method(self._load_config(config, model.recommended_config()), method)
         if coarse_perceptual is not None:
-            self.config = dataclasses.replace(self.config, coarse_perceptual=coarse_perceptual)
+            cfg = dataclasses.replace(cfg, coarse_perceptual=coarse_perceptual)
+        self._config = apply_overrides(cfg, list(overrides))
         self.seed = seed
         self.perceptual_name = perceptual
         self.parser_name = parser
@@ -441,7 +175,8 @@ class Pipeline:
     def from_pretrained(cls, name_or_path: str | Path = "faces-64", *, device: str | torch.device = "auto",
                         config: InvertConfig | Mapping[str, Any] | str | Path | None = None, seed: int = 0,
                         perceptual: str = "model", coarse_perceptual: str | None = None, parser: str = "auto",
-                        trust_parser: bool = False, method: str | None = None, paste_mode: str = "auto") -> Pipeline:
+                        trust_parser: bool = False, method: str | None = None, paste_mode: str = "auto",
+                        overrides: Sequence[str] = ()) -> Pipeline:
         """Loads a bundled model by name (``dhr models list``) or a model folder (options as :class:`Pipeline`).
 
         Raises:
@@ -449,19 +184,15 @@ class Pipeline:
             CheckpointError: A damaged model folder.
             WeightsError: The chosen parser's weights are missing.
         """
-        from dhr.models.zoo import load_model
-
         resolve_device(device)  # fail fast before loading
         return cls(load_model(name_or_path), config=config, device=device, seed=seed, perceptual=perceptual,
                    coarse_perceptual=coarse_perceptual, parser=parser, trust_parser=trust_parser, method=method,
-                   paste_mode=paste_mode)
+                   paste_mode=paste_mode, overrides=overrides)
 
     @staticmethod
     def _load_config(config: Any, base: InvertConfig) -> InvertConfig:
         """``None``: the model's recommended config; a dict or file: its options over it; an
         :class:`InvertConfig`: used as given (complete)."""
-        from dhr.config import InvertConfig, config_from_dict, load_config
-
         if config is None:
             return base
         if isinstance(config, InvertConfig):
@@ -475,6 +206,11 @@ class Pipeline:
     # -- components -----------------------------------------------------------------------
 
     @property
+    def config(self) -> InvertConfig:
+        """The resolved :class:`~dhr.config.InvertConfig` (fixed at construction)."""
+        return self._config
+
+    @property
     def generator(self) -> torch.nn.Module:
         return self.model.generator
 
@@ -483,7 +219,7 @@ class Pipeline:
         return int(self.model.generator.resolution)
 
     @property
-    def directions(self):
+    def directions(self) -> DirectionSet:
         """The model's :class:`~dhr.editing.DirectionSet`.
 
         Raises:
@@ -501,8 +237,6 @@ class Pipeline:
             if self.perceptual_name == "model" and self.model.perceptual is not None:
                 self._perceptual = self.model.perceptual
             else:
-                from dhr.metrics.lpips import LPIPS
-
                 net = "alex" if self.perceptual_name == "model" else self.perceptual_name
                 if self.perceptual_name == "model":
                     logger.warning("model %s has no perceptual metric; using LPIPS-%s", self.model.name, net)
@@ -530,8 +264,6 @@ class Pipeline:
         return str((self.model.manifest or {}).get("parser", "landmarks"))
 
     def _build_parser(self, trust: bool) -> Any:
-        from dhr.faces.parsing import PARSER_NAMES, load_parser
-
         name = self.parser
         if name not in PARSER_NAMES:
             raise ConfigError(f"model {self.model.name!r} asks for parser {name!r}; known: {list(PARSER_NAMES)}")
@@ -539,8 +271,6 @@ class Pipeline:
 
     def template(self) -> AlignTemplate:
         """The alignment template at the model resolution (the model's own, else FFHQ framing)."""
-        from dhr.faces.align import AlignTemplate
-
         if self.model.template:
             return AlignTemplate.from_dict(dict(self.model.template)).with_size(self.resolution)
         return AlignTemplate.ffhq(self.resolution)
@@ -568,9 +298,6 @@ class Pipeline:
             FaceNotFoundError: No usable face (and ``whole_image`` is False), or no face ``face_index``.
             ImageError: Unreadable photo.
         """
-        from dhr.faces.align import align_face, align_whole_image
-        from dhr.faces.detect import detect_faces_retrying
-
         photo = as_photo(photo)
         template = self.template()
         try:
@@ -607,8 +334,6 @@ class Pipeline:
     def _with_method(cfg: InvertConfig, method: str | None) -> InvertConfig:
         if method is None:
             return cfg
-        from dhr.config import METHODS
-
         check_choice(method, METHODS, "method")
         embed = cfg.embed if method not in ("encoder", "optim") else None
         return dataclasses.replace(cfg, method=method, embed=embed)
@@ -641,9 +366,6 @@ class Pipeline:
         Raises:
             FaceNotFoundError, ImageError, ConfigError: See :meth:`align` and :func:`dhr.engine.invert`.
         """
-        from dhr.engine import invert as engine_invert
-        from dhr.faces.align import AlignedFace
-
         config = self._config_for(method)
         t0 = time.perf_counter()
         if isinstance(image, AlignedFace):
@@ -653,7 +375,7 @@ class Pipeline:
             faces = self.align(photo, face_index=face_index, whole_image=whole_image)
         align_s = time.perf_counter() - t0
         R = self.resolution
-        targets = torch.stack([_resize(a.to_tensor(), R) for a in faces]).to(self.device)
+        targets = torch.stack([resize_square(a.to_tensor(), R) for a in faces]).to(self.device)
         notes: list[list[str]] = []
         parsing: list[Any] = []
         t0 = time.perf_counter()
@@ -675,11 +397,9 @@ class Pipeline:
         if ood_mask is not None:
             if config.method != "dhr":
                 raise ConfigError(f"ood_mask is used by method 'dhr' only, not {config.method!r}")
-            user_masks = torch.stack([_user_mask_for_crop(ood_mask, a, photo, R) for a in faces]).to(self.device)
+            user_masks = torch.stack([user_mask_to_crop(ood_mask, a, photo, R) for a in faces]).to(self.device)
             for n in notes:
                 n.append("domain mask given by the user (DHR's segmentation skipped)")
-        from dhr.engine import resolve_embed
-
         # The coarse network is built only when a latent optimisation runs (its weights may be missing).
         needs_coarse = (config.method == "dhr" and user_masks is None) or \
             resolve_embed(config, self.model.encoder) == "optim"
@@ -695,7 +415,7 @@ class Pipeline:
             for note in n:
                 logger.info("%s: %s", a.source or base, note)
             meta = dict(inv.meta)
-            meta.update({"alignment": _alignment_meta(a, photo), "model_name": self.model.name,
+            meta.update({"alignment": alignment_record(a, photo), "model_name": self.model.name,
                          "seed": self.seed, "notes": n, "parser": self.parser})
             stem = f"{base}_whole" if a.whole_image else f"{base}_face{max(a.face_index, 0)}"
             timings = {"align_s": align_s / len(faces), "parse_s": parse_s / len(faces),
@@ -713,8 +433,6 @@ class Pipeline:
         return self._resolve_edits(edits, more)
 
     def _resolve_edits(self, edits: Mapping[str, float] | None, kwargs: Mapping[str, float]) -> dict[str, float]:
-        from dhr.editing.directions import check_strength
-
         strengths: dict[str, float] = {}
         for src in (edits or {}), kwargs:
             for name, value in src.items():
@@ -745,9 +463,6 @@ class Pipeline:
             EditError: Unknown direction (the message lists the known ones) or bad strength.
             ConfigError: Unknown paste mode.
         """
-        from dhr.editing import apply_edits
-        from dhr.engine import render
-
         strengths = self._resolve_edits(edits, more)
         mode = self._paste_mode(paste_mode)
         G = self.generator
@@ -766,8 +481,6 @@ class Pipeline:
                           paste_mask=mask, paste_mode=used)
 
     def _paste_mode(self, mode: str | None) -> str:
-        from dhr.faces.paste import PASTE_MODES
-
         if mode is None:
             return self.paste_mode
         check_choice(mode, PASTE_MODES, "paste_mode")
@@ -777,8 +490,6 @@ class Pipeline:
         """The unedited inversion rendered exactly as :meth:`edit` renders edits, ``(3, R, R)``
         float32 CPU in [-1, 1] (unclamped): the zero of the ``delta`` paste. Cached for the last
         inversion asked for."""
-        from dhr.engine import render
-
         cached = self._reference
         if cached is not None and cached[0] is inv.inversion:
             return cached[1]
@@ -791,17 +502,15 @@ class Pipeline:
     def _paste(self, inv: PhotoInversion, crop: torch.Tensor, mode: str,
                reference: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, str]:
         """Pastes ``crop`` with ``mode``; the reference (for ``delta``) is rendered when not given."""
-        from dhr.faces.paste import paste_back, resolve_paste_mode
-
         a = inv.aligned
         model_size = int(crop.shape[-1])
         mode = resolve_paste_mode(mode, a, model_size=model_size)
         if mode == "delta" and reference is None:
             reference = self.reference_crop(inv)
         if crop.shape[-1] != a.size:
-            crop = _resize(crop, a.size)
+            crop = resize_square(crop, a.size)
             if reference is not None:
-                reference = _resize(reference, a.size)
+                reference = resize_square(reference, a.size)
         res = paste_back(inv.photo, a, crop, reference=reference if mode == "delta" else None, mode=mode)
         return res.image, res.mask, res.mode
 
@@ -823,13 +532,11 @@ class Pipeline:
             raise ImageError(f"{inv.stem}: the source photo is not available; cannot paste back")
         if crop is None:
             img = inv.inversion.image.detach().cpu().float()
-            from dhr.faces.paste import resolve_paste_mode
-
             if resolve_paste_mode(mode, inv.aligned, model_size=int(img.shape[-1])) == "delta":
                 img = self.reference_crop(inv)
-                return _pil(self._paste(inv, img, mode, img)[0])
-            return _pil(self._paste(inv, img, mode)[0])
-        return _pil(self._paste(inv, crop.detach().cpu().float(), mode)[0])
+                return to_pil(self._paste(inv, img, mode, img)[0])
+            return to_pil(self._paste(inv, img, mode)[0])
+        return to_pil(self._paste(inv, crop.detach().cpu().float(), mode)[0])
 
     def sweep(self, inv: PhotoInversion, name: str, strengths: Sequence[float] = (-2, -1, 0, 1, 2), *,
               paste: bool = False, paste_mode: str | None = None) -> SweepResult:
@@ -845,12 +552,6 @@ class Pipeline:
         Raises:
             EditError: Unknown direction or bad strengths.
         """
-        from dhr.editing import sweep_codes, sweep_grid
-        from dhr.engine import render
-        from dhr.io.image import tensor_to_uint8
-
-        from dhr.editing.directions import check_strength
-
         strengths = tuple(check_strength(s, f"sweep {name!r}") for s in strengths)
         if not strengths:
             raise EditError("sweep needs at least one strength")
@@ -876,8 +577,6 @@ class Pipeline:
         """Saves ``<path>.safetensors`` + ``<path>.json``: the inversion, the aligned target crop
         (uint8), the alignment (photo -> crop matrix, landmarks, crop size) and the source photo's
         path and sha256, everything :meth:`load_bundle` needs to edit, sweep and paste later."""
-        from dhr.bundle import save_bundle
-
         return save_bundle(inv.inversion, path)
 
     def load_bundle(self, path: str | Path, *, photo: Any = None) -> PhotoInversion:
@@ -896,67 +595,8 @@ class Pipeline:
             CheckpointError: Missing/corrupt bundle, or one made with another generator.
             ImageError: ``photo`` is not the photo the bundle was made from (sha256 differs).
         """
-        from dhr.bundle import bundle_paths, load_bundle
-        from dhr.faces.align import AlignedFace
-        from dhr.io.image import load_image, tensor_to_uint8
-
-        inv = load_bundle(path, model=self.generator, device=self.device, require_target=False)
-        stem = bundle_paths(path)[0].name.removesuffix(".safetensors")
-        al = inv.meta.get("alignment")
-        notes = list(inv.meta.get("notes", []) or [])
-        given, aligned, photo = photo, None, None
-        if isinstance(al, dict) and al.get("matrix") is not None:
-            matrix = np.asarray(al["matrix"], dtype=np.float64)
-            size = int(al.get("crop_size") or inv.target.shape[-1])
-            aligned = AlignedFace(
-                crop=tensor_to_uint8(_resize(inv.target.detach().cpu().float(), size)),
-                matrix=matrix,
-                inverse=np.linalg.inv(matrix),
-                landmarks=None if al.get("landmarks") is None else np.asarray(al["landmarks"], dtype=np.float64),
-                source_box=None if al.get("source_box") is None else tuple(al["source_box"]),
-                face_index=int(al.get("face_index", 0)),
-                template_name=str(al.get("template_name", "")),
-                photo_size=tuple(al.get("photo_size", (size, size))),
-                whole_image=bool(al.get("whole_image", False)),
-                source=str(al.get("source", "")),
-            )
-            ppath = al.get("photo_path")
-            if given is not None:
-                photo = as_photo(given)
-                if al.get("photo_sha256") not in (None, photo.sha256):
-                    raise ImageError(f"{stem}: the given photo is not the one this bundle was made from "
-                                     f"(sha256 {photo.sha256[:12]}..., recorded {al['photo_sha256'][:12]}...)")
-            elif ppath and Path(ppath).is_file():
-                try:
-                    cand = load_image(ppath)
-                except ImageError as e:
-                    notes.append(f"source photo {ppath} unreadable ({e}); pasting unavailable")
-                else:
-                    if al.get("photo_sha256") in (None, cand.sha256):
-                        photo = cand
-                    else:
-                        notes.append(f"source photo {ppath} changed since the inversion; pasting unavailable")
-            elif ppath:
-                notes.append(f"source photo {ppath} not found; pasting unavailable")
-        if not inv.meta.get("target_stored", True):
-            # An older bundle without its crop: re-crop it from the verified source photo.
-            if photo is None or aligned is None:
-                from dhr.errors import CheckpointError
-
-                raise CheckpointError(f"{stem}: the bundle stores no target crop (made by an older dhr) and its "
-                                      "source photo is not available; pass photo=<the photo file> to rebuild it")
-            from dhr.faces.align import warp_to_crop
-            from dhr.io.image import uint8_to_tensor
-
-            crop = warp_to_crop(photo.pixels, aligned.matrix, aligned.size)
-            aligned = dataclasses.replace(aligned, crop=crop)
-            target = _resize(uint8_to_tensor(crop), self.resolution).to(inv.image)
-            inv = dataclasses.replace(inv, target=target)
-            notes.append("target crop rebuilt from the source photo (bundle without one)")
-        for n in notes:
-            logger.info("%s: %s", stem, n)
-        return PhotoInversion(inversion=inv, aligned=aligned, photo=photo, stem=stem, notes=tuple(notes),
-                              timings=dict(inv.meta.get("timings", {}) or {}))
+        return load_photo_bundle(path, generator=self.generator, device=self.device, resolution=self.resolution,
+                                 photo=photo)
 
     def __repr__(self) -> str:
         return (f"Pipeline(model={self.model.name!r}, resolution={self.resolution}, device={str(self.device)!r}, "

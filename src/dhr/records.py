@@ -20,7 +20,6 @@ the device, the seed and the versions of dhr, torch, numpy and python.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import os
 import platform
@@ -31,6 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
+
+from dhr.fileio import read_json, sha256_file, to_jsonable, write_json_atomic
 
 __all__ = [
     "RUN_JSON",
@@ -50,8 +51,6 @@ _RECORD_VERSION = 1
 
 def file_sha256(path: str | Path) -> str | None:
     """Hex sha256 of a file, or None when it cannot be read."""
-    from dhr.models.checkpoint import sha256_file
-
     try:
         return sha256_file(path)
     except OSError:
@@ -60,6 +59,8 @@ def file_sha256(path: str | Path) -> str | None:
 
 def environment() -> dict[str, Any]:
     """Versions of dhr, torch, numpy and python, and the platform."""
+    # Lazy: run records are read and merged by the CLI before any model is loaded; torch is
+    # imported here only when a record is written.
     import numpy
     import torch
 
@@ -81,7 +82,7 @@ def model_identity(model: Any) -> dict[str, Any]:
     Args:
         model: A :class:`dhr.models.zoo.FaceModel`.
     """
-    from dhr.models.checkpoint import WEIGHTS_NAME
+    from dhr.models.checkpoint import WEIGHTS_NAME  # lazy: as environment(), no torch to read records
 
     folder = Path(model.path)
     comps = (model.manifest or {}).get("components", {})
@@ -107,20 +108,6 @@ def _path_key(path: str | Path) -> str:
 def final_losses(losses: dict[str, list[float]]) -> dict[str, float]:
     """The last value of every loss curve (curves that are empty are left out)."""
     return {k: float(v[-1]) for k, v in losses.items() if v}
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    return repr(x)
 
 
 @dataclass(frozen=True)
@@ -241,7 +228,7 @@ class RunRecord:
         if not path.is_file():
             return self.earlier
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            doc = read_json(path)
             entries = [*doc.get("inputs", []), *doc.get("earlier_inputs", [])]
             if not all(isinstance(e, dict) and isinstance(e.get("path"), str) for e in entries):
                 raise ValueError("inputs must be objects with a path")
@@ -315,7 +302,7 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as plain JSON data."""
-        return _jsonable({
+        return to_jsonable({
             "record_version": _RECORD_VERSION,
             "command": self.command,
             "options": self.options,
@@ -345,9 +332,7 @@ class RunRecord:
 
         Inputs of earlier runs into the folder that this run does not redo stay in ``earlier_inputs``.
         """
-        from dhr.outputs import write_text_atomic
-
-        return write_text_atomic(self.tree.record, json.dumps(self.to_dict(), indent=2) + "\n")
+        return write_json_atomic(self.tree.record, self.to_dict())
 
 
 class WarningCollector(logging.Handler):

@@ -300,6 +300,26 @@ def test_any_exception_of_one_photo_is_recorded_and_the_next_runs(env, tmp_path,
     assert st == {"m0.png": ("failed", "MemoryError"), "m1.png": ("failed", "KeyError"), "m2.png": ("ok", None)}
 
 
+
+def test_a_bug_stops_the_batch_instead_of_failing_every_photo(env, tmp_path, monkeypatch):
+    import dhr.jobs
+
+    calls = []
+    photos = [synthetic_photo(tmp_path / "in" / f"b{i}.png", seed=i) for i in range(3)]
+
+    def buggy(pipe, item, tree, job, rec, reporter=None, **kw):
+        calls.append(Path(item).name)
+        raise TypeError("process_photo() got an unexpected keyword argument 'x'")
+
+    monkeypatch.setattr(dhr.jobs, "process_photo", buggy)
+    out = tmp_path / "out"
+    r = _invoke("run", *photos, "-o", out, *_common(env))
+    assert isinstance(r.exception, TypeError)  # surfaces: dhr.cli.main turns it into exit code 4
+    assert calls == ["b0.png"]  # the batch stopped at the first photo
+    st = {Path(e["path"]).name: (e["status"], e["error_type"]) for e in _record(out)["inputs"]}
+    assert st["b0.png"] == ("failed", "TypeError")
+    assert all(s == "pending" for s, _ in (st["b1.png"], st["b2.png"])), st
+
 def test_a_crash_exits_4_not_1(monkeypatch, capsys):
     import dhr.cli as cli
 

@@ -19,7 +19,7 @@ from dhr.models.checkpoint import (
     load_config,
     load_generator,
     load_pretrained,
-    model_sha256,
+    saved_model_sha256,
     register_component,
     save_pretrained,
     sha256_file,
@@ -51,7 +51,7 @@ def test_round_trip_float32_is_exact(saved):
     doc = json.loads((folder / "config.json").read_text())
     assert doc["class"] == "Generator" and doc["config"] == CFG.to_dict() and doc["dtype"] == "float32"
     assert doc["metadata"] == {"note": "test"} and "dhr_version" in doc
-    assert doc["sha256"] == model_sha256(folder) == sha256_file(folder / "model.safetensors")
+    assert doc["sha256"] == saved_model_sha256(folder) == sha256_file(folder / "model.safetensors")
     g2 = load_generator(folder)
     assert isinstance(g2, Generator) and not g2.training
     for k, v in g.state_dict().items():

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dhr.errors import CheckpointError, ShapeError
-from dhr.models.farl import FARL_CELEBM_CLASSES, FaRLParser, load_farl_parser, sha256_file
+from dhr.models.farl import FARL_CELEBM_CLASSES, FaRLNetwork, load_farl_parser, sha256_file
 
 # Building the stand-in archive needs torch.jit.script/save, deprecated upstream (the release is TorchScript).
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*:DeprecationWarning")
@@ -49,8 +49,8 @@ def test_trust_model(scripted, tmp_path):
         load_farl_parser(path, expected_sha256="0" * 64)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert sha256_file(path) == digest
-    assert isinstance(load_farl_parser(path, expected_sha256=digest.upper()), FaRLParser)
-    assert isinstance(load_farl_parser(path, trust=True), FaRLParser)
+    assert isinstance(load_farl_parser(path, expected_sha256=digest.upper()), FaRLNetwork)
+    assert isinstance(load_farl_parser(path, trust=True), FaRLNetwork)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_farl_parser(tmp_path / "missing.pt", trust=True)
     (tmp_path / "junk.pt").write_bytes(b"junk")
@@ -72,6 +72,6 @@ def test_logits_shape_and_values(scripted):
 
 
 def test_wrong_output_is_reported():
-    parser = FaRLParser(_TinyParser(n_classes=11))  # e.g. the LaPa model
+    parser = FaRLNetwork(_TinyParser(n_classes=11))  # e.g. the LaPa model
     with pytest.raises(ShapeError, match="celebm"):
         parser(torch.rand(1, 3, 448, 448))

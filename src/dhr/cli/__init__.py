@@ -10,7 +10,7 @@ import logging
 
 import typer
 
-__all__ = ["build_app", "main"]
+__all__ = ["build_app", "main", "sub_app"]
 
 # (module, attribute, name, help) of the sub-applications; imported lazily so `dhr --help` is fast.
 _SUBAPPS: list[tuple[str, str, str, str]] = [
@@ -44,6 +44,11 @@ def _root(threads: int | None = typer.Option(None, "--threads", min=1, max=4096,
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     logging.getLogger("dhr").debug("threads: %s", settings.describe())
+
+
+def sub_app(help: str) -> typer.Typer:
+    """A command group (``dhr weights``, ``dhr models``) with the root app's settings."""
+    return typer.Typer(help=help, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
 def build_app() -> typer.Typer:

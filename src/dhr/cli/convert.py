@@ -39,7 +39,7 @@ def convert_command(
     Example:
         dhr convert e4e_ffhq_encode.pt models/ffhq -d age.pt -d smile.pt --dtype float16
     """
-    from dhr.models.checkpoint import model_sha256
+    from dhr.models.checkpoint import saved_model_sha256
     from dhr.models.convert import convert
 
     if dtype not in ("float32", "float16"):
@@ -50,7 +50,7 @@ def convert_command(
     except DHRError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(code=1) from None
-    typer.echo(f"wrote {folder / 'generator'} (sha256 {model_sha256(folder / 'generator')[:16]})")
+    typer.echo(f"wrote {folder / 'generator'} (sha256 {saved_model_sha256(folder / 'generator')[:16]})")
     if (folder / "encoder").is_dir():
         typer.echo(f"wrote {folder / 'encoder'}")
     if (folder / "directions").is_dir():

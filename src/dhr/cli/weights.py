@@ -9,16 +9,12 @@ from typing import Optional
 import typer
 
 from dhr import weights as W
+from dhr.cli import sub_app
 from dhr.errors import DHRError
 
 __all__ = ["app"]
 
-app = typer.Typer(
-    help="List, download, add and verify pretrained weights files.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = sub_app("List, download, add and verify pretrained weights files.")
 
 
 def _human(size: int | None) -> str:

@@ -371,7 +371,7 @@ class FaRLParser:
     parser's crop get a uniform softmax, as in the reference).
 
     Args:
-        model: A :class:`dhr.models.farl.FaRLParser` (``(B, 3, 448, 448)`` in [0, 1] -> logits).
+        model: A :class:`dhr.models.farl.FaRLNetwork` (``(B, 3, 448, 448)`` in [0, 1] -> logits).
         target_face_scale: facer's face scale (0.8 for ``farl/celebm/448``).
     """
 

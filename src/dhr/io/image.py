@@ -23,12 +23,14 @@ from typing import Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from dhr.errors import ImageError, ShapeError
+from dhr.outputs import atomic_path
 
-__all__ = ["ALLOWED_FORMATS", "DEFAULT_MAX_FILE_BYTES", "DEFAULT_MAX_PIXELS", "Photo", "load_image",
-           "load_mask_array", "save_image", "uint8_to_tensor", "tensor_to_uint8"]
+__all__ = ["ALLOWED_FORMATS", "DEFAULT_MAX_FILE_BYTES", "DEFAULT_MAX_PIXELS", "Photo", "as_photo", "load_image",
+           "load_mask_array", "resize_square", "save_image", "to_pil", "uint8_to_tensor", "tensor_to_uint8"]
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +270,7 @@ def _to_rgb(im: Image.Image, notes: list[str]) -> tuple[Image.Image, bool]:
 def _cmyk_to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
     icc = im.info.get("icc_profile")
     if icc:
-        try:
+        try:  # lazy: ImageCms needs LittleCMS, which some Pillow builds lack (ImportError handled below)
             from PIL import ImageCms
 
             src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
@@ -401,8 +403,6 @@ def save_image(
         if like.icc_profile:
             kwargs["icc_profile"] = like.icc_profile
     try:
-        from dhr.outputs import atomic_path
-
         with atomic_path(path) as tmp:  # a kill never leaves a partial file under the final name
             Image.fromarray(np.ascontiguousarray(pixels), "RGB").save(tmp, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
@@ -448,3 +448,53 @@ def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
     y = ((x.detach().to(torch.float64).clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
     y = y.permute(1, 2, 0) if x.ndim == 3 else y.permute(0, 2, 3, 1)
     return np.ascontiguousarray(y.cpu().numpy())
+
+
+def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resizes ``(3, H, W)`` or ``(B, 3, H, W)`` float images to ``size x size`` (bilinear with
+    antialiasing, pixel centres aligned as ``align_corners=False``); returns ``x`` itself when it
+    already has that size."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    batch = x if x.ndim == 4 else x[None]
+    out = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return out if x.ndim == 4 else out[0]
+
+
+def to_pil(x: torch.Tensor | np.ndarray) -> Image.Image:
+    """A PIL RGB image from a ``(3, H, W)`` float tensor in [-1, 1] (clamped, rounded) or an
+    ``(H, W, 3)`` uint8 array."""
+    arr = tensor_to_uint8(x.detach().cpu()) if isinstance(x, torch.Tensor) else np.asarray(x)
+    return Image.fromarray(np.ascontiguousarray(arr), "RGB")
+
+
+def as_photo(source: Source | Photo | Image.Image | np.ndarray | torch.Tensor) -> Photo:
+    """A :class:`Photo` from a path, bytes, PIL image, ``(H, W, 3)`` uint8 array, or ``(3, H, W)``
+    float tensor in [-1, 1]. Files go through :func:`load_image` (its limits and formats); in-memory
+    pixels are copied, made read-only and keyed by the sha256 of their bytes.
+
+    Raises:
+        ImageError: Unreadable file, unsupported object, or pixels of the wrong shape or dtype.
+    """
+    if isinstance(source, Photo):
+        return source
+    if isinstance(source, (str, Path, bytes, bytearray, memoryview)):
+        return load_image(source)
+    if isinstance(source, Image.Image):
+        pixels = np.asarray(source.convert("RGB"), dtype=np.uint8)
+    elif isinstance(source, torch.Tensor):
+        if source.ndim != 3 or source.shape[0] != 3 or not source.is_floating_point():
+            raise ImageError(f"a tensor photo must be float (3, H, W) in [-1, 1], got {list(source.shape)} {source.dtype}")
+        pixels = tensor_to_uint8(source.detach().cpu())
+    elif isinstance(source, np.ndarray):
+        pixels = source
+    else:
+        raise ImageError(f"cannot read a photo from a {type(source).__name__}; pass a path, PIL image, "
+                         "(H, W, 3) uint8 array or (3, H, W) tensor in [-1, 1]")
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ImageError(f"a photo array must be (H, W, 3) uint8, got {pixels.shape} {pixels.dtype}")
+    pixels = np.ascontiguousarray(pixels)
+    digest = hashlib.sha256(pixels.tobytes()).hexdigest()
+    pixels = pixels.copy()
+    pixels.setflags(write=False)
+    return Photo(pixels=pixels, original_size=(pixels.shape[1], pixels.shape[0]), sha256=digest)

@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from dhr import reductions
 from dhr.checks import check_choice
 from dhr.errors import ShapeError
 
@@ -37,7 +38,6 @@ __all__ = [
     "as_mask",
     "gaussian_window",
     "masked_lpips",
-    "masked_mean",
     "mse",
     "psnr",
     "psnr_from_mse",
@@ -94,19 +94,12 @@ def as_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return m.expand(like.shape[0], 1, *like.shape[-2:])
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Per-image mean of ``values (B, C, H, W)`` over the pixels of ``mask``; NaN for an empty mask.
-
-    Returns:
-        ``(B,)``.
-    """
-    if mask is None:
-        return values.flatten(1).mean(1)
-    m = as_mask(mask, values)
-    total = (values * m).flatten(1).sum(1)
-    count = m.flatten(1).sum(1) * values.shape[1]
-    out = total / count.clamp_min(1e-12)
-    return torch.where(count > 0, out, torch.full_like(out, math.nan))
+def _region_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Per-image mean of ``values (B, C, H, W)`` over the pixels of ``mask`` (any shape
+    :func:`as_mask` takes, checked); NaN for an empty mask: the metric choices of
+    :func:`dhr.reductions.masked_mean`. Returns ``(B,)``."""
+    m = None if mask is None else as_mask(mask, values)
+    return reductions.masked_mean(values, m, channels="mean", empty=math.nan)
 
 
 def mse(x: torch.Tensor, y: torch.Tensor, *, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -121,7 +114,7 @@ def mse(x: torch.Tensor, y: torch.Tensor, *, mask: torch.Tensor | None = None) -
         ``(B,)`` MSE (NaN where the mask is empty).
     """
     x, y = _pair(x, y)
-    return masked_mean((x - y).square(), mask)
+    return _region_mean((x - y).square(), mask)
 
 
 def psnr_from_mse(value: torch.Tensor, variant: PsnrVariant = "standard") -> torch.Tensor:
@@ -218,7 +211,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, *, mask: torch.Tensor | None = None, 
         ``(B,)`` in [-1, 1]; 1 for identical images (NaN for an empty mask).
     """
     smap = ssim_map(x, y, window_size=window_size, sigma=sigma, data_range=data_range)
-    return masked_mean(smap, mask).to(as_batch(x).dtype)
+    return _region_mean(smap, mask).to(as_batch(x).dtype)
 
 
 def masked_lpips(perceptual: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
@@ -244,4 +237,4 @@ def masked_lpips(perceptual: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
         if mask is None:
             return perceptual(x, y).reshape(-1).to(x.dtype)
         spatial = perceptual.spatial(x, y)
-        return masked_mean(spatial.to(x.dtype), mask)
+        return _region_mean(spatial.to(x.dtype), mask)

@@ -17,7 +17,6 @@ photo are not done here; they belong to the segmentation stage.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import warnings
@@ -28,8 +27,9 @@ from torch import nn
 
 from dhr.checks import check_shape
 from dhr.errors import CheckpointError, ShapeError
+from dhr.fileio import sha256_file
 
-__all__ = ["FARL_CELEBM_CLASSES", "FARL_CELEBM_FILENAME", "FARL_INPUT_SIZE", "FaRLParser", "load_farl_parser",
+__all__ = ["FARL_CELEBM_CLASSES", "FARL_CELEBM_FILENAME", "FARL_INPUT_SIZE", "FaRLNetwork", "load_farl_parser",
            "sha256_file"]
 
 logger = logging.getLogger(__name__)
@@ -46,16 +46,7 @@ FARL_CELEBM_CLASSES: tuple[str, ...] = (
 )
 
 
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-class FaRLParser(nn.Module):
+class FaRLNetwork(nn.Module):
     """Wraps the scripted FaRL network with a checked, documented call.
 
     Args:
@@ -103,7 +94,7 @@ class FaRLParser(nn.Module):
 
 
 def load_farl_parser(path: str | os.PathLike[str], *, expected_sha256: str | None = None,
-                     trust: bool = False) -> FaRLParser:
+                     trust: bool = False) -> FaRLNetwork:
     """Loads the FaRL TorchScript parser on CPU after checking where it came from.
 
     Args:
@@ -112,7 +103,7 @@ def load_farl_parser(path: str | os.PathLike[str], *, expected_sha256: str | Non
         trust: Load without a digest check. Only for files you produced or verified yourself.
 
     Returns:
-        A :class:`FaRLParser` in eval mode with frozen parameters, on CPU (move it with ``.to()``).
+        A :class:`FaRLNetwork` in eval mode with frozen parameters, on CPU (move it with ``.to()``).
 
     Raises:
         CheckpointError: If the file is missing, its digest differs from ``expected_sha256``, no digest
@@ -145,4 +136,9 @@ def load_farl_parser(path: str | os.PathLike[str], *, expected_sha256: str | Non
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    return FaRLParser(net).eval()
+    return FaRLNetwork(net).eval()
+
+
+FaRLParser = FaRLNetwork
+"""Deprecated alias of :class:`FaRLNetwork` (its old name, shared with the face parser
+:class:`dhr.faces.parsing.FaRLParser` that wraps it)."""

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from dhr.errors import CheckpointError, ConfigError
+from dhr.fileio import sha256_file
 
 __all__ = ["FaceModel", "load_model", "available_models", "MODEL_JSON", "DEFAULT_MODEL", "register_small_components",
            "load_official_encoder"]
@@ -313,8 +314,6 @@ def _bundled_name(folder: Path) -> str | None:
 
 def _verify_hashes(folder: Path, manifest: dict, mpath: Path, *, bundled: str | None) -> None:
     """Checks the files listed in ``manifest["sha256"]`` and, for a bundled model, the shipped list."""
-    from dhr.models.checkpoint import sha256_file
-
     wanted = dict(manifest.get("sha256") or {})
     if bundled is not None:
         wanted.update(BUNDLED_SHA256[bundled])

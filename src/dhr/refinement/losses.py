@@ -18,28 +18,9 @@ import torch.nn.functional as F
 
 from dhr.checks import check_shape
 from dhr.errors import ShapeError
+from dhr.reductions import masked_mean  # the one masked_mean (issue #17); re-exported
 
 __all__ = ["masked_mean", "masked_l2", "masked_lpips", "resize_mask"]
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-image weighted mean ``Σ x·m / Σ m`` with a guard for empty masks.
-
-    Args:
-        x: ``(B, C, H, W)`` values.
-        mask: ``(B, 1, H, W)`` weights in [0, 1] (broadcast over channels in the numerator only).
-
-    Returns:
-        ``(B,)``; 0 (with zero gradient) for images whose mask sums to 0.
-    """
-    check_shape(x, ["B", "C", "H", "W"], "x")
-    check_shape(mask, [x.shape[0], 1, x.shape[2], x.shape[3]], "mask")
-    mask = mask.to(x.dtype)
-    num = (x * mask).sum(dim=(1, 2, 3))
-    den = mask.sum(dim=(1, 2, 3))
-    nonempty = den > 0
-    safe = torch.where(nonempty, den, torch.ones_like(den))
-    return torch.where(nonempty, num / safe, torch.zeros_like(num))
 
 
 def masked_l2(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, channel_sum: bool = True) -> torch.Tensor:

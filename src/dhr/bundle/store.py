@@ -30,15 +30,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors.torch import load_file, save_file
 
+import dhr
 from dhr.checks import check_choice
 from dhr.errors import CheckpointError
+from dhr.fileio import read_json, to_jsonable, write_json_atomic
+from dhr.outputs import atomic_path
 from dhr.types import DomainMask, Inversion
 
 __all__ = [
@@ -51,7 +54,7 @@ __all__ = [
     "decode_tensor",
     "roundtrip_tensor",
     "tensor_sha256",
-    "model_sha256",
+    "state_dict_sha256",
     "save_bundle",
     "load_bundle",
     "bundle_paths",
@@ -148,8 +151,10 @@ def tensor_sha256(t: torch.Tensor) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def model_sha256(module: torch.nn.Module) -> str:
-    """sha256 over a module's state dict (names, shapes and fp32 bytes, in name order)."""
+def state_dict_sha256(module: torch.nn.Module) -> str:
+    """sha256 over a module's state dict (names, shapes and fp32 bytes, in name order): the identity of
+    an in-memory generator, recorded as ``model_sha256`` in bundles and ``Inversion.meta``. (Not
+    :func:`dhr.models.checkpoint.saved_model_sha256`, the hash of a saved ``model.safetensors``.)"""
     h = hashlib.sha256()
     for name, t in sorted(module.state_dict().items()):
         h.update(name.encode())
@@ -168,22 +173,6 @@ def bundle_paths(stem: str | Path) -> tuple[Path, Path]:
     if stem.suffix in (".safetensors", ".json"):
         stem = stem.with_suffix("")
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, torch.Tensor):
-        return x.tolist() if x.numel() <= 64 else f"<tensor {list(x.shape)}>"
-    if isinstance(x, Path):
-        return str(x)
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return _jsonable(dataclasses.asdict(x))
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    return repr(x)
 
 
 def save_bundle(
@@ -214,10 +203,6 @@ def save_bundle(
     Returns:
         The two paths written.
     """
-    from safetensors.torch import save_file
-
-    import dhr
-
     meta = dict(inversion.meta)
     delta_format = delta_format or meta.get("delta_format", "fp16")
     feature_format = feature_format or meta.get("feature_format", "fp32")
@@ -259,18 +244,16 @@ def save_bundle(
         "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in tensors.items()},
         "input_sha256": meta.get("input_sha256") or tensor_sha256(inversion.target),
         "model_sha256": meta.get("model_sha256"),
-        "config": _jsonable(meta.get("config")),
-        "timings": _jsonable(meta.get("timings", {})),
-        "losses": _jsonable(inversion.losses),
-        "meta": _jsonable({k: v for k, v in meta.items() if k not in ("config", "timings")}),
+        "config": to_jsonable(meta.get("config")),
+        "timings": to_jsonable(meta.get("timings", {})),
+        "losses": to_jsonable(inversion.losses),
+        "meta": to_jsonable({k: v for k, v in meta.items() if k not in ("config", "timings")}),
     }
-    from dhr.outputs import atomic_path, write_text_atomic
-
     st_path, json_path = bundle_paths(stem)
     # Each file is complete or absent under its final name, whatever kills the process.
     with atomic_path(st_path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "dhr-bundle", "bundle_version": str(_BUNDLE_VERSION)})
-    write_text_atomic(json_path, json.dumps(sidecar, indent=2, sort_keys=True))
+    write_json_atomic(json_path, sidecar, sort_keys=True)
     return st_path, json_path
 
 
@@ -290,7 +273,7 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
 
     Args:
         stem: Path without suffix (or either file of the pair).
-        model: The generator the inversion was made with. If given, its :func:`model_sha256` must
+        model: The generator the inversion was made with. If given, its :func:`state_dict_sha256` must
             match the recorded one, and the final image is re-rendered from the bundle when it was
             not stored. Without it a bundle whose image was not stored cannot be loaded.
         device: Where to put the tensors.
@@ -307,8 +290,6 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
             saved with ``include_target=False``: ``target`` would be unknown), or no image stored
             and no ``model`` to render it.
     """
-    from safetensors.torch import load_file
-
     st_path, json_path = bundle_paths(stem)
     for p, limit in ((st_path, MAX_BUNDLE_BYTES), (json_path, MAX_SIDECAR_BYTES)):
         if not p.is_file():
@@ -317,13 +298,13 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
             raise CheckpointError(f"bundle file {p} has {p.stat().st_size:,} bytes, more than a bundle can "
                                   f"have ({limit:,}); it is not a dhr bundle")
     try:
-        side = json.loads(json_path.read_text(encoding="utf-8"))
+        side = read_json(json_path)
         tensors = load_file(str(st_path))
     except Exception as e:  # noqa: BLE001 - SafetensorError, UnicodeDecodeError, ...: all mean "corrupt"
         raise CheckpointError(f"bundle {st_path} / {json_path} could not be read ({type(e).__name__}: {e}); "
                               "it is corrupt: invert the photo again") from None
     validate_bundle(side, tensors, name=st_path.name, model=model)
-    if model is not None and side.get("model_sha256") and model_sha256(model) != side["model_sha256"]:
+    if model is not None and side.get("model_sha256") and state_dict_sha256(model) != side["model_sha256"]:
         raise CheckpointError(
             f"bundle {st_path.name} was made with model sha256 {side['model_sha256'][:12]}..., "
             f"the given model differs; load the generator the inversion was made with"
@@ -389,6 +370,8 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
         meta=meta,
     )
     if image is None:
+        # Lazy: dhr.refinement imports this module (its quantisation), so a top-level import of
+        # the renderer would be an import cycle.
         from dhr.refinement.render import render
 
         with torch.no_grad():  # render_many moves the tensors to the generator's device
@@ -494,3 +477,8 @@ def validate_bundle(side: Any, tensors: dict[str, torch.Tensor], *, name: str,
                     tuple(f.shape) != (model.config.channels(fr), fr, fr):
                 raise bad(f"'feature' is {list(f.shape)} at resolution {fr}, which the model's generator does not "
                           "produce")
+
+
+model_sha256 = state_dict_sha256
+"""Deprecated alias of :func:`state_dict_sha256` (its old name, shared with a different function of
+:mod:`dhr.models.checkpoint`)."""
