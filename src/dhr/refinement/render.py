@@ -25,7 +25,7 @@ from dhr.errors import ConfigError, EditError, ShapeError
 from dhr.models.stylegan2 import Generator, SynthesisState
 from dhr.types import Inversion
 
-__all__ = ["render", "render_many", "hybrid_forward", "stack_params"]
+__all__ = ["render", "render_many", "hybrid_forward", "hybrid_prefix", "hybrid_suffix", "stack_params"]
 
 
 def stack_params(G: Generator, deltas: Sequence[Mapping[str, torch.Tensor]], names: Sequence[str] | None = None
@@ -119,6 +119,76 @@ def hybrid_forward(G: Generator, theta: Mapping[str, torch.Tensor], ws: torch.Te
         return _one(G, th, w, f, m, s, resolution, noise_mode)[0]
 
     return vmap(fn, in_dims=in_dims)(dict(theta), ws, *extra)
+
+
+def hybrid_prefix(G: Generator, theta: Mapping[str, torch.Tensor], ws: torch.Tensor, resolution: int, *,
+                  noise_mode: str = "const") -> SynthesisState:
+    """``run_until(ws, r)`` under per-image weights, without gradients: the part of
+    :func:`hybrid_forward` before the blend, constant while θ and ``ws`` are.
+
+    Args:
+        G: Base generator.
+        theta: ``{name: (B, *shape)}`` per-image parameters (may be empty: G's own).
+        ws: ``(B, num_ws, D)`` W+ codes.
+        resolution: r, the blend block.
+        noise_mode: ``const`` or ``none``.
+
+    Returns:
+        The detached state after block r: features ``(B, C, r, r)``, RGB skip ``(B, 3, r, r)``.
+    """
+    with torch.no_grad():
+        if not theta:
+            state = G.run_until(ws, resolution, noise_mode=noise_mode)
+        elif ws.shape[0] == 1:
+            state = functional_call(G, {k: v[0] for k, v in theta.items()}, (ws,),
+                                    {"stop": resolution, "noise_mode": noise_mode})
+        else:
+            def fn(th, w):
+                st = functional_call(G, th, (w[None],), {"stop": resolution, "noise_mode": noise_mode})
+                return st.features[0], st.rgb[0]
+
+            feats, rgb = vmap(fn)(dict(theta), ws)
+            state = SynthesisState(feats, rgb, resolution)
+    return SynthesisState(state.features.detach(), state.rgb.detach(), resolution)
+
+
+def hybrid_suffix(G: Generator, theta: Mapping[str, torch.Tensor], ws: torch.Tensor, prefix: SynthesisState, *,
+                  feature: torch.Tensor, feature_mask: torch.Tensor | None, noise_mode: str = "const") -> torch.Tensor:
+    """The rest of :func:`hybrid_forward` from a precomputed :func:`hybrid_prefix`: blend, then ``run_from``.
+
+    Equals ``hybrid_forward(G, theta, ws, feature=feature, feature_mask=feature_mask,
+    resolution=prefix.resolution)`` as long as ``prefix`` was computed under the same θ and ``ws``;
+    differentiable w.r.t. ``feature`` (and the suffix's θ).
+
+    Args:
+        G: Base generator.
+        theta: ``{name: (B, *shape)}`` per-image parameters (may be empty).
+        ws: ``(B, num_ws, D)`` W+ codes.
+        prefix: The state after block r (features ``(B, C, r, r)``, RGB ``(B, 3, r, r)``).
+        feature: ``(B, C, r, r)`` f.
+        feature_mask: ``(B, 1, r, r)`` m, or None (f replaces the feature everywhere).
+        noise_mode: ``const`` or ``none``.
+
+    Returns:
+        ``(B, 3, R, R)`` raw images.
+    """
+    r = prefix.resolution
+    check_shape(feature, [ws.shape[0], prefix.features.shape[1], r, r], "feature")
+    if feature_mask is None:
+        feats = feature
+    else:
+        feats = prefix.features * feature_mask + feature * (1 - feature_mask)
+    if not theta:
+        return G.run_from(ws, SynthesisState(feats, prefix.rgb, r), noise_mode=noise_mode)
+    if ws.shape[0] == 1:
+        return functional_call(G, {k: v[0] for k, v in theta.items()}, (ws,),
+                               {"start": SynthesisState(feats, prefix.rgb, r), "noise_mode": noise_mode})
+
+    def fn(th, w, f, rgb):
+        return functional_call(G, th, (w[None],), {"start": SynthesisState(f[None], rgb[None], r),
+                                                   "noise_mode": noise_mode})[0]
+
+    return vmap(fn)(dict(theta), ws, feats, prefix.rgb)
 
 
 def _batched_shared(G: Generator, ws: torch.Tensor, feature, mask, skip_ws, resolution, noise_mode) -> torch.Tensor:
