@@ -433,9 +433,9 @@ def faithful_coarse(G, target: torch.Tensor, perceptual: torch.nn.Module, config
             opt.step()
             if config.optimize_noise:
                 normalize_noise_(noises)
-            losses["lpips"].append(float(p_loss))
-            losses["noise_reg"].append(float(n_loss))
-            losses["total"].append(float(loss))
+            losses["lpips"].append(float(p_loss.detach()))
+            losses["noise_reg"].append(float(n_loss.detach()))
+            losses["total"].append(float(loss.detach()))
         with torch.no_grad():
             image = G(latent.detach(), noise=[n.detach() for n in noises])[0]
     finally:

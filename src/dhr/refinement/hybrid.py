@@ -68,6 +68,10 @@ ProgressFn = Callable[[str, int, int, dict], None]
 
 _NOISE_MODES = ("const", "none")
 
+_CACHE_PREFIX = True
+"""Run the generator before the blend block once after θ freezes (False: every iteration; the
+``fast-no-prefix-cache`` ablation of ``dhr bench-speed``). Results are the same either way."""
+
 
 @dataclass(frozen=True)
 class RefineConfig:
@@ -321,14 +325,15 @@ def optimize_hybrid(G: Generator, target: torch.Tensor, ws: torch.Tensor, percep
         else:
             if frozen is None:  # θ is final from here on
                 frozen = {k: v.detach() for k, v in theta.items()}
-            if feature is not None:
+            if feature is not None and _CACHE_PREFIX:
                 # The generator before the blend block no longer changes: run it once, then only the suffix.
                 if prefix is None:
                     prefix = hybrid_prefix(G, frozen, ws, resolution, noise_mode=noise_mode)
                 image = hybrid_suffix(G, frozen, ws, prefix, feature=feature, feature_mask=feature_mask,
                                       noise_mode=noise_mode)
             else:
-                image = hybrid_forward(G, frozen, ws, noise_mode=noise_mode)
+                image = hybrid_forward(G, frozen, ws, feature=feature, feature_mask=feature_mask,
+                                       resolution=resolution, noise_mode=noise_mode)
         terms = hybrid_loss_terms(image, target, perceptual, mask=mask, soft_mask=soft_mask,
                                   l2_channel_sum=l2_channel_sum, maps=maps_of(image))
         loss_in = l2_weight * terms["l2_in"] + lpips_weight * terms["lpips_in"]
