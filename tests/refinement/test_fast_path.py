@@ -129,3 +129,27 @@ def test_latent_statistics_are_cached_until_the_mapping_changes(lp):
     want = optimize.latent_statistics(g, 200, seed=0)
     assert torch.equal(fresh[0], want[0]) and fresh[1] == want[1]
     assert not torch.equal(fresh[0], first[0])
+
+
+def test_single_render_uses_a_tuned_copy_that_follows_the_delta(G, lp, data):
+    import importlib
+
+    rmod = importlib.import_module("dhr.refinement.render")  # the package exports a function of that name
+
+    x, ws, mask = data
+    inv = refine_dhr(G, x[:1], ws[:1], mask[:1], lp, RefineConfig(steps=3, weight_steps=2))[0]
+
+    def functional(w):
+        theta = stack_params(G, [inv.weight_delta])
+        return hybrid_forward(G, theta, w[None], feature=inv.feature[None], feature_mask=inv.feature_mask[None],
+                              resolution=inv.feature_resolution)[0]
+
+    edited = inv.ws + 0.3 * torch.randn_like(inv.ws)
+    with torch.no_grad():
+        assert (rmod.render(G, inv, edited) - functional(edited)).abs().max() < 1e-5
+        assert rmod.render(G, inv, edited).data_ptr() != 0 and len(rmod._TUNED) >= 1
+        name = next(iter(inv.weight_delta))
+        inv.weight_delta[name].add_(0.5)  # in place: the cached copy must not be reused
+        assert (rmod.render(G, inv, edited) - functional(edited)).abs().max() < 1e-5
+        inv.weight_delta[name].sub_(0.5)
+        assert (rmod.render(G, inv, edited) - functional(edited)).abs().max() < 1e-5
