@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         cases: str = typer.Option("faces-64,fixture-64,random-256", "--cases",
                                   help="Comma-separated: faces-64, fixture-64, random-256, random-1024 (GPU only)."),
         paths: str = typer.Option("faithful,fast", "--paths", help="Comma-separated: faithful, fast, "
-                                  "fast-no-prefix-cache, fast-no-target-cache (ratios are against faithful)."),
+                                  "fast-no-prefix-cache, fast-no-target-cache, fast-no-fused-adam (ratios are against faithful)."),
         coarse_steps: int = typer.Option(20, "--coarse-steps", min=1, help="Coarse-inversion steps (reference: 40)."),
         refine_steps: int = typer.Option(30, "--refine-steps", min=1, help="Refinement iterations (reference: 100)."),
         weight_steps: int = typer.Option(None, "--weight-steps", min=0,
