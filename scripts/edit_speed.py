@@ -9,7 +9,8 @@
    ``pipe.edit(inv, <first direction>=1.0, paste=False)`` (CUDA synchronised when on a GPU),
    alternating with ``--n`` renders of the same edit the way edits rendered before the editing fast
    path (per-image weights rebuilt and substituted with ``functional_call`` on every call).
-4. Prints one JSON object: ``mean_ms``, ``p95_ms`` (nearest-rank), ``uncached_mean_ms`` (the old
+4. Prints one JSON object: ``mean_ms``, ``p95_ms`` (nearest-rank), ``mean_cpu_ms`` (CPU time of this
+   process per edit: what a busy shared machine inflates less), ``uncached_mean_ms`` (the old
    render), ``device``, ``model`` and the settings used.
 
 Usage: ``python scripts/edit_speed.py [--model NAME|PATH] [--photo FILE] [--n 20] [--device auto]``
@@ -85,12 +86,13 @@ def measure(model: str, photo: str | None, n: int, warmup: int, device: str, met
     for _ in range(warmup):
         pipe.edit(inv, {direction: 1.0}, paste=False)
     _sync(pipe.device)
-    times, uncached = [], []
+    times, uncached, cpu = [], [], []
     for _ in range(n):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         pipe.edit(inv, {direction: 1.0}, paste=False)
         _sync(pipe.device)
         times.append((time.perf_counter() - t0) * 1000.0)
+        cpu.append((time.process_time() - c0) * 1000.0)
         if inv.inversion.weight_delta:
             t0 = time.perf_counter()
             _uncached_edit(pipe, inv, direction)
@@ -99,6 +101,7 @@ def measure(model: str, photo: str | None, n: int, warmup: int, device: str, met
     return {
         "mean_ms": round(statistics.fmean(times), 3),
         "p95_ms": round(percentile(times, 95), 3),
+        "mean_cpu_ms": round(statistics.fmean(cpu), 3),
         "uncached_mean_ms": round(statistics.fmean(uncached), 3) if uncached else None,
         "uncached_p95_ms": round(percentile(uncached, 95), 3) if uncached else None,
         "device": str(pipe.device),
