@@ -17,8 +17,10 @@ __all__ = ["register"]
 def register(app: typer.Typer) -> None:
     @app.command("bench-speed")
     def bench_speed(
-        cases: str = typer.Option("faces-64,fixture-64,random-256", "--cases",
-                                  help="Comma-separated: faces-64, fixture-64, random-256, random-1024 (GPU only)."),
+        cases: str = typer.Option("faces-64", "--cases",
+                                  help="Comma-separated: faces-64 (bundled), fixture-64 (needs ../shared or "
+                                  "DHR_SHARED), random-256 (~8 CPU-s per faithful iteration), random-1024 (GPU "
+                                  "only)."),
         paths: str = typer.Option("faithful,fast", "--paths", help="Comma-separated: faithful, fast, "
                                   "fast-no-prefix-cache, fast-no-target-cache, fast-no-fused-adam (ratios are against faithful)."),
         coarse_steps: int = typer.Option(20, "--coarse-steps", min=1, help="Coarse-inversion steps (reference: 40)."),
