@@ -60,7 +60,10 @@ def test_prefix_cache_changes_nothing(G, lp, data, monkeypatch):
         assert (a.image - b.image).abs().max() < 1e-5
 
 
-def test_vectorized_prefix_cache_matches_one_at_a_time(G, lp, data):
+@pytest.mark.parametrize("fused", [False, True])
+def test_vectorized_prefix_cache_matches_one_at_a_time(G, lp, data, monkeypatch, fused):
+    # fused Adam reads gradients with the parameter's strides; vmap's differ unless made contiguous
+    monkeypatch.setattr(hybrid, "_FUSED_ADAM", fused)
     x, ws, mask = data
     alone = refine_dhr(G, x, ws, mask, lp, CFG)
     together = refine_dhr(G, x, ws, mask, lp, CFG, vectorize=True)

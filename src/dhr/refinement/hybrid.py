@@ -72,9 +72,12 @@ _CACHE_PREFIX = True
 """Run the generator before the blend block once after θ freezes (False: every iteration; the
 ``fast-no-prefix-cache`` ablation of ``dhr bench-speed``). Results are the same either way."""
 
-_FUSED_ADAM = True
-"""Use Adam's fused kernel where the device has one (False: the per-tensor loop; the
-``fast-no-fused-adam`` ablation). The update is the same up to float rounding."""
+_FUSED_ADAM = False
+"""Use Adam's fused kernel where the device has one (the ``fast-fused-adam`` path of ``dhr
+bench-speed``). Off: the kernel's step is ~7x faster on CPU but rounds differently from the
+per-tensor loop, and Adam's normalised steps carry that forward; over the reference's 100
+iterations it moved faces-64's final in-domain loss by 7.7 % (docs/performance.md), over the 1 %
+the fast path must stay within. With it off the fast path's losses equal the faithful loop's."""
 
 
 @dataclass(frozen=True)
@@ -249,8 +252,9 @@ def hybrid_loss_terms(image: torch.Tensor, target: torch.Tensor, perceptual, *, 
 
 
 def adam(params: Sequence[torch.Tensor], lr: float) -> torch.optim.Adam:
-    """Adam with default betas, its fused kernel where the device has one (the same update in one
-    pass over each tensor; ~7x faster than the per-tensor loop on CPU for the generator's weights)."""
+    """Adam with default betas; its fused kernel where the device has one when :data:`_FUSED_ADAM`
+    is set (the same update in one pass per tensor, ~7x faster than the per-tensor loop on CPU for the
+    generator's weights, but not bit-identical)."""
     if not _FUSED_ADAM:
         return torch.optim.Adam(params, lr=lr)
     try:
