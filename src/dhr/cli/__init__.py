@@ -27,6 +27,7 @@ _REGISTRARS: list[str] = [
     "dhr.cli.dist",
     "dhr.cli.reference",
     "dhr.cli.info",
+    "dhr.cli.speed",
 ]
 
 _THREADS_HELP = ("Torch CPU threads of this process (default: DHR_THREADS, else OMP_NUM_THREADS, else the usable "

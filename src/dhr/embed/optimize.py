@@ -30,6 +30,7 @@ the error maps feeding v_i = the second return value.
 from __future__ import annotations
 
 import contextlib
+import weakref
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -237,6 +238,38 @@ def latent_statistics(G: nn.Module, n: int = 10000, *, seed: int = 0, chunk: int
 # --------------------------------------------------------------------------------------------
 # Helpers
 
+_STATS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _cached_statistics(G: nn.Module, n: int, seed: int) -> tuple[torch.Tensor, float]:
+    """:func:`latent_statistics`, remembered per generator (as the reference caches them per process).
+
+    The cache entry is keyed by ``n``, ``seed``, device, dtype and the identity and in-place version
+    counter of every mapping parameter, so a generator whose mapping changed (training, loading
+    weights) gets fresh statistics.
+    """
+    mapping = getattr(G, "mapping", None)
+    if not isinstance(mapping, nn.Module):
+        return latent_statistics(G, n, seed=seed)
+    p = next(G.parameters())
+    key = (n, seed, p.device, p.dtype, tuple((id(q), q._version) for q in mapping.parameters()))
+    hit = _STATS.get(G)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    stats = latent_statistics(G, n, seed=seed)
+    _STATS[G] = (key, stats)
+    return stats
+
+
+def _perceptual_to(perceptual: PerceptualLoss, target: torch.Tensor):
+    """``x -> perceptual(x, target)`` ``(B,)``, with the target's features computed once when the network
+    offers ``taps_of`` / ``layer_maps_from`` (same values)."""
+    if callable(getattr(perceptual, "layer_maps_from", None)) and callable(getattr(perceptual, "taps_of", None)):
+        with torch.no_grad():
+            taps = [t.detach() for t in perceptual.taps_of(target)]
+        return lambda x: sum(m.mean(dim=[1, 2, 3]) for m in perceptual.layer_maps_from(x, taps))
+    return lambda x: perceptual(x, target)
+
 
 @contextlib.contextmanager
 def _frozen(*modules: object) -> Iterator[None]:
@@ -374,7 +407,7 @@ def optimize_latent(
     stats = None
     if config.init == "mean" or config.noise > 0:
         with _frozen(G):
-            stats = latent_statistics(G, config.n_mean_samples, seed=config.seed)
+            stats = _cached_statistics(G, config.n_mean_samples, config.seed)
     _initial_latent(G, config, batch, init_ws, None if stats is None else stats[0])  # validates init_ws
     if vectorize or batch == 1:
         return _optimize(G, target, perceptual, config, init_ws, progress, keys, stats)
@@ -419,6 +452,7 @@ def _optimize(G: nn.Module, target: torch.Tensor, perceptual: PerceptualLoss, co
         target_low = target if low == res else F.interpolate(
             target, size=(low, low), mode="bilinear", align_corners=False, antialias=True)
 
+        distance_to_target = _perceptual_to(perceptual, target_low)
         history: list[torch.Tensor] = []
         error_maps: list[torch.Tensor] = []
         for step in range(config.steps):
@@ -438,7 +472,7 @@ def _optimize(G: nn.Module, target: torch.Tensor, perceptual: PerceptualLoss, co
             img_low = img.clamp(-1, 1)
             if low != res:
                 img_low = F.interpolate(img_low, size=(low, low), mode="bilinear", align_corners=False)
-            p_loss = perceptual(img_low, target_low).reshape(batch)
+            p_loss = distance_to_target(img_low).reshape(batch)
             mse = (img_low - target_low).square().mean(dim=(1, 2, 3))
             n_loss = noise_regularizer(noises) if config.optimize_noise else torch.zeros_like(mse)
             total = config.lpips_weight * p_loss + config.noise_regularize * n_loss + config.l2_weight * mse

@@ -11,7 +11,7 @@ losses need); ``spatial`` returns the sum of the maps upsampled to the input siz
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -219,9 +219,16 @@ class LPIPS(nn.Module):
         check_shape(y, [b["B"], 3, b["H"], b["W"]], "y")
         if min(b["H"], b["W"]) < 16:
             raise ShapeError(f"LPIPS needs images of at least 16x16 pixels, got {b['H']}x{b['W']}")
-        fx, fy = self.taps_of(x), self.taps_of(y)
+        return self.layer_maps_from(x, self.taps_of(y))
+
+    def layer_maps_from(self, x: torch.Tensor, y_taps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """:meth:`layer_maps` against precomputed ``y_taps = taps_of(y)`` (a fixed target's backbone
+        runs once instead of every optimisation step); same values as ``layer_maps(x, y)``."""
+        fx = self.taps_of(x)
+        if len(y_taps) != len(fx):
+            raise ShapeError(f"y_taps holds {len(y_taps)} tensors; this LPIPS has {len(fx)} layers")
         return [
-            F.conv2d((a - c).square(), lin.to(a)) for a, c, lin in zip(fx, fy, self.lins)
+            F.conv2d((a - c).square(), lin.to(a)) for a, c, lin in zip(fx, y_taps, self.lins)
         ]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ as :class:`dhr.metrics.lpips.LPIPS` (``__call__``, ``layer_maps``, ``spatial``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -115,8 +116,14 @@ class TinyPerceptual(nn.Module):
         check_shape(y, [b["B"], 3, b["H"], b["W"]], "y")
         if min(b["H"], b["W"]) < 2 ** len(self.stages):
             raise ShapeError(f"TinyPerceptual needs images of at least {2 ** len(self.stages)} pixels")
-        return [F.conv2d((a - c).square(), F.softplus(w).to(a))
-                for a, c, w in zip(self.taps_of(x), self.taps_of(y), self.lin_logits)]
+        return self.layer_maps_from(x, self.taps_of(y))
+
+    def layer_maps_from(self, x: torch.Tensor, y_taps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """:meth:`layer_maps` against precomputed ``y_taps = taps_of(y)`` (see ``LPIPS.layer_maps_from``)."""
+        fx = self.taps_of(x)
+        if len(y_taps) != len(fx):
+            raise ShapeError(f"y_taps holds {len(y_taps)} tensors; this network has {len(fx)} layers")
+        return [F.conv2d((a - c).square(), F.softplus(w).to(a)) for a, c, w in zip(fx, y_taps, self.lin_logits)]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return sum(m.mean(dim=[1, 2, 3]) for m in self.layer_maps(x, y))

@@ -47,7 +47,7 @@ from dhr.checks import check_choice, check_shape
 from dhr.errors import ConfigError, ShapeError
 from dhr.models.stylegan2 import Generator
 from dhr.refinement.losses import masked_l2, masked_lpips
-from dhr.refinement.render import hybrid_forward, render_many
+from dhr.refinement.render import hybrid_forward, hybrid_prefix, hybrid_suffix, render_many
 
 __all__ = [
     "RefineConfig",
@@ -58,6 +58,7 @@ __all__ = [
     "tuned_parameter_names",
     "hybrid_losses",
     "hybrid_loss_terms",
+    "target_maps_fn",
 ]
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,17 @@ ProgressFn = Callable[[str, int, int, dict], None]
 """``progress(stage, step, total, info)``: called after each optimisation step (info: mean losses)."""
 
 _NOISE_MODES = ("const", "none")
+
+_CACHE_PREFIX = True
+"""Run the generator before the blend block once after θ freezes (False: every iteration; the
+``fast-no-prefix-cache`` ablation of ``dhr bench-speed``). Results are the same either way."""
+
+_FUSED_ADAM = False
+"""Use Adam's fused kernel where the device has one (the ``fast-fused-adam`` path of ``dhr
+bench-speed``). Off: the kernel's step is ~7x faster on CPU but rounds differently from the
+per-tensor loop, and Adam's normalised steps carry that forward; over the reference's 100
+iterations it moved faces-64's final in-domain loss by 7.7 % (docs/performance.md), over the 1 %
+the fast path must stay within. With it off the fast path's losses equal the faithful loop's."""
 
 
 @dataclass(frozen=True)
@@ -222,16 +234,47 @@ def hybrid_losses(image: torch.Tensor, target: torch.Tensor, perceptual, *, mask
 
 
 def hybrid_loss_terms(image: torch.Tensor, target: torch.Tensor, perceptual, *, mask: torch.Tensor,
-                      soft_mask: torch.Tensor, l2_channel_sum: bool) -> dict[str, torch.Tensor]:
+                      soft_mask: torch.Tensor, l2_channel_sum: bool,
+                      maps: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The four unweighted terms of :func:`hybrid_losses` (the reference's MSE_in, LPIPS_in, MSE_out,
-    LPIPS_out, section 1.6), each ``(B,)``: ``l2_in``, ``lpips_in``, ``l2_out``, ``lpips_out``."""
-    maps = perceptual.layer_maps(image, target)
+    LPIPS_out, section 1.6), each ``(B,)``: ``l2_in``, ``lpips_in``, ``l2_out``, ``lpips_out``.
+
+    ``maps`` are the perceptual layer maps of ``(image, target)`` when already computed (e.g. by
+    :func:`target_maps_fn`); default ``perceptual.layer_maps(image, target)``."""
+    if maps is None:
+        maps = perceptual.layer_maps(image, target)
     return {
         "l2_in": masked_l2(image, target, mask, channel_sum=l2_channel_sum),
         "lpips_in": masked_lpips(maps, soft_mask),
         "l2_out": masked_l2(image, target, 1 - mask, channel_sum=l2_channel_sum),
         "lpips_out": masked_lpips(maps, 1 - soft_mask),
     }
+
+
+def adam(params: Sequence[torch.Tensor], lr: float) -> torch.optim.Adam:
+    """Adam with default betas; its fused kernel where the device has one when :data:`_FUSED_ADAM`
+    is set (the same update in one pass per tensor, ~7x faster than the per-tensor loop on CPU for the
+    generator's weights, but not bit-identical)."""
+    if not _FUSED_ADAM:
+        return torch.optim.Adam(params, lr=lr)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/dtype
+        return torch.optim.Adam(params, lr=lr)
+
+
+def target_maps_fn(perceptual, target: torch.Tensor) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+    """``image -> perceptual.layer_maps(image, target)`` for a fixed ``target (B, 3, R, R)``.
+
+    When the network offers ``taps_of`` and ``layer_maps_from`` (:class:`dhr.metrics.lpips.LPIPS`,
+    the bundled model's distilled network), the target's backbone features are computed once here
+    instead of in every optimisation step; the maps are the same.
+    """
+    if callable(getattr(perceptual, "layer_maps_from", None)) and callable(getattr(perceptual, "taps_of", None)):
+        with torch.no_grad():
+            taps = [t.detach() for t in perceptual.taps_of(target)]
+        return lambda image: perceptual.layer_maps_from(image, taps)
+    return lambda image: perceptual.layer_maps(image, target)
 
 
 @dataclass
@@ -284,33 +327,47 @@ def optimize_hybrid(G: Generator, target: torch.Tensor, ws: torch.Tensor, percep
         with torch.no_grad():
             feature = G.run_until(ws, resolution, noise_mode=noise_mode).features.detach().clone()
         feature.requires_grad_(True)
-    opt_f = torch.optim.Adam([feature], lr=feature_lr) if feature is not None else None
-    opt_t = torch.optim.Adam(list(theta.values()), lr=weight_lr) if theta else None
+    opt_f = adam([feature], lr=feature_lr) if feature is not None else None
+    opt_t = adam(list(theta.values()), lr=weight_lr) if theta else None
     names = ("loss_in", "loss_out") + (("l2_in", "lpips_in", "l2_out", "lpips_out") if record_terms else ())
-    curves: list[dict[str, list[float]]] = [{n: [] for n in names} for _ in range(b)]
+    maps_of = target_maps_fn(perceptual, target)
+    history: list[torch.Tensor] = []  # per step (B, len(names)); read back once after the loop (no sync per step)
+    frozen: dict[str, torch.Tensor] | None = None
+    prefix = None
     t0 = time.perf_counter()
     for step in range(steps):
         update_theta = opt_t is not None and step < weight_steps
         update_f = opt_f is not None
-        theta_now = theta if update_theta else {k: v.detach() for k, v in theta.items()}
-        image = hybrid_forward(G, theta_now, ws, feature=feature, feature_mask=feature_mask,
-                               resolution=resolution, noise_mode=noise_mode)
+        if update_theta:
+            image = hybrid_forward(G, theta, ws, feature=feature, feature_mask=feature_mask,
+                                   resolution=resolution, noise_mode=noise_mode)
+        else:
+            if frozen is None:  # θ is final from here on
+                frozen = {k: v.detach() for k, v in theta.items()}
+            if feature is not None and _CACHE_PREFIX:
+                # The generator before the blend block no longer changes: run it once, then only the suffix.
+                if prefix is None:
+                    prefix = hybrid_prefix(G, frozen, ws, resolution, noise_mode=noise_mode)
+                image = hybrid_suffix(G, frozen, ws, prefix, feature=feature, feature_mask=feature_mask,
+                                      noise_mode=noise_mode)
+            else:
+                image = hybrid_forward(G, frozen, ws, feature=feature, feature_mask=feature_mask,
+                                       resolution=resolution, noise_mode=noise_mode)
         terms = hybrid_loss_terms(image, target, perceptual, mask=mask, soft_mask=soft_mask,
-                                  l2_channel_sum=l2_channel_sum)
+                                  l2_channel_sum=l2_channel_sum, maps=maps_of(image))
         loss_in = l2_weight * terms["l2_in"] + lpips_weight * terms["lpips_in"]
         loss_out = l2_weight * terms["l2_out"] + lpips_weight * terms["lpips_out"]
         values = {"loss_in": loss_in, "loss_out": loss_out, **terms}
-        for name in names:
-            for i, v in enumerate(values[name].detach().tolist()):
-                curves[i][name].append(v)
+        history.append(torch.stack([values[n].detach() for n in names], dim=1))
         if update_f:
             (g_f,) = torch.autograd.grad(loss_out.sum(), [feature], retain_graph=update_theta, allow_unused=True)
-            feature.grad = torch.zeros_like(feature) if g_f is None else g_f
+            feature.grad = torch.zeros_like(feature) if g_f is None else g_f.contiguous()
         if update_theta:
             tensors = list(theta.values())
             grads = torch.autograd.grad(loss_in.sum(), tensors, allow_unused=True)
             for t, g in zip(tensors, grads):
-                t.grad = torch.zeros_like(t) if g is None else g
+                # the fused Adam kernel reads the gradient with the parameter's strides (vmap may give others)
+                t.grad = torch.zeros_like(t) if g is None else g.contiguous()
         # Jacobi update: both gradients were taken at the same pre-update forward.
         if update_f:
             opt_f.step()
@@ -319,6 +376,12 @@ def optimize_hybrid(G: Generator, target: torch.Tensor, ws: torch.Tensor, percep
         if progress is not None:
             progress(stage, step + 1, steps, {"loss_in": float(loss_in.detach().mean()),
                                               "loss_out": float(loss_out.detach().mean())})
+    curves: list[dict[str, list[float]]] = [{n: [] for n in names} for _ in range(b)]
+    if history:
+        table = torch.stack(history, dim=1).cpu().tolist()  # (B, steps, len(names))
+        for i in range(b):
+            for j, n in enumerate(names):
+                curves[i][n] = [row[j] for row in table[i]]
     return _Result({k: v.detach() for k, v in theta.items()},
                    None if feature is None else feature.detach(), curves, time.perf_counter() - t0)
 

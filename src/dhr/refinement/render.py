@@ -14,6 +14,8 @@ Notation: θ = synthesis parameters, θ* - θ = ``weight_delta``, f* = ``feature
 
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -25,7 +27,8 @@ from dhr.errors import ConfigError, EditError, ShapeError
 from dhr.models.stylegan2 import Generator, SynthesisState
 from dhr.types import Inversion
 
-__all__ = ["render", "render_many", "hybrid_forward", "stack_params"]
+__all__ = ["render", "render_many", "hybrid_forward", "hybrid_prefix", "hybrid_suffix", "stack_params",
+           "tuned_generator"]
 
 
 def stack_params(G: Generator, deltas: Sequence[Mapping[str, torch.Tensor]], names: Sequence[str] | None = None
@@ -58,6 +61,49 @@ def stack_params(G: Generator, deltas: Sequence[Mapping[str, torch.Tensor]], nam
                 rows.append(base)
         out[n] = torch.stack(rows)
     return out
+
+
+_TUNED: OrderedDict = OrderedDict()
+_TUNED_SIZE = 2
+
+
+def tuned_generator(G: Generator, delta: Mapping[str, torch.Tensor]) -> Generator:
+    """A frozen copy of ``G`` with θ + ``delta`` written in, remembered for the last two deltas.
+
+    Re-rendering one inversion under many edited codes (the editing loop) then runs plain forwards
+    instead of rebuilding the per-image weights and substituting them on every call. The entry is
+    keyed by the identity and in-place version counter of every tensor of ``G`` and of ``delta``
+    (held by the entry, so identities are not reused), so changing either in place, moving ``G``
+    or passing another inversion builds a fresh copy. The values equal :func:`stack_params`'s.
+
+    Args:
+        G: The base generator (not modified).
+        delta: name -> ``θ* - θ`` (shapes of ``G``'s parameters).
+
+    Returns:
+        The tuned copy (do not modify it).
+
+    Raises:
+        ConfigError: A name that is not a parameter of ``G``.
+        ShapeError: A delta of the wrong shape.
+    """
+    params = dict(G.named_parameters())
+    key = (id(G), tuple((id(t), t._version) for t in params.values()),
+           tuple((n, id(t), t._version) for n, t in sorted(delta.items())))
+    hit = _TUNED.get(key)
+    if hit is not None:
+        _TUNED.move_to_end(key)
+        return hit[0]
+    theta = stack_params(G, [delta])
+    copy_ = copy.deepcopy(G).requires_grad_(False).eval()
+    with torch.no_grad():
+        for n, p in copy_.named_parameters():
+            if n in theta:
+                p.copy_(theta[n][0])
+    _TUNED[key] = (copy_, G, dict(delta), list(params.values()))
+    while len(_TUNED) > _TUNED_SIZE:
+        _TUNED.popitem(last=False)
+    return copy_
 
 
 def _one(G: Generator, theta: dict[str, torch.Tensor], ws: torch.Tensor, feature: torch.Tensor | None,
@@ -119,6 +165,76 @@ def hybrid_forward(G: Generator, theta: Mapping[str, torch.Tensor], ws: torch.Te
         return _one(G, th, w, f, m, s, resolution, noise_mode)[0]
 
     return vmap(fn, in_dims=in_dims)(dict(theta), ws, *extra)
+
+
+def hybrid_prefix(G: Generator, theta: Mapping[str, torch.Tensor], ws: torch.Tensor, resolution: int, *,
+                  noise_mode: str = "const") -> SynthesisState:
+    """``run_until(ws, r)`` under per-image weights, without gradients: the part of
+    :func:`hybrid_forward` before the blend, constant while θ and ``ws`` are.
+
+    Args:
+        G: Base generator.
+        theta: ``{name: (B, *shape)}`` per-image parameters (may be empty: G's own).
+        ws: ``(B, num_ws, D)`` W+ codes.
+        resolution: r, the blend block.
+        noise_mode: ``const`` or ``none``.
+
+    Returns:
+        The detached state after block r: features ``(B, C, r, r)``, RGB skip ``(B, 3, r, r)``.
+    """
+    with torch.no_grad():
+        if not theta:
+            state = G.run_until(ws, resolution, noise_mode=noise_mode)
+        elif ws.shape[0] == 1:
+            state = functional_call(G, {k: v[0] for k, v in theta.items()}, (ws,),
+                                    {"stop": resolution, "noise_mode": noise_mode})
+        else:
+            def fn(th, w):
+                st = functional_call(G, th, (w[None],), {"stop": resolution, "noise_mode": noise_mode})
+                return st.features[0], st.rgb[0]
+
+            feats, rgb = vmap(fn)(dict(theta), ws)
+            state = SynthesisState(feats, rgb, resolution)
+    return SynthesisState(state.features.detach(), state.rgb.detach(), resolution)
+
+
+def hybrid_suffix(G: Generator, theta: Mapping[str, torch.Tensor], ws: torch.Tensor, prefix: SynthesisState, *,
+                  feature: torch.Tensor, feature_mask: torch.Tensor | None, noise_mode: str = "const") -> torch.Tensor:
+    """The rest of :func:`hybrid_forward` from a precomputed :func:`hybrid_prefix`: blend, then ``run_from``.
+
+    Equals ``hybrid_forward(G, theta, ws, feature=feature, feature_mask=feature_mask,
+    resolution=prefix.resolution)`` as long as ``prefix`` was computed under the same θ and ``ws``;
+    differentiable w.r.t. ``feature`` (and the suffix's θ).
+
+    Args:
+        G: Base generator.
+        theta: ``{name: (B, *shape)}`` per-image parameters (may be empty).
+        ws: ``(B, num_ws, D)`` W+ codes.
+        prefix: The state after block r (features ``(B, C, r, r)``, RGB ``(B, 3, r, r)``).
+        feature: ``(B, C, r, r)`` f.
+        feature_mask: ``(B, 1, r, r)`` m, or None (f replaces the feature everywhere).
+        noise_mode: ``const`` or ``none``.
+
+    Returns:
+        ``(B, 3, R, R)`` raw images.
+    """
+    r = prefix.resolution
+    check_shape(feature, [ws.shape[0], prefix.features.shape[1], r, r], "feature")
+    if feature_mask is None:
+        feats = feature
+    else:
+        feats = prefix.features * feature_mask + feature * (1 - feature_mask)
+    if not theta:
+        return G.run_from(ws, SynthesisState(feats, prefix.rgb, r), noise_mode=noise_mode)
+    if ws.shape[0] == 1:
+        return functional_call(G, {k: v[0] for k, v in theta.items()}, (ws,),
+                               {"start": SynthesisState(feats, prefix.rgb, r), "noise_mode": noise_mode})
+
+    def fn(th, w, f, rgb):
+        return functional_call(G, th, (w[None],), {"start": SynthesisState(f[None], rgb[None], r),
+                                                   "noise_mode": noise_mode})[0]
+
+    return vmap(fn)(dict(theta), ws, feats, prefix.rgb)
 
 
 def _batched_shared(G: Generator, ws: torch.Tensor, feature, mask, skip_ws, resolution, noise_mode) -> torch.Tensor:
@@ -186,7 +302,8 @@ def render_many(G: Generator, inversions: Sequence[Inversion], ws: torch.Tensor 
     freeze = ref.meta.get("freeze_ood_skip", False) if freeze_ood_skip is None else freeze_ood_skip
     p = next(G.parameters())
     ws = ws.to(p)
-    theta = stack_params(G, [inv.weight_delta for inv in inversions])
+    single = len(inversions) == 1 and bool(ref.weight_delta)
+    theta = {} if single else stack_params(G, [inv.weight_delta for inv in inversions])
     feature = mask = skip_ws = None
     r = ref.feature_resolution
     if ref.feature is not None:
@@ -197,8 +314,12 @@ def render_many(G: Generator, inversions: Sequence[Inversion], ws: torch.Tensor 
             mask = torch.stack([inv.feature_mask for inv in inversions]).to(p)
             if freeze:
                 skip_ws = torch.stack([inv.ws for inv in inversions]).to(p)
-    out = hybrid_forward(G, theta, ws, feature=feature, feature_mask=mask, resolution=r, skip_ws=skip_ws,
-                         noise_mode=nm)
+    if single:  # one tuned generator, built once per inversion: plain forwards, no per-call substitution
+        out = hybrid_forward(tuned_generator(G, ref.weight_delta), {}, ws, feature=feature, feature_mask=mask,
+                             resolution=r, skip_ws=skip_ws, noise_mode=nm)
+    else:
+        out = hybrid_forward(G, theta, ws, feature=feature, feature_mask=mask, resolution=r, skip_ws=skip_ws,
+                             noise_mode=nm)
     if composite_ood:
         if any(inv.domain is None for inv in inversions):
             raise EditError("composite_ood needs a domain mask; only method 'dhr' (or a user mask) provides one")

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The GPU speed check of docs/performance.md, in one prepared run: `dhr bench-speed` at 1024 px on a
+# random config-f generator (speed does not depend on trained weights), the paper's budget (40 coarse
+# steps, 100 refinement iterations, 50 of them tuning θ), batch 1 and 8, fp32 and bf16 autocast.
+#
+#   B=1 fp32: faithful loop and fast path (the ratio and the loss parity);
+#   B=1 bf16, B=8 fp32, B=8 bf16: fast path only (B=8 refines the batch together, --vectorize).
+#
+# Each report lands in $OUT (default docs/speed) as gpu-1024-b<B>-<dtype>.json next to its printed
+# table (.txt). Needs a CUDA device; exits 3 without one and never runs in the test suite.
+# Budget: about 5-8 minutes on one H100/H200-class GPU (most of it the faithful loop and process starts).
+#
+# Usage: scripts/gpu_speed.sh            (OUT=dir, STEPS="40 100 50" to change the budget)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+OUT=${OUT:-docs/speed}
+read -r COARSE REFINE WEIGHT <<<"${STEPS:-40 100 50}"
+mkdir -p "$OUT"
+if ! python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    echo "gpu_speed.sh: no CUDA device here; nothing was run" >&2
+    exit 3
+fi
+python3 -c 'import torch; print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__)'
+dhr() { python3 -c 'import sys; from dhr.cli import main; sys.argv[0] = "dhr"; main()' "$@"; }
+run() {  # run BATCH DTYPE PATHS [extra options]
+    local b=$1 dt=$2 paths=$3; shift 3
+    local stem="$OUT/gpu-1024-b$b-$dt"
+    echo "== batch $b, $dt, paths $paths"
+    dhr bench-speed --cases random-1024 --device cuda --batch "$b" --autocast "$dt" --paths "$paths" \
+        --coarse-steps "$COARSE" --refine-steps "$REFINE" --weight-steps "$WEIGHT" --repeats 1 \
+        --timeout 420 --json "$stem.json" "$@" | tee "$stem.txt" || echo "(exit $? for batch $b $dt)"
+}
+run 1 fp32 faithful,fast
+run 1 bf16 fast
+run 8 fp32 fast --vectorize
+run 8 bf16 fast --vectorize
+echo "reports in $OUT/gpu-1024-*.json"

@@ -1,0 +1,55 @@
+"""dhr.speed (``dhr bench-speed``): settings checks, the summary's ratios and loss parity, and one
+in-process measurement of each path on the bundled model (tiny budget)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dhr.errors import ConfigError
+from dhr.speed import SpeedSettings, _summarise, format_report, measure, run_benchmark
+
+
+def test_settings_and_cases_are_checked():
+    with pytest.raises(ConfigError, match="weight_steps"):
+        SpeedSettings(refine_steps=4, weight_steps=5)
+    with pytest.raises(ConfigError, match="autocast"):
+        SpeedSettings(autocast="fp16")
+    with pytest.raises(ConfigError, match="unknown case"):
+        run_benchmark(["faces-32"], SpeedSettings())
+    with pytest.raises(ConfigError, match="only on a GPU"):
+        run_benchmark(["random-1024"], SpeedSettings())
+
+
+def _run(path: str, repeat: int, total: float, cpu: float, loss_in: float) -> dict:
+    stages = {"coarse": total / 2, "mask": 0.0, "refine": total / 2}
+    return {"case": "c", "path": path, "repeat": repeat, "seconds": stages,
+            "cpu_seconds": {k: v * cpu / total for k, v in stages.items()}, "total_seconds": total,
+            "total_cpu_seconds": cpu, "peak_rss_mb": 100.0 if path == "faithful" else 40.0,
+            "final": {"coarse_lpips": [0.5], "loss_in": [loss_in], "loss_out": [1.0]},
+            "in_domain": [0.5], "mask_source": ["segmentation"]}
+
+
+def test_summary_ratios_and_parity():
+    runs = [_run("faithful", 0, 8.0, 6.0, 1.0), _run("fast", 0, 2.0, 2.0, 1.004),
+            _run("fast", 1, 4.0, 3.0, 1.0), _run("faithful", 1, 8.0, 6.0, 1.0)]
+    s = _summarise(runs, ["faithful", "fast"], 0.01)["paths"]["fast"]
+    assert s["ratio_wall"] == pytest.approx(3.0)  # median of 4x and 2x, paired by repeat
+    assert s["ratio_cpu"] == pytest.approx(2.5)
+    assert s["final_rel_diff"]["loss_in"] == pytest.approx(0.004)
+    assert s["losses_equal"] and s["peak_rss_ratio"] == pytest.approx(0.4)
+    runs[1] = _run("fast", 0, 2.0, 2.0, 1.03)
+    report = {"settings": SpeedSettings().__dict__, "repeats": 2,
+              "cases": {"c": _summarise(runs, ["faithful", "fast"], 0.01)}}
+    assert not report["cases"]["c"]["paths"]["fast"]["losses_equal"]
+    assert "DIFFER" in format_report(report) and "loss_in 3.00%" in format_report(report)
+
+
+@pytest.mark.slow
+def test_fast_and_faithful_measurements_agree_on_the_bundled_model():
+    s = SpeedSettings(coarse_steps=2, refine_steps=3, weight_steps=2, n_mean_samples=200)
+    fast, oracle = measure("faces-64", "fast", s), measure("faces-64", "faithful", s)
+    for r in (fast, oracle):
+        assert set(r["seconds"]) == {"coarse", "mask", "refine"} and r["total_cpu_seconds"] > 0
+        assert r["peak_rss_mb"] is None or r["peak_rss_mb"] > 0
+    for k in ("coarse_lpips", "loss_in", "loss_out"):
+        assert fast["final"][k] == pytest.approx(oracle["final"][k], rel=1e-4)
