@@ -87,15 +87,20 @@ def test_markdown_and_plots_exist(env, result):
     md = (out / "report.md").read_text()
     assert "| method | MSE | PSNR (dB)" in md and "## Occlusion" in md and "## Editing" in md
     assert "dhr bench --test" in md and "broken.png" in md
-    # Each main verdict is the one the means give, and the report says it in words.
+    # Each main verdict is paired, has its interval, and the report says it in words.
     data = json.loads((out / "results.json").read_text())
     mse = [v for v in data["verdicts"] if v["metric"] == "mse"]
     assert {v["other"] for v in mse} == {"encoder", "optim", "pti", "feature", "dhr[weight-only]", "dhr[theta=0.5]"}
     for v in mse:
         a, b = data["summary"]["dhr"]["mse"]["mean"], data["summary"][v["other"]]["mse"]["mean"]
         assert v["reference_mean"] == pytest.approx(a) and v["other_mean"] == pytest.approx(b)
-        assert v["better"] == (a < b)
-        word = "ties with" if a == b else ("beats" if a < b else "does not beat")
+        assert v["better"] == (a < b) and v["pairs"] == 4 and v["ci_low"] <= v["diff"] <= v["ci_high"]
+        if v["ties"] == v["pairs"]:
+            word = "ties with"
+        elif not v["significant"]:
+            word = "shows no significant difference from"
+        else:
+            word = "beats" if v["ci_high"] < 0 else "is worse than"
         assert f"- dhr {word} {v['other']} on " in md and v["text"] in md
     for name in ("metrics_by_method.png", "fidelity_vs_editability.png", "qualitative_0.png"):
         with Image.open(out / name) as im:
@@ -141,7 +146,8 @@ def test_verdicts_on_constructed_results():
     assert v["mse"]["better"] and v["mse"]["wins"] == 3 and v["mse"]["relative"] == pytest.approx(-0.5)
     assert "50.0% lower" in v["mse"]["text"]
     assert v["psnr"]["better"] and "+3.00 dB" in v["psnr"]["text"]
-    assert not v["time_s"]["better"] and "does not beat" in v["time_s"]["text"]
+    assert not v["time_s"]["better"] and "dhr is worse than pti" in v["time_s"]["text"]
+    assert v["mse"]["significant"] and v["mse"]["ci_low"] == v["mse"]["ci_high"] == pytest.approx(-0.1)
     assert verdicts(recs, ["pti"], reference="dhr") == []  # no dhr results: no verdicts
 
 

@@ -497,6 +497,13 @@ def _iou(pred: torch.Tensor, gt: torch.Tensor) -> float:
     return float((p & g).sum().item() / union) if union else math.nan
 
 
+def _false_alarm(pred: torch.Tensor, gt: torch.Tensor) -> float:
+    """Fraction of the pixels outside the ground-truth region that ``pred`` marks."""
+    p, g = pred.bool(), gt.bool()
+    clean = (~g).sum().item()
+    return float((p & ~g).sum().item() / clean) if clean else math.nan
+
+
 def _finite(v: float) -> float | None:
     return float(v) if v is not None and math.isfinite(float(v)) else None
 
@@ -792,6 +799,20 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
                                  "in_domain_fraction": None if ref_mask is None else float(ref_mask.mean())}
         if occ_mask is not None and ref_mask is not None:
             rec["reference_mask"]["iou_ood"] = _finite(_iou(1 - ref_mask, occ_mask))
+            rec["reference_mask"]["ood_false_alarm"] = _finite(_false_alarm(1 - ref_mask, occ_mask))
+            # False alarms on the same face without its occluder: DHR's segmentation of the clean crop.
+            try:
+                clean_t = uint8_to_tensor(it.pixels)[None].to(device)
+                clean_parsing = None
+                if face_parser is not None and (it.landmarks is not None or parser_name == "bisenet"):
+                    clean_parsing = face_parser.parse(clean_t[0], it.landmarks)
+                dcfg = configs.get("dhr", _method_config(base, MethodSpec("dhr", "dhr"), embed))
+                clean_dom = _reference_domain(G, clean_t, coarse_perceptual, dcfg,
+                                              clean_parsing if dcfg.segment.use_parsing else None)
+                rec["reference_mask"]["clean_ood_fraction"] = float(1 - clean_dom.mask.float().mean())
+            except Exception as e:  # noqa: BLE001 - recorded; the occluded scores stand
+                failures.append({"image": it.name, "method": None, "stage": "clean_mask",
+                                 "error": f"{type(e).__name__}: {e}"})
         for spec in specs:
             if spec.label not in invs:
                 continue
@@ -809,7 +830,12 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
                     m.update(scorer.region(recon, target, occ_mask, "occ_in."))
                     m.update(scorer.region(recon, target, 1 - occ_mask, "occ_out."))
                     if inv.domain is not None:
-                        m["iou_ood"] = _finite(_iou(1 - inv.domain.mask[None].cpu(), occ_mask))
+                        ood_pred = 1 - inv.domain.mask[None].cpu()
+                        m["iou_ood"] = _finite(_iou(ood_pred, occ_mask))
+                        m["ood_false_alarm"] = _finite(_false_alarm(ood_pred, occ_mask))
+                if inv.weight_delta:
+                    m["delta_norm"] = _finite(math.sqrt(sum(float(d.detach().float().pow(2).sum())
+                                                            for d in inv.weight_delta.values())))
                 entry["metrics"] = m
                 row = {"method": spec.label, "inversion": recon, "edits": [],
                        "mask": (inv.domain.mask[None].cpu() if inv.domain is not None else ref_mask)}
@@ -898,7 +924,7 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
 
     labels = [s.label for s in specs]
     out["summary"] = summarize(results, labels)
-    out["verdicts"] = verdicts(results, labels, reference="dhr")
+    out["verdicts"] = verdicts(results, labels, reference="dhr", seed=cfg.seed)
     if command is not None:
         out["benchmark"]["command"] = command
     write_report(out, Path(cfg.out), sheets=sheets)
@@ -978,7 +1004,7 @@ def merge_results(folders: Sequence[str | Path], out: str | Path) -> dict:
     merged["environment"] = {**first["environment"], "shards": k}
     merged["images"], merged["failures"] = images, failures
     merged["summary"] = summarize(images, labels)
-    merged["verdicts"] = verdicts(images, labels, reference="dhr")
+    merged["verdicts"] = verdicts(images, labels, reference="dhr", seed=first["benchmark"]["seed"])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     extra: dict[str, Path] = {}
