@@ -136,6 +136,8 @@ class BenchConfig:
         shard: ``(i, k)``: score only images ``i, i + k, i + 2k, ...`` of the sorted list (occluders and
             seeds are those of the whole run), so k processes or machines can share the work; combine
             the k output folders with :func:`merge_results`. None = every image.
+        clean_mask: With ``occlusion``, also segment each face without its occluder (one more coarse
+            inversion per image) to count false alarms on the clean face.
     """
 
     data: Path
@@ -159,6 +161,7 @@ class BenchConfig:
     device: str = "cpu"
     overrides: tuple[str, ...] = ()
     shard: tuple[int, int] | None = None
+    clean_mask: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", Path(self.data))
@@ -801,18 +804,19 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
             rec["reference_mask"]["iou_ood"] = _finite(_iou(1 - ref_mask, occ_mask))
             rec["reference_mask"]["ood_false_alarm"] = _finite(_false_alarm(1 - ref_mask, occ_mask))
             # False alarms on the same face without its occluder: DHR's segmentation of the clean crop.
-            try:
-                clean_t = uint8_to_tensor(it.pixels)[None].to(device)
-                clean_parsing = None
-                if face_parser is not None and (it.landmarks is not None or parser_name == "bisenet"):
-                    clean_parsing = face_parser.parse(clean_t[0], it.landmarks)
-                dcfg = configs.get("dhr", _method_config(base, MethodSpec("dhr", "dhr"), embed))
-                clean_dom = _reference_domain(G, clean_t, coarse_perceptual, dcfg,
-                                              clean_parsing if dcfg.segment.use_parsing else None)
-                rec["reference_mask"]["clean_ood_fraction"] = float(1 - clean_dom.mask.float().mean())
-            except Exception as e:  # noqa: BLE001 - recorded; the occluded scores stand
-                failures.append({"image": it.name, "method": None, "stage": "clean_mask",
-                                 "error": f"{type(e).__name__}: {e}"})
+            if cfg.clean_mask:
+                try:
+                    clean_t = uint8_to_tensor(it.pixels)[None].to(device)
+                    clean_parsing = None
+                    if face_parser is not None and (it.landmarks is not None or parser_name == "bisenet"):
+                        clean_parsing = face_parser.parse(clean_t[0], it.landmarks)
+                    dcfg = configs.get("dhr", _method_config(base, MethodSpec("dhr", "dhr"), embed))
+                    clean_dom = _reference_domain(G, clean_t, coarse_perceptual, dcfg,
+                                                  clean_parsing if dcfg.segment.use_parsing else None)
+                    rec["reference_mask"]["clean_ood_fraction"] = float(1 - clean_dom.mask.float().mean())
+                except Exception as e:  # noqa: BLE001 - recorded; the occluded scores stand
+                    failures.append({"image": it.name, "method": None, "stage": "clean_mask",
+                                     "error": f"{type(e).__name__}: {e}"})
         for spec in specs:
             if spec.label not in invs:
                 continue
