@@ -41,9 +41,11 @@ def test_calibration_report_and_write(tmp_path):
     s = rep["best_scale"]
     assert rep["thresholds"] == {"theta_skin": round(0.7 * s, 4), "theta_inner": round(0.8 * s, 4),
                                  "theta_other": round(0.6 * s, 4)}
-    write_thresholds(model, {"theta_skin": 0.1, "theta_inner": 0.2, "theta_other": 0.3})
+    write_thresholds(model, {"theta_skin": 0.1, "theta_inner": 0.2, "theta_other": 0.3},
+                     calibration={"coarse_steps": 40, "n": 3})
     manifest = json.loads((model / "model.json").read_text())
     assert manifest["config"]["segment"] == {"theta_skin": 0.1, "theta_inner": 0.2, "theta_other": 0.3}
+    assert manifest["training"]["calibration"] == {"coarse_steps": 40, "n": 3}
     seg = Pipeline.from_pretrained(model, device="cpu").config.segment
     assert (seg.theta_skin, seg.theta_inner, seg.theta_other) == (0.1, 0.2, 0.3)
 

@@ -262,6 +262,7 @@ def markdown(result: dict) -> str:
         f"- PSNR: {p['psnr']}; SSIM: {p['ssim']}",
         f"- fairness: {p['embedding']}; {p['step_budget']}; seed {b['seed']}; losses use {p['loss_perceptual']}",
         f"- regions: {p['regions']}",
+        f"- calibration: {p.get('calibration', 'n/a')}",
         f"- DHR parsing: {p.get('parsing', 'n/a')}",
         f"- time: {p['time']}; memory: {p['memory']}",
         "- edits: " + (", ".join(f"{e['direction']} {e['strength']:+g}" for e in b["edits"]) or "none"),

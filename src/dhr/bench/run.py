@@ -615,6 +615,17 @@ def _pick_edits(model: Any, names: Sequence[str] | None, classifier_keys: set[st
 # The runner
 
 
+def _calibration_note(model: Any, base: InvertConfig) -> str:
+    """Says whether the model's thresholds were calibrated with this benchmark's coarse budget."""
+    cal = ((model.manifest.get("training") or {}).get("calibration") or {}) if model.manifest else {}
+    steps = cal.get("coarse_steps")
+    if steps is None:
+        return "the model.json records no calibration budget (thresholds as shipped)"
+    same = "the same budget" if steps == base.coarse.steps else "NOT the same budget"
+    return (f"segmentation thresholds calibrated with {steps} coarse steps on {cal.get('n', '?')} training crops; "
+            f"this benchmark's coarse inversion runs {base.coarse.steps}: {same}")
+
+
 def _reference_domain(G, target, perceptual, config: InvertConfig, parsing):
     """DHR's mask of an image (coarse inversion + segmentation) when DHR itself was not benchmarked."""
     from dhr.embed.optimize import optimize_latent
@@ -910,6 +921,7 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
             "step_budget": f"step counts of the base config ({base_source}) x {cfg.steps_scale} (>= 1): " +
                            ", ".join(f"{k} {v}" for k, v in steps.items()),
             "regions": "in./ood. use the DHR mask of the image for every method (1 = in-domain)",
+            "calibration": _calibration_note(model, base),
             "memory": {"cuda_max_allocated": "torch.cuda.max_memory_allocated during invert()",
                        "rss_hwm": "extra peak resident memory of the process during invert() (Linux VmHWM "
                                   "after clear_refs, minus VmRSS before, after malloc_trim); includes "

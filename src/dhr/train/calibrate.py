@@ -169,13 +169,22 @@ def calibrate_thresholds(model_path: str | Path, data: str | Path, *, n: int = 6
     }
 
 
-def write_thresholds(model_folder: str | Path, thresholds: dict[str, float]) -> Path:
-    """Stores ``thresholds`` as ``config.segment`` in the folder's ``model.json``."""
+def write_thresholds(model_folder: str | Path, thresholds: dict[str, float], *, calibration: dict | None = None) -> Path:
+    """Stores ``thresholds`` (and ``min_region``) as ``config.segment`` in the folder's ``model.json``.
+
+    Args:
+        model_folder: The model folder.
+        thresholds: ``config.segment`` entries to set.
+        calibration: What they were calibrated with (``coarse_steps``, ``n``, ``seed``, ``rule``...), kept
+            as ``training.calibration`` so the benchmark can say whether it runs the same budget.
+    """
     path = Path(model_folder) / "model.json"
     manifest = json.loads(path.read_text(encoding="utf-8"))
     config = dict(manifest.get("config") or {})
     config["segment"] = {**dict(config.get("segment") or {}), **thresholds}
     manifest["config"] = config
+    if calibration is not None:
+        manifest["training"] = {**dict(manifest.get("training") or {}), "calibration": calibration}
     path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return path
 
@@ -203,7 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     if a.write:
         if not math.isfinite(report["best"]["iou"]):
             raise SystemExit("no finite IoU; thresholds not written")
-        print(f"wrote {write_thresholds(a.model, {**report['thresholds'], 'min_region': report['best_min_region']})}")
+        info = {"coarse_steps": report["coarse_steps"], "n": report["n"], "seed": report["seed"], "rule": report["rule"],
+                "iou": round(report["best"]["iou"], 4), "false_alarm": round(report["best"]["false_alarm"], 4),
+                "clean_ood_fraction": round(report["best"]["clean_ood_fraction"], 4)}
+        path = write_thresholds(a.model, {**report["thresholds"], "min_region": report["best_min_region"]},
+                                calibration=info)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":
