@@ -247,3 +247,14 @@ def test_shards_merge_to_the_unsharded_result(env, result, tmp_path):
         merge_results([env["root"] / "out", tmp_path / "s1"], tmp_path / "m4")
     with pytest.raises(ConfigError, match="shard="):
         BenchConfig(data=env["data"], out=tmp_path, shard=(2, 2))
+
+
+def test_list_images_first_or_spread(tmp_path):
+    from dhr.bench.run import list_images
+
+    for i in range(10):
+        synthetic_photo(tmp_path / f"im{i}.png", size=(8, 8), seed=i)
+    names = lambda fs: [f.name for f in fs]  # noqa: E731
+    assert names(list_images(tmp_path, 3)) == ["im0.png", "im1.png", "im2.png"]
+    assert names(list_images(tmp_path, 3, spread=True)) == ["im0.png", "im4.png", "im9.png"]
+    assert len(list_images(tmp_path, 50, spread=True)) == 10

@@ -138,6 +138,7 @@ class BenchConfig:
             the k output folders with :func:`merge_results`. None = every image.
         clean_mask: With ``occlusion``, also segment each face without its occluder (one more coarse
             inversion per image) to count false alarms on the clean face.
+        spread: With ``n``, take n images spread evenly over the sorted list instead of the first n.
     """
 
     data: Path
@@ -162,6 +163,7 @@ class BenchConfig:
     overrides: tuple[str, ...] = ()
     shard: tuple[int, int] | None = None
     clean_mask: bool = True
+    spread: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", Path(self.data))
@@ -291,8 +293,9 @@ def _method_config(base: InvertConfig, spec: MethodSpec, embed: str) -> InvertCo
 # Inputs
 
 
-def list_images(folder: Path, n: int | None = None) -> list[Path]:
-    """Image files of ``folder`` (sorted, not recursive), the first ``n``.
+def list_images(folder: Path, n: int | None = None, *, spread: bool = False) -> list[Path]:
+    """Image files of ``folder`` (sorted, not recursive), the first ``n`` (``spread``: ``n`` spread
+    evenly over the sorted list, e.g. over UTKFace's age-first names).
 
     Raises:
         ImageError: Missing folder, not a folder, or no image file in it.
@@ -306,7 +309,11 @@ def list_images(folder: Path, n: int | None = None) -> list[Path]:
     if not files:
         raise ImageError(f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)}); "
                          "put aligned face crops there")
-    return files[:n] if n is not None else files
+    if n is None or n >= len(files):
+        return files
+    if spread:
+        return [files[i] for i in np.linspace(0, len(files) - 1, n).round().astype(int)]
+    return files[:n]
 
 
 @dataclass
@@ -658,7 +665,7 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
     from dhr.models.zoo import load_model
 
     cfg = config
-    files = list_images(cfg.data, cfg.n)
+    files = list_images(cfg.data, cfg.n, spread=cfg.spread)
     specs = [MethodSpec(m, m) for m in cfg.methods] + parse_ablations(cfg.ablations)
     if cfg.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -892,7 +899,7 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
     out = {
         "benchmark": {
             "data": str(cfg.data), "model": model.name, "model_resolution": R, "methods": [s.label for s in specs],
-            "n_requested": cfg.n, "n_images": len(files), "occlusion": cfg.occlusion, "steps_scale": cfg.steps_scale,
+            "n_requested": cfg.n, "spread": cfg.spread, "n_images": len(files), "occlusion": cfg.occlusion, "steps_scale": cfg.steps_scale,
             "steps": steps, "seed": cfg.seed, "strict": cfg.strict,
             "shard": None if cfg.shard is None else list(cfg.shard),
             "overrides": list(cfg.overrides),
