@@ -10,7 +10,7 @@ change per unit, as a ratio to PTI's on the same images), identity kept under ed
 under edits and ‖θ*−θ‖, finds the Pareto front of MSE against editability and picks the
 recommended setting with :func:`pick`'s rule. Writes ``sweep.json``, ``sweep.md`` and ``pareto.png``.
 
-The rule (stated before the sweep was run): a setting is *admissible* when its identity kept under
+The rule (fixed before the settings were compared): a setting is *admissible* when its identity kept under
 edits is at least PTI's minus 0.02. Among admissible settings on the Pareto front, take the one with
 the lowest MSE whose editability ratio (the smallest over the scored edits of |change per unit| /
 PTI's, so every edit must reach it, as the issue's target says) is at least 0.9; if none reaches
