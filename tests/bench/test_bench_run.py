@@ -258,3 +258,23 @@ def test_list_images_first_or_spread(tmp_path):
     assert names(list_images(tmp_path, 3)) == ["im0.png", "im1.png", "im2.png"]
     assert names(list_images(tmp_path, 3, spread=True)) == ["im0.png", "im4.png", "im9.png"]
     assert len(list_images(tmp_path, 50, spread=True)) == 10
+
+
+def test_editability_plots_and_detection_table(env, result, tmp_path):
+    from dhr.bench.report import main as report_main
+
+    out = env["root"] / "out"
+    md = (out / "report.md").read_text()
+    assert "Editability together" in md and "Occluder detection by DHR's out-of-domain mask" in md
+    assert "| IoU (out-of-domain mask vs occluder) |" in md and "| false alarms outside the occluder |" in md
+    for label in ("dhr", "pti", "dhr_weight-only"):
+        with Image.open(out / f"editability_{label}.png") as im:
+            assert im.size[0] > 300
+    for rec in result["images"]:
+        if rec.get("methods"):
+            ref = rec["reference_mask"]
+            assert 0.0 <= ref["ood_false_alarm"] <= 1.0 and 0.0 <= ref["clean_ood_fraction"] <= 1.0
+            assert "delta_norm" in rec["methods"]["pti"]["metrics"] and "delta_norm" not in rec["methods"]["encoder"]["metrics"]
+    # The plots are re-drawn from results.json alone by a command.
+    report_main([str(out / "results.json"), "-o", str(tmp_path / "img"), "--prefix", "x_"])
+    assert (tmp_path / "img" / "x_editability_dhr.png").is_file()
