@@ -267,6 +267,7 @@ def test_editability_plots_and_detection_table(env, result, tmp_path):
     md = (out / "report.md").read_text()
     assert "Editability together" in md and "Occluder detection by DHR's out-of-domain mask" in md
     assert "| IoU (out-of-domain mask vs occluder) |" in md and "| false alarms outside the occluder |" in md
+    assert "IoU by occluder fill: " in md
     for label in ("dhr", "pti", "dhr_weight-only"):
         with Image.open(out / f"editability_{label}.png") as im:
             assert im.size[0] > 300

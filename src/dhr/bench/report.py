@@ -286,6 +286,14 @@ def markdown(result: dict) -> str:
                       "| measure | mean | 95% CI | n |", "|---|---|---|---|"]
             for k, (m, lo, hi, n) in det.items():
                 lines.append(f"| {_DETECTION[k]} | {m:.3f} | [{lo:.3f}, {hi:.3f}] | {n} |")
+            fills: dict[str, list[float]] = {}
+            for r in result["images"]:
+                iou = (r.get("reference_mask") or {}).get("iou_ood")
+                if iou is not None and r.get("occluder"):
+                    fills.setdefault(r["occluder"]["fill"], []).append(iou)
+            if fills:
+                lines += ["", "IoU by occluder fill: " + ", ".join(
+                    f"{f} {np.mean(v):.3f} (n={len(v)})" for f, v in sorted(fills.items())) + "."]
     edit_keys = sorted({k for m in labels for k in summary.get(m, {}) if k.startswith("edit.")})
     if edit_keys:
         lines += ["", "## Editing", ""] + _table(summary, labels, edit_keys)
