@@ -14,7 +14,7 @@ Protocol (written into the report):
   else the same seeded latent optimisation); all optimisation uses seed ``seed``; the step counts
   are those of the base config times ``steps_scale`` (at least 1). The base config is the model's
   recommended one (``model.json`` over the reference defaults: optim 1000, coarse 40, DHR 100 / 50
-  weight steps, PTI 350; the bundled ``faces-64`` refines DHR 200 / 150) unless ``base`` is given. Every method uses the model's own perceptual metric for its
+  weight steps, PTI 350; the bundled ``faces-64`` recommends the same since issue #15) unless ``base`` is given. Every method uses the model's own perceptual metric for its
   losses. One image at a time (batch 1) so time and memory are per image.
 - **Scoring**: reconstructions are clamped and rounded to uint8, then evaluated at
   ``min(256, R)`` (antialiased resize when R > 256) against the uint8 input: MSE, PSNR (correct
