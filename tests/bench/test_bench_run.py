@@ -87,15 +87,20 @@ def test_markdown_and_plots_exist(env, result):
     md = (out / "report.md").read_text()
     assert "| method | MSE | PSNR (dB)" in md and "## Occlusion" in md and "## Editing" in md
     assert "dhr bench --test" in md and "broken.png" in md
-    # Each main verdict is the one the means give, and the report says it in words.
+    # Each main verdict is paired, has its interval, and the report says it in words.
     data = json.loads((out / "results.json").read_text())
     mse = [v for v in data["verdicts"] if v["metric"] == "mse"]
     assert {v["other"] for v in mse} == {"encoder", "optim", "pti", "feature", "dhr[weight-only]", "dhr[theta=0.5]"}
     for v in mse:
         a, b = data["summary"]["dhr"]["mse"]["mean"], data["summary"][v["other"]]["mse"]["mean"]
         assert v["reference_mean"] == pytest.approx(a) and v["other_mean"] == pytest.approx(b)
-        assert v["better"] == (a < b)
-        word = "ties with" if a == b else ("beats" if a < b else "does not beat")
+        assert v["better"] == (a < b) and v["pairs"] == 4 and v["ci_low"] <= v["diff"] <= v["ci_high"]
+        if v["ties"] == v["pairs"]:
+            word = "ties with"
+        elif not v["significant"]:
+            word = "shows no significant difference from"
+        else:
+            word = "beats" if v["ci_high"] < 0 else "is worse than"
         assert f"- dhr {word} {v['other']} on " in md and v["text"] in md
     for name in ("metrics_by_method.png", "fidelity_vs_editability.png", "qualitative_0.png"):
         with Image.open(out / name) as im:
@@ -141,7 +146,8 @@ def test_verdicts_on_constructed_results():
     assert v["mse"]["better"] and v["mse"]["wins"] == 3 and v["mse"]["relative"] == pytest.approx(-0.5)
     assert "50.0% lower" in v["mse"]["text"]
     assert v["psnr"]["better"] and "+3.00 dB" in v["psnr"]["text"]
-    assert not v["time_s"]["better"] and "does not beat" in v["time_s"]["text"]
+    assert not v["time_s"]["better"] and "dhr is worse than pti" in v["time_s"]["text"]
+    assert v["mse"]["significant"] and v["mse"]["ci_low"] == v["mse"]["ci_high"] == pytest.approx(-0.1)
     assert verdicts(recs, ["pti"], reference="dhr") == []  # no dhr results: no verdicts
 
 
@@ -241,3 +247,35 @@ def test_shards_merge_to_the_unsharded_result(env, result, tmp_path):
         merge_results([env["root"] / "out", tmp_path / "s1"], tmp_path / "m4")
     with pytest.raises(ConfigError, match="shard="):
         BenchConfig(data=env["data"], out=tmp_path, shard=(2, 2))
+
+
+def test_list_images_first_or_spread(tmp_path):
+    from dhr.bench.run import list_images
+
+    for i in range(10):
+        synthetic_photo(tmp_path / f"im{i}.png", size=(8, 8), seed=i)
+    names = lambda fs: [f.name for f in fs]  # noqa: E731
+    assert names(list_images(tmp_path, 3)) == ["im0.png", "im1.png", "im2.png"]
+    assert names(list_images(tmp_path, 3, spread=True)) == ["im0.png", "im4.png", "im9.png"]
+    assert len(list_images(tmp_path, 50, spread=True)) == 10
+
+
+def test_editability_plots_and_detection_table(env, result, tmp_path):
+    from dhr.bench.report import main as report_main
+
+    out = env["root"] / "out"
+    md = (out / "report.md").read_text()
+    assert "Editability together" in md and "Occluder detection by DHR's out-of-domain mask" in md
+    assert "| IoU (out-of-domain mask vs occluder) |" in md and "| false alarms outside the occluder |" in md
+    assert "IoU by occluder fill: " in md
+    for label in ("dhr", "pti", "dhr_weight-only"):
+        with Image.open(out / f"editability_{label}.png") as im:
+            assert im.size[0] > 300
+    for rec in result["images"]:
+        if rec.get("methods"):
+            ref = rec["reference_mask"]
+            assert 0.0 <= ref["ood_false_alarm"] <= 1.0 and 0.0 <= ref["clean_ood_fraction"] <= 1.0
+            assert "delta_norm" in rec["methods"]["pti"]["metrics"] and "delta_norm" not in rec["methods"]["encoder"]["metrics"]
+    # The plots are re-drawn from results.json alone by a command.
+    report_main([str(out / "results.json"), "-o", str(tmp_path / "img"), "--prefix", "x_"])
+    assert (tmp_path / "img" / "x_editability_dhr.png").is_file()

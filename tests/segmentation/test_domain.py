@@ -270,3 +270,21 @@ def test_real_parsing_result_farl_reference_rules():
     assert quad_values(d.mask_parsing) == [1.0, 1.0, 1.0, 0.0]
     assert quad_values(d.mask) == [0.0, 1.0, 0.0, 0.0]
     assert d.parsing.shape == (19, R, R)
+
+
+def test_min_region_drops_specks_and_keeps_large_regions():
+    cfg = dict(theta=0.7)
+    # Top-left quadrant (1/4 of the image, minus the speck) stays out; a speck alone is put back in.
+    lab2 = quadrants()
+    lab2[20, 20] = 5  # speck inside the bottom-right (in-domain) quadrant
+    m = quad_map([0.9, 0.1, 0.1, 0.1])
+    m[0, 20, 20] = 5.0
+    d = segment(image(), image(), [m], config=SegmentConfig(min_region=0.02, **cfg), labels=lab2)
+    assert d.mask[0, 20, 20] == 1.0 and quad_values(d.mask) == [0.0, 1.0, 1.0, 1.0]
+    assert d.mask_superpixel[0, 20, 20] == 0.0  # m_s itself is unchanged; only the final m is cleaned
+    d = segment(image(), image(), [m], config=SegmentConfig(min_region=0.0, **cfg), labels=lab2)
+    assert d.mask[0, 20, 20] == 0.0  # off (the reference): the speck stays out of domain
+    d = segment(image(), image(), [m], config=SegmentConfig(min_region=0.3, **cfg), labels=lab2)
+    assert d.mask.eq(1).all()  # a quarter of the image is below 30 %: everything back in domain
+    with pytest.raises(ConfigError, match="min_region"):
+        SegmentConfig(min_region=1.5)

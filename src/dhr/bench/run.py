@@ -14,7 +14,7 @@ Protocol (written into the report):
   else the same seeded latent optimisation); all optimisation uses seed ``seed``; the step counts
   are those of the base config times ``steps_scale`` (at least 1). The base config is the model's
   recommended one (``model.json`` over the reference defaults: optim 1000, coarse 40, DHR 100 / 50
-  weight steps, PTI 350; the bundled ``faces-64`` refines DHR 200 / 150) unless ``base`` is given. Every method uses the model's own perceptual metric for its
+  weight steps, PTI 350; the bundled ``faces-64`` recommends the same since issue #15) unless ``base`` is given. Every method uses the model's own perceptual metric for its
   losses. One image at a time (batch 1) so time and memory are per image.
 - **Scoring**: reconstructions are clamped and rounded to uint8, then evaluated at
   ``min(256, R)`` (antialiased resize when R > 256) against the uint8 input: MSE, PSNR (correct
@@ -136,6 +136,9 @@ class BenchConfig:
         shard: ``(i, k)``: score only images ``i, i + k, i + 2k, ...`` of the sorted list (occluders and
             seeds are those of the whole run), so k processes or machines can share the work; combine
             the k output folders with :func:`merge_results`. None = every image.
+        clean_mask: With ``occlusion``, also segment each face without its occluder (one more coarse
+            inversion per image) to count false alarms on the clean face.
+        spread: With ``n``, take n images spread evenly over the sorted list instead of the first n.
     """
 
     data: Path
@@ -159,6 +162,8 @@ class BenchConfig:
     device: str = "cpu"
     overrides: tuple[str, ...] = ()
     shard: tuple[int, int] | None = None
+    clean_mask: bool = True
+    spread: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", Path(self.data))
@@ -288,8 +293,9 @@ def _method_config(base: InvertConfig, spec: MethodSpec, embed: str) -> InvertCo
 # Inputs
 
 
-def list_images(folder: Path, n: int | None = None) -> list[Path]:
-    """Image files of ``folder`` (sorted, not recursive), the first ``n``.
+def list_images(folder: Path, n: int | None = None, *, spread: bool = False) -> list[Path]:
+    """Image files of ``folder`` (sorted, not recursive), the first ``n`` (``spread``: ``n`` spread
+    evenly over the sorted list, e.g. over UTKFace's age-first names).
 
     Raises:
         ImageError: Missing folder, not a folder, or no image file in it.
@@ -303,7 +309,11 @@ def list_images(folder: Path, n: int | None = None) -> list[Path]:
     if not files:
         raise ImageError(f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)}); "
                          "put aligned face crops there")
-    return files[:n] if n is not None else files
+    if n is None or n >= len(files):
+        return files
+    if spread:
+        return [files[i] for i in np.linspace(0, len(files) - 1, n).round().astype(int)]
+    return files[:n]
 
 
 @dataclass
@@ -497,6 +507,13 @@ def _iou(pred: torch.Tensor, gt: torch.Tensor) -> float:
     return float((p & g).sum().item() / union) if union else math.nan
 
 
+def _false_alarm(pred: torch.Tensor, gt: torch.Tensor) -> float:
+    """Fraction of the pixels outside the ground-truth region that ``pred`` marks."""
+    p, g = pred.bool(), gt.bool()
+    clean = (~g).sum().item()
+    return float((p & ~g).sum().item() / clean) if clean else math.nan
+
+
 def _finite(v: float) -> float | None:
     return float(v) if v is not None and math.isfinite(float(v)) else None
 
@@ -605,6 +622,17 @@ def _pick_edits(model: Any, names: Sequence[str] | None, classifier_keys: set[st
 # The runner
 
 
+def _calibration_note(model: Any, base: InvertConfig) -> str:
+    """Says whether the model's thresholds were calibrated with this benchmark's coarse budget."""
+    cal = ((model.manifest.get("training") or {}).get("calibration") or {}) if model.manifest else {}
+    steps = cal.get("coarse_steps")
+    if steps is None:
+        return "the model.json records no calibration budget (thresholds as shipped)"
+    same = "the same budget" if steps == base.coarse.steps else "NOT the same budget"
+    return (f"segmentation thresholds calibrated with {steps} coarse steps on {cal.get('n', '?')} training crops; "
+            f"this benchmark's coarse inversion runs {base.coarse.steps}: {same}")
+
+
 def _reference_domain(G, target, perceptual, config: InvertConfig, parsing):
     """DHR's mask of an image (coarse inversion + segmentation) when DHR itself was not benchmarked."""
     from dhr.embed.optimize import optimize_latent
@@ -637,7 +665,7 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
     from dhr.models.zoo import load_model
 
     cfg = config
-    files = list_images(cfg.data, cfg.n)
+    files = list_images(cfg.data, cfg.n, spread=cfg.spread)
     specs = [MethodSpec(m, m) for m in cfg.methods] + parse_ablations(cfg.ablations)
     if cfg.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -792,6 +820,21 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
                                  "in_domain_fraction": None if ref_mask is None else float(ref_mask.mean())}
         if occ_mask is not None and ref_mask is not None:
             rec["reference_mask"]["iou_ood"] = _finite(_iou(1 - ref_mask, occ_mask))
+            rec["reference_mask"]["ood_false_alarm"] = _finite(_false_alarm(1 - ref_mask, occ_mask))
+            # False alarms on the same face without its occluder: DHR's segmentation of the clean crop.
+            if cfg.clean_mask:
+                try:
+                    clean_t = uint8_to_tensor(it.pixels)[None].to(device)
+                    clean_parsing = None
+                    if face_parser is not None and (it.landmarks is not None or parser_name == "bisenet"):
+                        clean_parsing = face_parser.parse(clean_t[0], it.landmarks)
+                    dcfg = configs.get("dhr", _method_config(base, MethodSpec("dhr", "dhr"), embed))
+                    clean_dom = _reference_domain(G, clean_t, coarse_perceptual, dcfg,
+                                                  clean_parsing if dcfg.segment.use_parsing else None)
+                    rec["reference_mask"]["clean_ood_fraction"] = float(1 - clean_dom.mask.float().mean())
+                except Exception as e:  # noqa: BLE001 - recorded; the occluded scores stand
+                    failures.append({"image": it.name, "method": None, "stage": "clean_mask",
+                                     "error": f"{type(e).__name__}: {e}"})
         for spec in specs:
             if spec.label not in invs:
                 continue
@@ -809,7 +852,12 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
                     m.update(scorer.region(recon, target, occ_mask, "occ_in."))
                     m.update(scorer.region(recon, target, 1 - occ_mask, "occ_out."))
                     if inv.domain is not None:
-                        m["iou_ood"] = _finite(_iou(1 - inv.domain.mask[None].cpu(), occ_mask))
+                        ood_pred = 1 - inv.domain.mask[None].cpu()
+                        m["iou_ood"] = _finite(_iou(ood_pred, occ_mask))
+                        m["ood_false_alarm"] = _finite(_false_alarm(ood_pred, occ_mask))
+                if inv.weight_delta:
+                    m["delta_norm"] = _finite(math.sqrt(sum(float(d.detach().float().pow(2).sum())
+                                                            for d in inv.weight_delta.values())))
                 entry["metrics"] = m
                 row = {"method": spec.label, "inversion": recon, "edits": [],
                        "mask": (inv.domain.mask[None].cpu() if inv.domain is not None else ref_mask)}
@@ -851,7 +899,7 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
     out = {
         "benchmark": {
             "data": str(cfg.data), "model": model.name, "model_resolution": R, "methods": [s.label for s in specs],
-            "n_requested": cfg.n, "n_images": len(files), "occlusion": cfg.occlusion, "steps_scale": cfg.steps_scale,
+            "n_requested": cfg.n, "spread": cfg.spread, "n_images": len(files), "occlusion": cfg.occlusion, "steps_scale": cfg.steps_scale,
             "steps": steps, "seed": cfg.seed, "strict": cfg.strict,
             "shard": None if cfg.shard is None else list(cfg.shard),
             "overrides": list(cfg.overrides),
@@ -880,6 +928,7 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
             "step_budget": f"step counts of the base config ({base_source}) x {cfg.steps_scale} (>= 1): " +
                            ", ".join(f"{k} {v}" for k, v in steps.items()),
             "regions": "in./ood. use the DHR mask of the image for every method (1 = in-domain)",
+            "calibration": _calibration_note(model, base),
             "memory": {"cuda_max_allocated": "torch.cuda.max_memory_allocated during invert()",
                        "rss_hwm": "extra peak resident memory of the process during invert() (Linux VmHWM "
                                   "after clear_refs, minus VmRSS before, after malloc_trim); includes "
@@ -898,7 +947,7 @@ def run_benchmark(config: BenchConfig, *, progress: ProgressFn | None = None, co
 
     labels = [s.label for s in specs]
     out["summary"] = summarize(results, labels)
-    out["verdicts"] = verdicts(results, labels, reference="dhr")
+    out["verdicts"] = verdicts(results, labels, reference="dhr", seed=cfg.seed)
     if command is not None:
         out["benchmark"]["command"] = command
     write_report(out, Path(cfg.out), sheets=sheets)
@@ -978,7 +1027,7 @@ def merge_results(folders: Sequence[str | Path], out: str | Path) -> dict:
     merged["environment"] = {**first["environment"], "shards": k}
     merged["images"], merged["failures"] = images, failures
     merged["summary"] = summarize(images, labels)
-    merged["verdicts"] = verdicts(images, labels, reference="dhr")
+    merged["verdicts"] = verdicts(images, labels, reference="dhr", seed=first["benchmark"]["seed"])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     extra: dict[str, Path] = {}

@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("faces-64", "--model", help="Bundled model name or model folder."),
         occlusion: bool = typer.Option(False, "--occlusion", help="Paste seeded synthetic occluders (ground-truth masks)."),
         n: int = typer.Option(None, "--n", help="Use the first N images (sorted)."),
+        spread: bool = typer.Option(False, "--spread", help="With --n: N images spread evenly over the sorted list."),
         steps_scale: float = typer.Option(1.0, "--steps-scale", help="Factor on every step count of the base config."),
         ablation: list[str] = typer.Option([], "--ablation", help="DHR variant (repeat or comma-separate): weight-only, "
                                            "feature-only, hybrid, parsing, no-parsing, superpixels, no-superpixels, "
@@ -69,7 +70,7 @@ def register(app: typer.Typer) -> None:
                 edits=None if edits is None else tuple(s.strip() for s in edits.split(",") if s.strip()),
                 edit_strength=edit_strength, lpips=lpips, identity=identity, parser=parser, trust_parser=trust_parser,
                 qualitative=qualitative,
-                device=device, shard=_parse_shard(shard), overrides=tuple(set_),
+                device=device, shard=_parse_shard(shard), overrides=tuple(set_), spread=spread,
             )
 
             def progress(event: str, info: dict) -> None:

@@ -12,6 +12,11 @@ weights θ) and out-of-domain pixels (m = 0, reconstructed by the optimised feat
    every other class in the reference). ``theta`` set: one τ for every class, as in the paper.
 4. Parsing test m_p = [P(out-of-domain classes) < 0.5] (``parsing.ood_probability()``).
 5. m = m_s · m_p.
+6. Optional clean-up (``min_region`` > 0, off in the reference): out-of-domain connected regions of m
+   (4-connected) smaller than ``min_region`` of the image are put back in domain. A region of a few
+   pixels is not an occluder the feature branch should own; on a small model the coarse inversion's
+   error leaves such specks around the face. It knows nothing of what an occluder looks like, only
+   its size.
 
 Without a parser (``parsing=None`` or ``use_parsing=False``) there is no m_p and every superpixel uses
 ``theta`` if set, else ``theta_other`` (0.6: the threshold the reference gives class 0, which is what all
@@ -45,6 +50,7 @@ __all__ = [
     "FallbackParsing",
     "reference_parsing_fallback",
     "superpixel_mask",
+    "drop_small_regions",
     "segment",
     "save_domain_pngs",
 ]
@@ -143,6 +149,8 @@ class SegmentConfig:
         tiny_superpixel: Superpixels lost at a coarse layer: ``upsample`` (default; score them on the
             upsampled layer map so none vanishes), ``in`` / ``out`` (explicitly in / out of domain), or
             ``reference`` (NaN score, hence out of domain, as the reference does silently).
+        min_region: Out-of-domain connected regions smaller than this fraction of the image are put
+            back in domain (0 = off, the reference).
     """
 
     theta_skin: float = 0.7
@@ -158,9 +166,12 @@ class SegmentConfig:
     use_parsing: bool = True
     ood_parsing_threshold: float = 0.5
     tiny_superpixel: TinyPolicy = "upsample"
+    min_region: float = 0.0
 
     def __post_init__(self) -> None:
         check_choice(self.tiny_superpixel, TINY_POLICIES, "tiny_superpixel")
+        if not (0.0 <= self.min_region < 1.0):
+            raise ConfigError(f"min_region={self.min_region} must be a fraction of the image in [0, 1), e.g. 0.02")
         for name in ("theta_skin", "theta_inner", "theta_other", "theta"):
             v = getattr(self, name)
             if v is not None and not (v >= 0 and np.isfinite(v)):
@@ -210,6 +221,30 @@ def superpixel_mask(scores: torch.Tensor, vanished: torch.Tensor, labels: torch.
         inside = inside | vanished
     lut = torch.cat([torch.zeros(1, dtype=torch.bool, device=inside.device), inside])
     return lut[labels.to(inside.device)].to(torch.float32)[None]
+
+
+def drop_small_regions(mask: torch.Tensor, min_region: float) -> torch.Tensor:
+    """Puts out-of-domain connected regions smaller than ``min_region`` of the image back in domain.
+
+    Args:
+        mask: ``(1, H, W)`` in-domain mask in {0, 1}.
+        min_region: Smallest out-of-domain region kept, as a fraction of ``H * W``.
+
+    Returns:
+        ``(1, H, W)`` float32 mask on ``mask``'s device (4-connected regions).
+    """
+    from scipy import ndimage
+
+    check_shape(mask, [1, "H", "W"], "mask")
+    ood = mask[0].detach().cpu().numpy() < 0.5
+    regions, k = ndimage.label(ood)
+    if k == 0:
+        return mask.to(torch.float32)
+    sizes = np.bincount(regions.reshape(-1), minlength=k + 1)
+    small = sizes < min_region * ood.size
+    small[0] = False
+    ood = ood & ~small[regions]
+    return torch.from_numpy((~ood).astype(np.float32))[None].to(mask.device)
 
 
 def _check_parsing(parsing: object, size: int) -> torch.Tensor:
@@ -293,6 +328,8 @@ def segment(target: torch.Tensor, coarse_image: torch.Tensor, error_maps: list[t
         mask = mask * m_s
     if m_p is not None:
         mask = mask * m_p
+    if config.min_region > 0:
+        mask = drop_small_regions(mask, config.min_region)
     logger.debug("segment: %.1f%% in-domain (%s superpixels)", 100 * float(mask.mean()),
                  "no" if scores is None else scores.shape[0])
     return DomainMask(
