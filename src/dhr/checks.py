@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -49,3 +50,11 @@ def check_choice(value: object, allowed: Iterable[object], name: str) -> None:
     allowed = list(allowed)
     if value not in allowed:
         raise ConfigError(f"{name}={value!r} is not valid; choose one of {allowed}")
+
+
+def check_non_negative(obj: object, names: Iterable[str]) -> None:
+    """Raises ConfigError unless each named attribute of ``obj`` is a finite number >= 0."""
+    for name in names:
+        v = getattr(obj, name)
+        if not math.isfinite(v) or v < 0:
+            raise ConfigError(f"{name}={v} must be a finite number >= 0")

@@ -13,7 +13,6 @@ All return ``list[Inversion]`` and never modify the generator.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -21,7 +20,7 @@ from typing import Literal
 import torch
 
 from dhr.bundle import DELTA_FORMATS, DeltaFormat, tensor_sha256
-from dhr.checks import check_choice
+from dhr.checks import check_choice, check_non_negative
 from dhr.errors import ConfigError
 from dhr.models.stylegan2 import Generator
 from dhr.refinement.hybrid import (
@@ -30,9 +29,11 @@ from dhr.refinement.hybrid import (
     _check_perceptual,
     check_inputs,
     finalize,
+    freeze_tune_resolutions,
     optimize_hybrid,
     resolve_feature_resolution,
     tuned_parameter_names,
+    tuning_config_dict,
 )
 from dhr.refinement.render import render_many
 from dhr.types import Inversion
@@ -65,20 +66,13 @@ class PTIConfig:
     def __post_init__(self) -> None:
         if self.steps < 0:
             raise ConfigError(f"steps={self.steps} must be >= 0")
-        for name in ("lr", "l2_weight", "lpips_weight"):
-            v = getattr(self, name)
-            if not math.isfinite(v) or v < 0:
-                raise ConfigError(f"{name}={v} must be a finite number >= 0")
+        check_non_negative(self, ("lr", "l2_weight", "lpips_weight"))
         check_choice(self.noise_mode, ("const", "none"), "noise_mode")
         check_choice(self.delta_format, DELTA_FORMATS, "delta_format")
-        if self.tune_resolutions is not None:
-            object.__setattr__(self, "tune_resolutions", tuple(int(r) for r in self.tune_resolutions))
+        freeze_tune_resolutions(self)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        if d["tune_resolutions"] is not None:
-            d["tune_resolutions"] = list(d["tune_resolutions"])
-        return d
+        return tuning_config_dict(self)
 
 
 def refine_pti(G: Generator, target: torch.Tensor, ws: torch.Tensor, perceptual, config: PTIConfig | None = None,

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from dhr.bundle import DELTA_FORMATS, FEATURE_FORMATS, DeltaFormat, FeatureFormat, roundtrip_tensor, tensor_sha256
-from dhr.checks import check_choice, check_shape
+from dhr.checks import check_choice, check_non_negative, check_shape
 from dhr.errors import ConfigError, ShapeError
 from dhr.models.stylegan2 import Generator
 from dhr.refinement.losses import masked_l2, masked_lpips
@@ -130,22 +129,29 @@ class RefineConfig:
             raise ConfigError(f"feature_resolution={self.feature_resolution!r} must be None or a power of two >= 4")
         if self.steps < 0 or self.weight_steps < 0:
             raise ConfigError(f"steps={self.steps} and weight_steps={self.weight_steps} must be >= 0")
-        for name in ("feature_lr", "weight_lr", "l2_weight", "lpips_weight"):
-            v = getattr(self, name)
-            if not math.isfinite(v) or v < 0:
-                raise ConfigError(f"{name}={v} must be a finite number >= 0")
+        check_non_negative(self, ("feature_lr", "weight_lr", "l2_weight", "lpips_weight"))
         check_choice(self.tune, ("synthesis", "none"), "tune")
         check_choice(self.noise_mode, _NOISE_MODES, "noise_mode")
         check_choice(self.delta_format, DELTA_FORMATS, "delta_format")
         check_choice(self.feature_format, FEATURE_FORMATS, "feature_format")
-        if self.tune_resolutions is not None:
-            object.__setattr__(self, "tune_resolutions", tuple(int(r) for r in self.tune_resolutions))
+        freeze_tune_resolutions(self)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        if d["tune_resolutions"] is not None:
-            d["tune_resolutions"] = list(d["tune_resolutions"])
-        return d
+        return tuning_config_dict(self)
+
+
+def freeze_tune_resolutions(config: object) -> None:
+    """Stores a config's ``tune_resolutions`` (any sequence or None) as a tuple of ints."""
+    if config.tune_resolutions is not None:
+        object.__setattr__(config, "tune_resolutions", tuple(int(r) for r in config.tune_resolutions))
+
+
+def tuning_config_dict(config: object) -> dict:
+    """A weight-tuning config as plain JSON types (``tune_resolutions`` as a list)."""
+    d = dataclasses.asdict(config)
+    if d["tune_resolutions"] is not None:
+        d["tune_resolutions"] = list(d["tune_resolutions"])
+    return d
 
 
 def valid_feature_resolutions(G: Generator) -> list[int]:
