@@ -389,7 +389,7 @@ def register(app: typer.Typer) -> None:
 
           dhr edit out/bundles/ --edit age=+2 --edit gender=-1 -o edited/
 
-          dhr edit out/bundles/photo_face0 --edit age=-1 --edit gender=+1,pc0=2
+          dhr edit out/bundles/photo_face0 --edit age=-1 --edit gender=+1,smile=2
         """
         _check_out(out)
         mode, pipe = _common(model, None, device, 0, None, "model", quiet, as_json, paste_mode=paste)

@@ -37,10 +37,10 @@ _MAX_JSON_BYTES = 4 << 20  # model.json, template.json
 BUNDLED_SHA256: dict[str, dict[str, str]] = {
     "faces-64": {
         "generator/model.safetensors": "133bed84e932086de7b30c797393ec91b81212bd096fa426e2efaae953b6ff8f",
-        "encoder/model.safetensors": "b87010bdf211671d6813480da866bc11c1c985231fafb9cd82619afd9d004d4a",
+        "encoder/model.safetensors": "c35c0b68c0c3056dae15c31262a4211c1c261716e40e090f86ba6cdfbc77394f",
         "perceptual/model.safetensors": "7e598989f93e0b2523d36dcd23663937e656953e32c3eaca4c13b98196631f25",
         "classifier/model.safetensors": "c6fbab24f196451a085ff8544c03e5a9f223818b1892b606eb133c9cc9f7c84e",
-        "directions/directions.safetensors": "0a3c43c1861df5548c9b81370c1eb47993621dd8a35b7846a8bb6e2369cbcc5b",
+        "directions/directions.safetensors": "dc99828044fa23a352bfe1eb74ecd9af4d1a9ed6f321f9849823e0e9b4c7b132",
     },
 }
 _COMPONENTS = ("generator", "encoder", "perceptual", "classifier", "directions")
