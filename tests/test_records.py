@@ -94,5 +94,29 @@ def test_warning_collector():
     assert w.messages == ["careful 1"]
 
 
+def test_warning_collector_capture_keeps_messages_from_the_root_handler():
+    """The CLI reports collected warnings itself; with capture they must not also reach stderr."""
+    seen: list[str] = []
+
+    class Root(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    root, handler = logging.getLogger(), Root(level=logging.WARNING)
+    root.addHandler(handler)
+    try:
+        log = logging.getLogger("dhr.some.module")
+        with WarningCollector(capture=True) as w:
+            log.warning("once")
+        with WarningCollector() as plain:
+            log.warning("twice")
+        log.warning("after")
+    finally:
+        root.removeHandler(handler)
+    assert w.messages == ["once"] and plain.messages == ["twice"]
+    assert seen == ["twice", "after"]  # propagation is back after the captured block
+    assert logging.getLogger("dhr").propagate
+
+
 def test_final_losses():
     assert final_losses({"a": [3.0, 1.0], "b": [], "c": [2]}) == {"a": 1.0, "c": 2.0}

@@ -344,17 +344,25 @@ class WarningCollector(logging.Handler):
         >>> w.messages
     """
 
-    def __init__(self, logger_name: str = "dhr") -> None:
+    def __init__(self, logger_name: str = "dhr", *, capture: bool = False) -> None:
+        """``capture=True`` also keeps the messages from the parent handlers (e.g. the root handler
+        that prints to stderr) while installed, for a caller that reports them itself (the CLI)."""
         super().__init__(level=logging.WARNING)
         self.messages: list[str] = []
         self._logger = logging.getLogger(logger_name)
+        self._capture = capture
+        self._propagate = self._logger.propagate
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
 
     def __enter__(self) -> Self:
         self._logger.addHandler(self)
+        if self._capture:
+            self._propagate, self._logger.propagate = self._logger.propagate, False
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._logger.removeHandler(self)
+        if self._capture:
+            self._logger.propagate = self._propagate

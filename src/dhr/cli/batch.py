@@ -250,7 +250,8 @@ def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], m
                 if why:
                     rec.notes.append(why)
                 t0 = time.perf_counter()
-                with WarningCollector() as warn:
+                # captured: the reporter prints each warning once (the root handler would print it again)
+                with WarningCollector(capture=True) as warn:
                     try:
                         work(item, rec, reporter)
                         rec.status = "ok"
@@ -272,8 +273,9 @@ def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], m
                                              "DEBUG for the traceback")
                 rec.warnings.extend(warn.messages)
                 record.add_stage_timings(rec)
+                name = Path(item).name
                 for m in warn.messages:
-                    reporter.note("warning", f"{Path(item).name}: {m}")
+                    reporter.note("warning", m if m.startswith(f"{name}: ") else f"{name}: {m}")
                 rec.seconds = round(time.perf_counter() - t0, 4)
                 reporter.end_item(Path(item).name, rec.status, rec.error)
                 record.write()
