@@ -1,7 +1,8 @@
 """Profiles one refinement iteration (θ tuned, and after θ froze) and one coarse step of DHR per case.
 
 For each case of ``dhr bench-speed`` (``--cases``, default ``faces-64,fixture-64,random-256``) it
-times, in CPU-seconds of this process, the parts of one step of the *fast* path, each measured on
+times, in CPU-seconds of this process (with ``--device cuda``: wall seconds between CUDA
+synchronisations), the parts of one step of the *fast* path, each measured on
 its own after ``--warmup`` untimed steps:
 
 - refinement, θ tuned: generator forward (``hybrid_forward``), perceptual + masked losses,
@@ -11,10 +12,11 @@ its own after ``--warmup`` untimed steps:
   (and, for comparison, the full forward the faithful loop runs);
 - coarse: generator forward with the noise maps, LPIPS at the loss resolution, backward, Adam.
 
-It also prints the top operators of one θ-tuned iteration (``torch.profiler``, self CPU time).
+It also prints the top operators of one θ-tuned iteration (``torch.profiler``, self CPU time; on a
+GPU self device time).
 Prints a JSON object (``--json PATH`` also writes it); docs/performance.md quotes its output.
 
-Usage: ``python scripts/speed_profile.py [--cases faces-64,random-256] [--threads 1] [--json out.json]``
+Usage: ``python scripts/speed_profile.py [--cases faces-64,random-256] [--threads 1] [--device cuda] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -27,25 +29,38 @@ import torch
 import torch.nn.functional as F
 
 
+_DEVICE = torch.device("cpu")
+
+
 def _cpu(fn, n: int = 1) -> float:
+    """CPU-seconds of ``fn`` on the CPU; on a GPU, wall seconds between two synchronisations."""
+    if _DEVICE.type == "cuda":
+        torch.cuda.synchronize(_DEVICE)
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize(_DEVICE)
+        return (time.perf_counter() - t) / n
     t = time.process_time()
     for _ in range(n):
         fn()
     return (time.process_time() - t) / n
 
 
-def profile_case(case: str, *, warmup: int = 1, repeats: int = 2, top: int = 12) -> dict:
+def profile_case(case: str, *, warmup: int = 1, repeats: int = 2, top: int = 12, device: str = "cpu") -> dict:
     from dhr.embed.optimize import noise_regularizer
     from dhr.refinement.hybrid import (hybrid_loss_terms, resolve_feature_resolution, target_maps_fn,
                                        tuned_parameter_names)
     from dhr.refinement.render import hybrid_forward, hybrid_prefix, hybrid_suffix
     from dhr.speed import SpeedSettings, _build_case
 
-    G, lp, lpc, x, occ, notes = _build_case(case, SpeedSettings())
+    global _DEVICE
+    _DEVICE = torch.device(device)
+    G, lp, lpc, x, occ, notes = _build_case(case, SpeedSettings(device=device))
     R = G.resolution
     r = resolve_feature_resolution(G, None)
     with torch.no_grad():
-        ws = G.sample_ws(torch.randn(1, G.style_dim, generator=torch.Generator().manual_seed(7)))
+        ws = G.sample_ws(torch.randn(1, G.style_dim, generator=torch.Generator().manual_seed(7)).to(_DEVICE))
     params = dict(G.named_parameters())
     names = tuned_parameter_names(G)
     theta = {n: params[n].detach()[None].clone().requires_grad_(True) for n in names}
@@ -121,7 +136,8 @@ def profile_case(case: str, *, warmup: int = 1, repeats: int = 2, top: int = 12)
                               "adam_f": t_adam_f}
     # coarse step: latent + noise maps, LPIPS at min(256, R)
     latent = ws[:, 0].clone().requires_grad_(True)
-    noises = [torch.randn(l.noise_const.shape).requires_grad_(True) for l in G.synthesis.noise_layers()]
+    noises = [torch.randn(l.noise_const.shape, device=_DEVICE).requires_grad_(True)
+              for l in G.synthesis.noise_layers()]
     low = min(256, R)
     xl = x if low == R else F.interpolate(x, size=(low, low), mode="bilinear", antialias=True)
     opt = torch.optim.Adam([latent] + noises, lr=0.1)
@@ -151,22 +167,32 @@ def profile_case(case: str, *, warmup: int = 1, repeats: int = 2, top: int = 12)
     # top operators of one θ-tuned iteration
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    cuda = _DEVICE.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         image = fwd()
         li, lo = losses(image)
         torch.autograd.grad(lo.sum(), [f], retain_graph=True)
         torch.autograd.grad(li.sum(), list(theta.values()))
         opt_f.step()
         opt_t.step()
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events)
-    tops = [{"op": e.key, "self_cpu_ms": round(e.self_cpu_time_total / 1000, 1),
-             "share": round(e.self_cpu_time_total / total, 3), "calls": e.count} for e in events[:top]]
+        if cuda:
+            torch.cuda.synchronize(_DEVICE)
+
+    def own(e) -> float:  # self time on the device that does the work (µs)
+        return getattr(e, "self_device_time_total", e.self_cuda_time_total) if cuda else e.self_cpu_time_total
+
+    events = sorted(prof.key_averages(), key=own, reverse=True)
+    total = sum(own(e) for e in events) or 1.0
+    unit = "self_cuda_ms" if cuda else "self_cpu_ms"
+    tops = [{"op": e.key, unit: round(own(e) / 1000, 2), "share": round(own(e) / total, 3), "calls": e.count}
+            for e in events[:top]]
     return {"case": case, "resolution": R, "feature_resolution": r,
             "tuned_parameters": sum(params[n].numel() for n in names),
-            "cpu_seconds": {k: {n: round(v, 4) for n, v in d.items()} for k, d in parts.items()},
+            ("gpu_wall_seconds" if _DEVICE.type == "cuda" else "cpu_seconds"):
+                {k: {n: round(v, 5) for n, v in d.items()} for k, d in parts.items()},
             "top_ops_theta_iteration": tops, "notes": notes,
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(_DEVICE),
+            **({"device_name": torch.cuda.get_device_name(_DEVICE)} if _DEVICE.type == "cuda" else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,9 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=2, help="timings per part (the minimum is kept)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--device", default="cpu", help="cpu (CPU-seconds) or cuda (wall seconds, synchronised)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    out = [profile_case(c.strip(), repeats=args.repeats) for c in args.cases.split(",") if c.strip()]
+    out = [profile_case(c.strip(), repeats=args.repeats, device=args.device)
+           for c in args.cases.split(",") if c.strip()]
     text = json.dumps(out, indent=2)
     print(text)
     if args.json:
