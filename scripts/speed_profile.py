@@ -179,7 +179,10 @@ def profile_case(case: str, *, warmup: int = 1, repeats: int = 2, top: int = 12,
             torch.cuda.synchronize(_DEVICE)
 
     def own(e) -> float:  # self time on the device that does the work (µs)
-        return getattr(e, "self_device_time_total", e.self_cuda_time_total) if cuda else e.self_cpu_time_total
+        if not cuda:
+            return e.self_cpu_time_total
+        own_device = getattr(e, "self_device_time_total", None)
+        return own_device if own_device is not None else e.self_cuda_time_total
 
     events = sorted(prof.key_averages(), key=own, reverse=True)
     total = sum(own(e) for e in events) or 1.0
