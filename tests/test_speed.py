@@ -3,6 +3,8 @@ in-process measurement of each path on the bundled model (tiny budget)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from dhr.errors import ConfigError
@@ -53,3 +55,11 @@ def test_fast_and_faithful_measurements_agree_on_the_bundled_model():
         assert r["peak_rss_mb"] is None or r["peak_rss_mb"] > 0
     for k in ("coarse_lpips", "loss_in", "loss_out"):
         assert fast["final"][k] == pytest.approx(oracle["final"][k], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_warmup_run_is_untimed_and_leaves_the_results_unchanged():
+    s = SpeedSettings(coarse_steps=3, refine_steps=3, weight_steps=2, n_mean_samples=200)
+    cold, warm = measure("faces-64", "fast", s), measure("faces-64", "fast", dataclasses.replace(s, warmup=True))
+    assert warm["settings"]["warmup"] is True and set(warm["seconds"]) == {"coarse", "mask", "refine"}
+    assert warm["final"] == cold["final"]  # the untimed tiny run must not leak state into the timed one

@@ -38,6 +38,8 @@ def register(app: typer.Typer) -> None:
         autocast: str = typer.Option("fp32", "--autocast", help="fp32 or bf16 (fast path only)."),
         timeout: float = typer.Option(None, "--timeout", help="Seconds allowed per measurement."),
         json_path: Path = typer.Option(None, "--json", help="Also write the full report (every run) here."),
+        warmup: bool = typer.Option(None, "--warmup/--no-warmup", help="Run each measurement once, untimed, at a "
+                                    "tiny budget first (default: on for cuda, off for cpu)."),
     ) -> None:
         """Time DHR per image per stage (coarse, mask, refine), with CPU-seconds, peak memory and the
         ratio against the faithful loop (the authors' algorithm as a plain batch-1 loop), in one run.
@@ -66,7 +68,8 @@ def register(app: typer.Typer) -> None:
                 settings = SpeedSettings(coarse_steps=coarse_steps, refine_steps=refine_steps,
                                          weight_steps=refine_steps // 2 if weight_steps is None else weight_steps,
                                          n_mean_samples=n_mean, batch=b, vectorize=vectorize, threads=threads,
-                                         device=device, autocast=autocast)
+                                         device=device, autocast=autocast,
+                                         warmup=device == "cuda" if warmup is None else warmup)
                 report = run_benchmark(case_list, settings, repeats=repeats, paths=path_list, timeout=timeout,
                                        log=lambda line: typer.echo(line, err=True))
                 typer.echo(format_report(report))
