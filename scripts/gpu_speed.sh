@@ -3,12 +3,16 @@
 # random config-f generator (speed does not depend on trained weights), the paper's budget (40 coarse
 # steps, 100 refinement iterations, 50 of them tuning θ), batch 1 and 8, fp32 and bf16 autocast.
 #
-#   B=1 fp32: faithful loop and fast path (the ratio and the loss parity);
-#   B=1 bf16, B=8 fp32, B=8 bf16: fast path only (B=8 refines the batch together, --vectorize).
+#   B=1 fp32: faithful loop and fast path (the ratio; default kernels, 2 alternating repeats);
+#   B=1 fp32 --deterministic: the loss parity (on CUDA two runs of one path differ with the default
+#       kernels, so parity is checked with deterministic ones; written as gpu-1024-b1-fp32-parity);
+#   B=1 bf16, B=2/4/8 fp32, B=8 bf16: fast path only (B>1 refines the batch together, --vectorize).
+# Every measurement first runs once, untimed, at a tiny budget (bench-speed's CUDA warm-up).
 #
 # Each report lands in $OUT (default docs/speed) as gpu-1024-b<B>-<dtype>.json next to its printed
 # table (.txt). Needs a CUDA device; exits 3 without one and never runs in the test suite.
-# Budget: about 5-8 minutes on one H100/H200-class GPU (most of it the faithful loop and process starts).
+# Budget: about 6 minutes on one H200 (measured 2026-11-29: ~9 s per image per faithful run, process
+# starts ~10 s each).
 #
 # Usage: scripts/gpu_speed.sh            (OUT=dir, STEPS="40 100 50" to change the budget)
 set -euo pipefail
@@ -23,16 +27,17 @@ if ! python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else
 fi
 python3 -c 'import torch; print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__)'
 dhr() { python3 -c 'import sys; from dhr.cli import main; sys.argv[0] = "dhr"; main()' "$@"; }
-run() {  # run BATCH DTYPE PATHS [extra options]
-    local b=$1 dt=$2 paths=$3; shift 3
-    local stem="$OUT/gpu-1024-b$b-$dt"
+run() {  # run BATCH DTYPE PATHS STEM_SUFFIX [extra options]
+    local b=$1 dt=$2 paths=$3 suffix=$4; shift 4
+    local stem="$OUT/gpu-1024-b${b//,/-}-$dt$suffix"
     echo "== batch $b, $dt, paths $paths"
     dhr bench-speed --cases random-1024 --device cuda --batch "$b" --autocast "$dt" --paths "$paths" \
-        --coarse-steps "$COARSE" --refine-steps "$REFINE" --weight-steps "$WEIGHT" --repeats 1 \
-        --timeout 420 --json "$stem.json" "$@" | tee "$stem.txt" || echo "(exit $? for batch $b $dt)"
+        --coarse-steps "$COARSE" --refine-steps "$REFINE" --weight-steps "$WEIGHT" \
+        --timeout 240 --json "$stem.json" "$@" | tee "$stem.txt" || echo "(exit $? for batch $b $dt)"
 }
-run 1 fp32 faithful,fast
-run 1 bf16 fast
-run 8 fp32 fast --vectorize
-run 8 bf16 fast --vectorize
+run 1 fp32 faithful,fast "" --repeats 2
+run 1 fp32 faithful,fast -parity --repeats 1 --deterministic
+run 1 bf16 fast "" --repeats 1
+run 2,4,8 fp32 fast "" --repeats 1 --vectorize
+run 8 bf16 fast "" --repeats 1 --vectorize
 echo "reports in $OUT/gpu-1024-*.json"

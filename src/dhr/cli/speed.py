@@ -40,6 +40,9 @@ def register(app: typer.Typer) -> None:
         json_path: Path = typer.Option(None, "--json", help="Also write the full report (every run) here."),
         warmup: bool = typer.Option(None, "--warmup/--no-warmup", help="Run each measurement once, untimed, at a "
                                     "tiny budget first (default: on for cuda, off for cpu)."),
+        deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic kernels (no TF32, no "
+                                           "atomic-add convolutions): makes the loss-parity check meaningful on "
+                                           "CUDA, where two runs of one path differ otherwise."),
     ) -> None:
         """Time DHR per image per stage (coarse, mask, refine), with CPU-seconds, peak memory and the
         ratio against the faithful loop (the authors' algorithm as a plain batch-1 loop), in one run.
@@ -69,7 +72,8 @@ def register(app: typer.Typer) -> None:
                                          weight_steps=refine_steps // 2 if weight_steps is None else weight_steps,
                                          n_mean_samples=n_mean, batch=b, vectorize=vectorize, threads=threads,
                                          device=device, autocast=autocast,
-                                         warmup=device == "cuda" if warmup is None else warmup)
+                                         warmup=device == "cuda" if warmup is None else warmup,
+                                         deterministic=deterministic)
                 report = run_benchmark(case_list, settings, repeats=repeats, paths=path_list, timeout=timeout,
                                        log=lambda line: typer.echo(line, err=True))
                 typer.echo(format_report(report))
