@@ -271,6 +271,11 @@ def test_folder_listing_reports_every_skipped_entry(tmp_path):
     assert set(reasons) == {"c.pdf", "d.heic", "e.jpg", "f.jpg", "g.jpg", "h.jpg", "i.jpg"}
     assert "FIFO" in reasons["e.jpg"] and "dangling" in reasons["f.jpg"] and "loop" in reasons["g.jpg"]
     assert "device" in reasons["h.jpg"] and "folder" in reasons["i.jpg"] and "image file name" in reasons["c.pdf"]
+    empty = tmp_path / "empty.png"  # a folder given by name, with nothing in it, is reported too
+    empty.mkdir()
+    items, skipped = expand_inputs_report([str(empty), str(d / "a.png")])
+    assert [Path(i).name for i in items] == ["a.png"]
+    assert skipped == [{"path": str(empty), "reason": "empty folder (no photos in it)"}]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -304,6 +304,8 @@ class Pipeline:
             faces, tried = detect_faces_retrying(photo, detector=detector)
         except FaceNotFoundError as e:
             tried_text = str(e).rsplit("Tried: ", 1)[-1].rstrip(".") if "Tried: " in str(e) else "as is"
+            if not whole_image and "Tried: " not in str(e):  # found nothing to try (e.g. a photo too small)
+                raise
             if whole_image:
                 a = align_whole_image(photo, template)
                 return [dataclasses.replace(a, notes=(*a.notes, f"no face found (tried: {tried_text})"))]

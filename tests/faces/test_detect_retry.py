@@ -66,3 +66,22 @@ def test_very_dark_photo_is_found_by_contrast_normalisation(pipe):
     assert any("face found contrast-normalised" in n for n in aligned.notes), aligned.notes
     assert np.allclose(aligned.source_box, upright.box, atol=12)
     assert aligned.crop.max() <= 13  # aligned on the photo itself, not on the normalised copy
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 300, 3), (30, 30, 3)])
+def test_photo_too_small_for_a_face_says_so(pipe, shape):
+    tiny = np.full(shape, 128, dtype=np.uint8)
+    with pytest.raises(FaceNotFoundError, match=rf"is {shape[1]}×{shape[0]} px: too small to hold a usable face"):
+        pipe.align(tiny)
+    assert pipe.align(tiny, whole_image=True)[0].crop.shape[:2] == (pipe.resolution, pipe.resolution)
+
+
+def test_detector_accepts_arrays_with_size_one_axes():
+    from dhr.faces.detect import find_faces
+    from dhr.io.image import Photo
+
+    for shape, k in [((1, 1, 3), 2), ((1, 1, 3), 3), ((1, 40, 3), 2)]:
+        # a rotated view keeps negative strides on size-1 axes even after np.ascontiguousarray: dlib refused them
+        pixels = np.ascontiguousarray(np.rot90(np.zeros(shape, dtype=np.uint8), k))
+        photo = Photo(pixels=pixels, original_size=(pixels.shape[1], pixels.shape[0]))
+        assert find_faces(photo, min_size=1).faces == ()

@@ -104,8 +104,13 @@ def test_grayscale_and_16_bit() -> None:
 def test_corrupt_truncated_and_non_images(tmp_path: Path) -> None:
     bad = tmp_path / "notes.txt"
     bad.write_text("hello, not an image")
-    with pytest.raises(ImageError, match="notes.txt.*not a readable image"):
+    with pytest.raises(ImageError, match="notes.txt.*not a readable image") as err:
         load_image(bad)
+    assert "BytesIO" not in str(err.value)  # Pillow's object repr is no use to a user
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match=r"empty.jpg is an empty file \(0 bytes\)"):
+        load_image(empty)
     data = _encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)), "JPEG")
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(data[: len(data) // 2])

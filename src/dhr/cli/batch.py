@@ -123,6 +123,8 @@ def expand_inputs_report(items: list[str], suffixes: tuple[str, ...] = IMAGE_SUF
             except OSError as e:
                 skipped.append({"path": str(p), "reason": f"folder cannot be listed ({e.strerror or e})"})
                 continue
+            if not entries:
+                skipped.append({"path": str(p), "reason": "empty folder (no photos in it)"})
             for f in entries:
                 consider(f)
         elif not p.exists() and not p.is_symlink() and glob.has_magic(item):

@@ -177,10 +177,16 @@ def _downscale(pixels: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return small, size[0] / w
 
 
+def _c_order(pixels: np.ndarray) -> np.ndarray:
+    """A fresh C-order uint8 copy: ``np.ascontiguousarray`` keeps the negative strides a rotated view
+    has on size-1 axes, and dlib refuses those."""
+    return np.array(pixels, dtype=np.uint8, order="C", copy=True)
+
+
 def _raw_detections(
     pixels: np.ndarray, detector: str, upsample: int
 ) -> list[tuple[tuple[float, float, float, float], float]]:
-    img = np.ascontiguousarray(pixels)
+    img = _c_order(pixels)
     out: list[tuple[tuple[float, float, float, float], float]] = []
     if detector == "hog":
         rects, scores, _ = _hog_detector().run(img, upsample, 0.0)
@@ -206,7 +212,7 @@ def predict_landmarks(pixels: np.ndarray, box: tuple[float, float, float, float]
     dlib = _import_dlib()
     left, top, right, bottom = (int(round(v)) for v in box)
     rect = dlib.rectangle(left, top, max(left, right - 1), max(top, bottom - 1))
-    shape = _shape_predictor()(np.ascontiguousarray(pixels), rect)
+    shape = _shape_predictor()(_c_order(pixels), rect)
     return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
 
 
@@ -506,6 +512,12 @@ def detect_faces_retrying(
     Raises:
         FaceNotFoundError: None of the attempts found a usable face (the message lists them).
     """
+    h, w = photo.pixels.shape[:2]
+    if min(h, w) < min_size:
+        raise FaceNotFoundError(
+            f"{photo.name} is {w}×{h} px: too small to hold a usable face (faces under min_size={min_size} px "
+            "are skipped); pass a larger photo, or whole_image=True (CLI: --whole-image) to process it as an "
+            "aligned crop")
     try:
         return detect_faces(photo, detector=detector, upsample=upsample, min_size=min_size), ("as is",)
     except FaceNotFoundError as e:

@@ -163,6 +163,8 @@ def _open_allowed(data: bytes, name: str, max_pixels: int) -> Image.Image:
 
     Identification is by content: no other decoder (EPS/Ghostscript, PDF, ...) is ever tried.
     """
+    if not data:
+        raise ImageError(f"{name} is an empty file (0 bytes); re-export or re-download it.")
     try:
         im = Image.open(io.BytesIO(data), formats=_available_formats())
     except Image.DecompressionBombError as exc:
@@ -174,8 +176,9 @@ def _open_allowed(data: bytes, name: str, max_pixels: int) -> Image.Image:
         if kind is not None:
             raise ImageError(f"{name}: unsupported format ({kind}); dhr decodes only {_ALLOWED_TEXT}. "
                              "Convert it to PNG or JPEG.") from None
+        why = "no decoder recognises its content" if isinstance(exc, Image.UnidentifiedImageError) else str(exc)
         raise ImageError(
-            f"{name} is not a readable image ({exc}); unsupported or unknown format: pass a "
+            f"{name} is not a readable image ({why}); unsupported or unknown format: pass a "
             f"{_ALLOWED_TEXT} file."
         ) from None
     width, height = im.size

@@ -159,7 +159,7 @@ def plain_losses(losses: dict[str, float]) -> str:
     return "Difference from your photo (0 = identical, lower is closer): " + ", ".join(parts)
 
 
-_TECH_DETAIL = re.compile(r"\s*\((?:[^()]*\bobject at 0x[0-9a-fA-F]+[^()]*|cannot identify image file[^()]*)\)")
+_TECH_DETAIL = re.compile(r"\s*\((?:[^()]*\bobject at 0x[0-9a-fA-F]+[^()]*|cannot identify image file[^()]*|no decoder recognises its content)\)")
 _OBJECT_REPR = re.compile(r"<[^<>]*\bobject at 0x[0-9a-fA-F]+>")
 _ABS_DIRS = re.compile(r"(?<![\w.~])(?:[A-Za-z]:)?[/\\](?:[^\s/\\'\"`<>()|,;:*?]+[/\\])+")
 _CLI_ADVICE = re.compile(r"max_pixels|--[a-z]|pip install|\bPYTHONPATH\b|\bconfig\b|\bPATH\b|environment variable")
