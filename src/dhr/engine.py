@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 import dhr
-from dhr.bundle import state_dict_sha256
+from dhr.bundle import as_stored, state_dict_sha256
 from dhr.checks import check_shape
 from dhr.config import InvertConfig
 from dhr.embed.optimize import OptimConfig
@@ -239,6 +239,7 @@ def invert(
         results = refine_pti(G, target, ws, perceptual, config.pti, progress=progress, vectorize=vec)
     else:
         results = refine_feature(G, target, ws, perceptual, config.refine, progress=progress, vectorize=vec)
+    results = as_stored(G, results)  # as a bundle stores them: a saved result reloads to the same image
     total = time.perf_counter() - t_all
     coarse_used = embed == "optim" or (method == "dhr" and user_masks is None)
 

@@ -46,6 +46,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from dhr.bundle import as_stored
 from dhr.config import InvertConfig
 from dhr.embed.optimize import (OptimConfig, latent_noise_scale, latent_statistics, lr_at, noise_regularizer,
                                 normalize_noise_)
@@ -258,8 +259,8 @@ def run_reference(
     refined: dict[int, Inversion] = {}
     if todo:
         mask = torch.stack([domains[i].mask for i in todo]).to(p)
-        invs = refine_dhr(G, target[todo], ws[todo], mask, perceptual, config.refine,
-                          domains=[domains[i] for i in todo], record_terms=True)
+        invs = as_stored(G, refine_dhr(G, target[todo], ws[todo], mask, perceptual, config.refine,
+                                       domains=[domains[i] for i in todo], record_terms=True))
         refined = dict(zip(todo, invs))
     out = []
     ws_steps = config.refine.weight_steps
