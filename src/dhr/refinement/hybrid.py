@@ -66,6 +66,7 @@ __all__ = [
     "RefineConfig",
     "ProgressFn",
     "refine_dhr",
+    "dhr_loop",
     "valid_feature_resolutions",
     "resolve_feature_resolution",
     "tuned_parameter_names",
