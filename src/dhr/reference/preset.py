@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from dhr.bundle import as_stored
+from dhr.bundle.codec import as_stored
 from dhr.config import InvertConfig
 from dhr.embed.optimize import OptimConfig, latent_statistics
 from dhr.errors import ConfigError, ShapeError
