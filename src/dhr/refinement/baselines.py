@@ -32,20 +32,10 @@ from dhr.refinement.hybrid import (
     tuning_config_dict,
 )
 from dhr.refinement.losses import target_maps_fn, whole_image_loss
-from dhr.refinement.loop import (
-    BlendedForward,
-    LossLog,
-    ProgressFn,
-    Refined,
-    adam,
-    generator_feature,
-    one_image_at_a_time,
-    per_image_weights,
-    set_grads,
-    to_inversions,
-)
+from dhr.refinement.loop import (BlendedForward, LossLog, ProgressFn, Refined, adam, generator_feature,
+                                 one_image_at_a_time, per_image_weights, set_grads, to_inversions)
 from dhr.refinement.render import hybrid_forward, render_many
-from dhr.types import DELTA_FORMATS, NOISE_MODES, DeltaFormat, Inversion, RenderSpec
+from dhr.types import NOISE_MODES, DeltaFormat, Inversion, RenderSpec
 
 __all__ = ["PTIConfig", "refine_pti", "refine_feature", "embedding_only", "pti_loop", "feature_loop"]
 
@@ -76,8 +66,7 @@ class PTIConfig:
         if self.steps < 0:
             raise ConfigError(f"steps={self.steps} must be >= 0")
         check_non_negative(self, ("lr", "l2_weight", "lpips_weight"))
-        check_choice(self.noise_mode, NOISE_MODES, "noise_mode")
-        check_choice(self.delta_format, DELTA_FORMATS, "delta_format")
+        self.render_spec()  # checks noise_mode and delta_format
         freeze_tune_resolutions(self)
 
     def to_dict(self) -> dict:

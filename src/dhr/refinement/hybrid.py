@@ -47,20 +47,9 @@ from dhr.checks import check_choice, check_non_negative, check_shape
 from dhr.errors import ConfigError, ShapeError
 from dhr.models.stylegan2 import Generator
 from dhr.refinement.losses import hybrid_loss_terms, hybrid_losses, target_maps_fn
-from dhr.refinement.loop import (
-    BlendedForward,
-    LossLog,
-    ProgressFn,
-    Refined,
-    adam,
-    generator_feature,
-    one_image_at_a_time,
-    per_image_weights,
-    set_grads,
-    to_inversions,
-)
-from dhr.types import (DELTA_FORMATS, FEATURE_FORMATS, NOISE_MODES, DeltaFormat, DomainMask, FeatureFormat, Inversion,
-                       RenderSpec)
+from dhr.refinement.loop import (BlendedForward, LossLog, ProgressFn, Refined, adam, generator_feature,
+                                 one_image_at_a_time, per_image_weights, set_grads, to_inversions)
+from dhr.types import DeltaFormat, DomainMask, FeatureFormat, Inversion, RenderSpec
 
 __all__ = [
     "RefineConfig",
@@ -132,9 +121,7 @@ class RefineConfig:
             raise ConfigError(f"steps={self.steps} and weight_steps={self.weight_steps} must be >= 0")
         check_non_negative(self, ("feature_lr", "weight_lr", "l2_weight", "lpips_weight"))
         check_choice(self.tune, ("synthesis", "none"), "tune")
-        check_choice(self.noise_mode, NOISE_MODES, "noise_mode")
-        check_choice(self.delta_format, DELTA_FORMATS, "delta_format")
-        check_choice(self.feature_format, FEATURE_FORMATS, "feature_format")
+        self.render_spec()  # checks noise_mode and the storage formats
         freeze_tune_resolutions(self)
 
     def to_dict(self) -> dict:
