@@ -1,13 +1,15 @@
 """Baseline refinements behind the same interface as :func:`dhr.refinement.hybrid.refine_dhr`.
 
 - :func:`refine_pti`: pivotal tuning (Roich et al.; reference section 2): every synthesis
-  parameter is tuned on the whole image with LPIPS + MSE, fixed noise, no locality regulariser.
+  parameter is tuned on the whole image with LPIPS + MSE, fixed noise, no locality regulariser
+  (its loop: :func:`pti_loop`).
 - :func:`refine_feature`: feature-only refinement (HFGI/SAM-style): the feature f at the DHR
   feature resolution is optimised on the whole image and replaces the generator's feature
-  everywhere; no weight tuning.
+  everywhere; no weight tuning (its loop: :func:`feature_loop`).
 - :func:`embedding_only`: the embedding itself as the result (methods ``encoder`` / ``optim``).
 
-All return ``list[Inversion]`` and never modify the generator.
+All return ``list[Inversion]`` holding their tensors exactly (the storage formats are in each
+result's render spec; :func:`dhr.bundle.as_stored` applies them) and never modify the generator.
 """
 
 from __future__ import annotations
