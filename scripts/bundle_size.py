@@ -26,7 +26,7 @@ from dhr.bundle import DELTA_FORMATS, load_bundle, roundtrip_tensor, save_bundle
 from dhr.models.stylegan2 import Generator, GeneratorConfig
 from dhr.refinement.hybrid import resolve_feature_resolution
 from dhr.refinement.render import render
-from dhr.types import DomainMask, Inversion
+from dhr.types import DomainMask, Inversion, RenderSpec
 
 
 def synthetic_delta(G: Generator, steps: int = 50, lr: float = 1.5e-3, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -58,7 +58,7 @@ def make_inversion(G: Generator, delta: dict, fmt: str, seed: int = 0) -> Invers
     feat = roundtrip_tensor(f, "fp16")
     inv = Inversion(ws=ws, image=torch.zeros(3, R, R), target=torch.zeros(3, R, R), method="dhr", weight_delta=d,
                     feature=feat, feature_resolution=r, feature_mask=fmask, domain=DomainMask(mask=mask),
-                    meta={"delta_format": fmt, "feature_format": "fp16", "noise_mode": "const"})
+                    render_spec=RenderSpec(delta_format=fmt, feature_format="fp16", noise_mode="const"))
     return dataclasses.replace(inv, image=render(G, inv))
 
 
@@ -88,7 +88,7 @@ def sizes_1024(out: Path) -> None:
     inv = Inversion(ws=ws, image=torch.zeros(3, 1024, 1024), target=torch.zeros(3, 1024, 1024), method="dhr",
                     weight_delta=delta, feature=feat, feature_resolution=r,
                     feature_mask=F.adaptive_avg_pool2d(mask[None], r)[0], domain=DomainMask(mask=mask),
-                    meta={"feature_format": "fp16"})
+                    render_spec=RenderSpec(feature_format="fp16"))
     print(f"{'format':>6} {'bundle MB':>10} {'ratio to G':>11}   (feature {tuple(feat.shape)} fp16, no target/image)")
     for fmt in DELTA_FORMATS:
         st, js = save_bundle(inv, out / f"b1024_{fmt}", delta_format=fmt, include_target=False)

@@ -49,8 +49,8 @@ def _cpu(fn, n: int = 1) -> float:
 
 def profile_case(case: str, *, warmup: int = 1, repeats: int = 2, top: int = 12, device: str = "cpu") -> dict:
     from dhr.embed.optimize import noise_regularizer
-    from dhr.refinement.hybrid import (hybrid_loss_terms, resolve_feature_resolution, target_maps_fn,
-                                       tuned_parameter_names)
+    from dhr.refinement.hybrid import resolve_feature_resolution, tuned_parameter_names
+    from dhr.refinement.losses import hybrid_loss_terms, target_maps_fn
     from dhr.refinement.render import hybrid_forward, hybrid_prefix, hybrid_suffix
     from dhr.speed import SpeedSettings, _build_case
 

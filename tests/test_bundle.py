@@ -7,6 +7,7 @@ import torch
 
 from dhr.bundle import (
     DELTA_FORMATS,
+    as_stored,
     decode_tensor,
     encode_tensor,
     load_bundle,
@@ -14,11 +15,12 @@ from dhr.bundle import (
     roundtrip_tensor,
     save_bundle,
 )
-from dhr.errors import CheckpointError
+from dhr.errors import CheckpointError, ConfigError
 from dhr.metrics.lpips import LPIPS
 from dhr.models.stylegan2 import Generator, GeneratorConfig
 from dhr.refinement.hybrid import RefineConfig, refine_dhr
 from dhr.refinement.render import render
+from dhr.types import RenderSpec
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +62,8 @@ def test_int4_odd_length_and_zero_rows():
 @pytest.mark.parametrize("fmt", DELTA_FORMATS)
 def test_bundle_round_trip_renders_the_same_image(setup, tmp_path, fmt):
     G, lp, ws, target, mask = setup
-    inv = refine_dhr(G, target, ws, mask, lp, RefineConfig(steps=2, weight_steps=2, weight_lr=0.01,
-                                                           delta_format=fmt))[0]
+    inv = as_stored(G, refine_dhr(G, target, ws, mask, lp, RefineConfig(steps=2, weight_steps=2, weight_lr=0.01,
+                                                                        delta_format=fmt)))[0]
     inv = type(inv)(**{**inv.__dict__, "meta": {**inv.meta, "model_sha256": state_dict_sha256(G)}})
     st, js = save_bundle(inv, tmp_path / "face_001", include_target=True, include_image=True)
     assert st.name == "face_001.safetensors" and js.name == "face_001.json"
@@ -83,7 +85,8 @@ def test_bundle_round_trip_renders_the_same_image(setup, tmp_path, fmt):
 
 def test_bundle_sizes_shrink_and_model_mismatch(setup, tmp_path):
     G, lp, ws, target, mask = setup
-    inv = refine_dhr(G, target, ws, mask, lp, RefineConfig(steps=1, weight_steps=1, delta_format="fp32"))[0]
+    inv = as_stored(G, refine_dhr(G, target, ws, mask, lp, RefineConfig(steps=1, weight_steps=1,
+                                                                        delta_format="fp32")))[0]
     inv = type(inv)(**{**inv.__dict__, "meta": {**inv.meta, "model_sha256": state_dict_sha256(G)}})
     sizes = {}
     for fmt in DELTA_FORMATS:
@@ -112,3 +115,67 @@ def test_eight_bit_target_round_trips_exactly(setup, tmp_path):
     inv = refine_dhr(G, t8, ws, mask, lp, RefineConfig(steps=1, weight_steps=1))[0]
     save_bundle(inv, tmp_path / "t8")
     assert torch.equal(load_bundle(tmp_path / "t8", model=G).target, inv.target)
+
+
+def test_as_stored_applies_the_render_specs_formats(setup):
+    G, lp, ws, target, mask = setup
+    exact = refine_dhr(G, target, ws, mask, lp, RefineConfig(steps=2, weight_steps=2, weight_lr=0.01,
+                                                             delta_format="int4", feature_format="fp16"))[0]
+    (stored,) = as_stored(G, [exact])
+    assert stored.weight_delta.keys() <= exact.weight_delta.keys()
+    for n, d in stored.weight_delta.items():
+        assert torch.equal(d, roundtrip_tensor(exact.weight_delta[n], "int4")), n
+    assert torch.equal(stored.feature, roundtrip_tensor(exact.feature, "fp16"))
+    assert not torch.equal(stored.image, exact.image)  # re-rendered from the stored tensors
+    assert torch.equal(render(G, stored), stored.image)
+    # A tensor that stores as zeros changes nothing and is dropped (1e-9 underflows in fp16).
+    name = next(iter(exact.weight_delta))
+    under = type(exact)(**{**exact.__dict__, "weight_delta": {name: torch.full_like(exact.weight_delta[name], 1e-9)},
+                           "render_spec": RenderSpec(delta_format="fp16")})
+    assert as_stored(G, [under])[0].weight_delta == {}
+    # fp32 stores exactly: the results come back as they are, without a render.
+    f32 = refine_dhr(G, target, ws, mask, lp, RefineConfig(steps=1, weight_steps=1, delta_format="fp32",
+                                                           feature_format="fp32"))
+    assert as_stored(G, f32)[0] is f32[0]
+
+
+def _as_version_2(json_path):
+    """Rewrites a sidecar as dhr wrote it before the render spec was typed (bundle_version 2): the
+    noise mode, skip freezing and both formats in ``meta``, no ``render`` section."""
+    side = json.loads(json_path.read_text())
+    spec = side.pop("render")
+    side["bundle_version"] = 2
+    side["meta"].update(spec)
+    side["meta"]["input_sha256"] = side["input_sha256"]
+    json_path.write_text(json.dumps(side, sort_keys=True))
+
+
+def test_version_2_bundle_loads_and_renders_as_before(setup, tmp_path):
+    G, lp, ws, target, mask = setup
+    cfg = RefineConfig(steps=2, weight_steps=2, weight_lr=0.01, noise_mode="none", blend_rgb_skip=True,
+                       delta_format="int8")
+    inv = as_stored(G, refine_dhr(G, target, ws, mask, lp, cfg))[0]
+    _, js = save_bundle(inv, tmp_path / "v2")
+    assert json.loads(js.read_text())["render"]["noise_mode"] == "none"
+    _as_version_2(js)
+    back = load_bundle(tmp_path / "v2", model=G)
+    assert back.render_spec == RenderSpec(noise_mode="none", freeze_ood_skip=True, delta_format="int8",
+                                          feature_format="fp16")
+    assert not {"noise_mode", "freeze_ood_skip", "delta_format", "feature_format"} & set(back.meta)
+    w2 = inv.ws + 0.5
+    assert torch.equal(back.image, inv.image)
+    assert torch.equal(render(G, back, w2), render(G, inv, w2))  # noise off and the skip frozen, as made
+    assert not torch.equal(render(G, back, w2), render(G, inv, w2, freeze_ood_skip=False, noise_mode="const"))
+
+
+def test_bad_render_section_is_a_checkpoint_error(setup, tmp_path):
+    G, lp, ws, target, mask = setup
+    inv = refine_dhr(G, target, ws, mask, lp, RefineConfig(steps=1, weight_steps=1))[0]
+    _, js = save_bundle(inv, tmp_path / "bad")
+    side = json.loads(js.read_text())
+    side["render"]["noise_mode"] = "random"
+    js.write_text(json.dumps(side))
+    with pytest.raises(CheckpointError, match="render.*noise_mode"):
+        load_bundle(tmp_path / "bad", model=G)
+    with pytest.raises(ConfigError, match="delta_format"):
+        RenderSpec(delta_format="int3")

@@ -108,3 +108,16 @@ def test_errors_before_any_optimisation(setup):
     with pytest.raises(ConfigError, match="one entry"):
         invert(G, images, config=_cfg("dhr"), perceptual=lp, encoder=enc, parsing=[None], progress=prog)
     assert calls == []
+
+
+@pytest.mark.parametrize("method", ["dhr", "pti", "feature"])
+def test_results_are_stored_so_a_saved_bundle_renders_the_same_image(setup, tmp_path, method):
+    from dhr.bundle import load_bundle, save_bundle
+
+    G, lp, enc, images = setup
+    inv = invert(G, images[:1], config=_cfg(method, refine={"steps": 2, "weight_steps": 1, "weight_lr": 0.01,
+                                                             "delta_format": "int4"}, pti={"steps": 2, "lr": 0.01,
+                                                                                          "delta_format": "int4"}),
+                 perceptual=lp, encoder=enc)[0]
+    save_bundle(inv, tmp_path / method)
+    assert torch.equal(load_bundle(tmp_path / method, model=G).image, inv.image)

@@ -67,7 +67,7 @@ def test_records_the_reference_loss_terms(setup):
         assert L["loss_out"][k] == pytest.approx(L["l2_out"][k] + L["lpips_out"][k], rel=1e-6)
     assert torch.equal(run.start, G.w_avg.expand(G.num_ws, -1))  # mean start = the generator's w_avg
     assert torch.equal(run.inversion.ws, run.start)  # the code is never refined
-    assert run.inversion.meta["delta_format"] == "fp32"
+    assert run.inversion.render_spec.delta_format == "fp32"
 
 
 def test_coarse_path_records_masks_superpixels_scores_and_error_maps(setup):

@@ -7,7 +7,9 @@
 2. ``dhr`` only: coarse W inversion from the mean latent (``config.coarse``) giving per-layer error
    maps, then :func:`dhr.segmentation.domain.segment` per image (skipped when masks are given);
 3. refinement: :func:`dhr.refinement.hybrid.refine_dhr`, :func:`~dhr.refinement.baselines.refine_pti`,
-   :func:`~dhr.refinement.baselines.refine_feature`, or none for ``encoder`` / ``optim``.
+   :func:`~dhr.refinement.baselines.refine_feature`, or none for ``encoder`` / ``optim``;
+4. the results as a bundle stores them (:func:`dhr.bundle.as_stored`: the storage formats of
+   their render spec applied, the image re-rendered), so a saved result reloads to the same image.
 
 Every argument is validated before any optimisation starts. Timings per stage, the configuration,
 the model's sha256 and the library version are written into ``Inversion.meta``. :func:`render`
@@ -25,7 +27,8 @@ import torch
 from torch import nn
 
 import dhr
-from dhr.bundle import state_dict_sha256
+from dhr.bundle.codec import as_stored
+from dhr.bundle.store import state_dict_sha256
 from dhr.checks import check_shape
 from dhr.config import InvertConfig
 from dhr.embed.optimize import OptimConfig
@@ -149,8 +152,9 @@ def invert(
             ``meta['image_key']``.
 
     Returns:
-        One :class:`Inversion` per image with ``meta['timings']`` (seconds per stage),
-        ``meta['config']``, ``meta['model_sha256']``, ``meta['library_version']``, ``meta['embed']``.
+        One stored :class:`Inversion` per image (see step 4 above) with ``meta['timings']`` (seconds
+        per stage), ``meta['config']``, ``meta['model_sha256']``, ``meta['library_version']``,
+        ``meta['embed']``.
 
     Raises:
         ShapeError: Wrong image size or channel count, bad or empty user masks.
@@ -239,6 +243,7 @@ def invert(
         results = refine_pti(G, target, ws, perceptual, config.pti, progress=progress, vectorize=vec)
     else:
         results = refine_feature(G, target, ws, perceptual, config.refine, progress=progress, vectorize=vec)
+    results = as_stored(G, results)  # as a bundle stores them: a saved result reloads to the same image
     total = time.perf_counter() - t_all
     coarse_used = embed == "optim" or (method == "dhr" and user_masks is None)
 

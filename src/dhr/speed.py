@@ -218,7 +218,7 @@ def measure(case: str, path: str, settings: SpeedSettings) -> dict:
 
     from dhr.embed.optimize import OptimConfig, optimize_latent
     from dhr.reference import faithful_coarse, faithful_refine
-    from dhr.refinement import hybrid
+    from dhr.refinement import loop
     from dhr.refinement.hybrid import RefineConfig, refine_dhr
     from dhr.segmentation.domain import SegmentConfig, segment
     from dhr.seeding import image_keys
@@ -234,8 +234,8 @@ def measure(case: str, path: str, settings: SpeedSettings) -> dict:
     G, lp, lpc, targets, occluders, notes = _build_case(case, settings)
     if path == "fast-no-target-cache":
         lp, lpc = _NoTargetCache(lp), _NoTargetCache(lpc)
-    hybrid._CACHE_PREFIX = path != "fast-no-prefix-cache"
-    hybrid._FUSED_ADAM = path == "fast-fused-adam"
+    loop._CACHE_PREFIX = path != "fast-no-prefix-cache"
+    loop._FUSED_ADAM = path == "fast-fused-adam"
     device = targets.device
     b = targets.shape[0]
     ocfg = OptimConfig.coarse(steps=settings.coarse_steps, n_mean_samples=settings.n_mean_samples, seed=settings.seed)

@@ -5,16 +5,34 @@ Tensors inside these records are per image (no batch dimension) unless stated ot
 
 Notation (paper -> code): m = ``DomainMask.mask`` (1 = in-domain), f = ``Inversion.feature``,
 θ* - θ = ``Inversion.weight_delta``.
+
+:class:`RenderSpec` is everything besides the tensors that decides how an :class:`Inversion`
+renders and how a bundle stores it; the names of the storage formats live here so that the stages
+can name them without depending on :mod:`dhr.bundle`, which implements them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-__all__ = ["Embedding", "DomainMask", "Inversion"]
+from dhr.checks import check_choice
+from dhr.errors import ConfigError
+
+__all__ = ["Embedding", "DomainMask", "RenderSpec", "Inversion", "DeltaFormat", "FeatureFormat", "NoiseMode",
+           "DELTA_FORMATS", "FEATURE_FORMATS", "NOISE_MODES"]
+
+DeltaFormat = Literal["fp32", "fp16", "int8", "int4"]
+FeatureFormat = Literal["fp32", "fp16"]
+NoiseMode = Literal["const", "none"]
+DELTA_FORMATS: tuple[str, ...] = ("fp32", "fp16", "int8", "int4")
+"""Storage formats of a weight delta (implemented by :mod:`dhr.bundle.codec`)."""
+FEATURE_FORMATS: tuple[str, ...] = ("fp32", "fp16")
+"""Storage formats of the feature f*."""
+NOISE_MODES: tuple[str, ...] = ("const", "none")
+"""Per-pixel noise of the generator: its fixed buffers, or none."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,43 @@ class DomainMask:
 
 
 @dataclass(frozen=True)
+class RenderSpec:
+    """How an :class:`Inversion` renders and is stored, besides its tensors.
+
+    The blend block is the inversion's own ``feature_resolution`` (it is the shape of its
+    ``feature``); everything else the renderer and the bundle need is here.
+
+    Attributes:
+        noise_mode: Per-pixel noise of the generator: ``const`` (its fixed buffers) or ``none``.
+        freeze_ood_skip: Renders under an edited code also blend the RGB skip at the feature
+            resolution with the inversion's own, so out-of-domain regions stay fixed
+            (``RefineConfig.blend_rgb_skip``).
+        delta_format: Storage format of ``weight_delta`` in a bundle (:data:`DELTA_FORMATS`).
+        feature_format: Storage format of ``feature`` in a bundle (:data:`FEATURE_FORMATS`).
+
+    Raises:
+        ConfigError: A value outside its choices.
+    """
+
+    noise_mode: NoiseMode = "const"
+    freeze_ood_skip: bool = False
+    delta_format: DeltaFormat = "fp16"
+    feature_format: FeatureFormat = "fp32"
+
+    def __post_init__(self) -> None:
+        check_choice(self.noise_mode, NOISE_MODES, "noise_mode")
+        check_choice(self.delta_format, DELTA_FORMATS, "delta_format")
+        check_choice(self.feature_format, FEATURE_FORMATS, "feature_format")
+        if not isinstance(self.freeze_ood_skip, bool):
+            raise ConfigError(f"freeze_ood_skip must be True or False, got {self.freeze_ood_skip!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain JSON types (the ``render`` section of a bundle's sidecar)."""
+        return {"noise_mode": self.noise_mode, "freeze_ood_skip": self.freeze_ood_skip,
+                "delta_format": self.delta_format, "feature_format": self.feature_format}
+
+
+@dataclass(frozen=True)
 class Inversion:
     """A finished inversion of one image: everything needed to re-render and edit without optimising.
 
@@ -82,7 +137,8 @@ class Inversion:
             (None with a feature means the feature replaces the generator's everywhere).
         domain: The segmentation, or None for methods without one.
         losses: Loss curves by name.
-        meta: Provenance (config, timings, hashes, versions).
+        meta: Provenance (config, timings, hashes, versions); never read by the renderer.
+        render_spec: How it renders and is stored (noise, skip freezing, storage formats).
     """
 
     ws: torch.Tensor
@@ -96,3 +152,4 @@ class Inversion:
     domain: DomainMask | None = None
     losses: dict[str, list[float]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    render_spec: RenderSpec = field(default_factory=RenderSpec)

@@ -9,7 +9,7 @@ import torch
 from dhr.embed.optimize import OptimConfig, optimize_latent
 from dhr.models.small_nets import PerceptualConfig, TinyPerceptual
 from dhr.reference import faithful_coarse, faithful_refine
-from dhr.refinement import hybrid
+from dhr.refinement import loop
 from dhr.refinement.hybrid import RefineConfig, refine_dhr, target_maps_fn
 from dhr.refinement.render import hybrid_forward, hybrid_prefix, hybrid_suffix, stack_params
 
@@ -53,7 +53,7 @@ def test_fast_refinement_equals_the_faithful_loop(G, lp, data):
 def test_prefix_cache_changes_nothing(G, lp, data, monkeypatch):
     x, ws, mask = data
     cached = refine_dhr(G, x, ws, mask, lp, CFG)
-    monkeypatch.setattr(hybrid, "_CACHE_PREFIX", False)
+    monkeypatch.setattr(loop, "_CACHE_PREFIX", False)
     plain = refine_dhr(G, x, ws, mask, lp, CFG)
     for a, b in zip(cached, plain):
         assert a.losses["loss_out"] == pytest.approx(b.losses["loss_out"], rel=1e-5)
@@ -63,7 +63,7 @@ def test_prefix_cache_changes_nothing(G, lp, data, monkeypatch):
 @pytest.mark.parametrize("fused", [False, True])
 def test_vectorized_prefix_cache_matches_one_at_a_time(G, lp, data, monkeypatch, fused):
     # fused Adam reads gradients with the parameter's strides; vmap's differ unless made contiguous
-    monkeypatch.setattr(hybrid, "_FUSED_ADAM", fused)
+    monkeypatch.setattr(loop, "_FUSED_ADAM", fused)
     x, ws, mask = data
     alone = refine_dhr(G, x, ws, mask, lp, CFG)
     together = refine_dhr(G, x, ws, mask, lp, CFG, vectorize=True)

@@ -64,7 +64,7 @@ def test_refine_dhr_does_not_mutate_G_and_renders_image(G, lp, data):
     assert inv.weight_delta and all(k.startswith("synthesis.") for k in inv.weight_delta)
     assert len(inv.losses["loss_in"]) == 3 and len(inv.losses["loss_out"]) == 3
     assert torch.allclose(render(G, inv), inv.image, atol=1e-5)
-    assert inv.meta["delta_format"] == "fp16"
+    assert inv.render_spec.delta_format == "fp16" and inv.render_spec.noise_mode == "const"
 
 
 def test_gradient_routing_first_adam_step(G, lp, data):
@@ -190,5 +190,5 @@ def test_real_lpips_squeeze_reduces_both_region_losses(G):
     inv = refine_dhr(G, target, ws, mask, lp, cfg)[0]
     assert inv.losses["loss_in"][-1] < inv.losses["loss_in"][0]
     assert inv.losses["loss_out"][-1] < inv.losses["loss_out"][0]
-    assert inv.meta["freeze_ood_skip"] is True
+    assert inv.render_spec.freeze_ood_skip is True
     assert torch.allclose(render(G, inv), inv.image, atol=1e-5)

@@ -53,7 +53,7 @@ def test_render_edit_keeps_feature_in_ood_region(setup):
 
 def test_freeze_default_follows_config(setup):
     G, _, invs = setup
-    inv = dataclasses.replace(invs[0], meta={**invs[0].meta, "freeze_ood_skip": True})
+    inv = dataclasses.replace(invs[0], render_spec=dataclasses.replace(invs[0].render_spec, freeze_ood_skip=True))
     w2 = inv.ws + 0.5
     assert torch.allclose(render(G, inv, w2), render(G, invs[0], w2, freeze_ood_skip=True), atol=1e-6)
 
@@ -82,3 +82,16 @@ def test_render_many_edit_matches_single(setup):
     for i, inv in enumerate(invs):
         one = render(G, inv, w2[i], freeze_ood_skip=True, composite_ood=True)
         assert torch.allclose(many[i], one, atol=1e-5)
+
+
+def test_render_many_follows_each_inversions_spec(setup):
+    # A batch whose render specs differ renders each inversion by its own spec, not the first one's.
+    G, _, invs = setup
+    spec = invs[1].render_spec
+    other = dataclasses.replace(invs[1], render_spec=dataclasses.replace(spec, noise_mode="none",
+                                                                          freeze_ood_skip=True))
+    w2 = torch.stack([inv.ws for inv in invs]) + 0.3
+    many = render_many(G, [invs[0], other], w2)
+    assert torch.equal(many[1], render(G, other, w2[1]))
+    assert not torch.allclose(many[1], render(G, invs[1], w2[1]), atol=1e-4)
+    assert torch.allclose(many[0], render(G, invs[0], w2[0]), atol=1e-5)

@@ -1,26 +1,19 @@
 """Result bundles: one inversion saved as ``<stem>.safetensors`` + ``<stem>.json``.
 
 The tensor file holds the W+ code, the optimised feature f*, its mask, the full-resolution
-domain mask, the weight delta θ* - θ (only the tensors that changed), the aligned target as
-uint8 (``(3, R, R)``, a quarter of fp32; exact for targets made from 8-bit crops, as the
-pipeline's) and optionally the final image. The final image is re-rendered on load when the
-generator is given (:func:`load_bundle`), which reproduces it (the refinement rendered it from
-the stored tensors). The JSON sidecar describes everything needed to trust and reuse it: method,
-configuration, sha256 of the input and of the model, library version, timings, loss curves,
-tensor dtypes, the delta storage format and, for pipeline results, the alignment (photo -> crop
-matrix, landmarks, crop size) and the source photo's path and sha256 (``meta.alignment``).
+domain mask, the weight delta θ* - θ (only the tensors that changed, in the storage formats of
+:mod:`dhr.bundle.codec`), the aligned target as uint8 (``(3, R, R)``, a quarter of fp32; exact for
+targets made from 8-bit crops, as the pipeline's) and optionally the final image. The final image
+is re-rendered on load when the generator is given (:func:`load_bundle`), which reproduces a
+stored result's image (:func:`dhr.bundle.codec.as_stored`). The JSON sidecar describes everything
+needed to trust and reuse it: method, the render spec (``render``: noise mode, skip freezing,
+storage formats), configuration, sha256 of the input and of the model, library version, timings,
+loss curves, tensor dtypes and, for pipeline results, the alignment (photo -> crop matrix,
+landmarks, crop size) and the source photo's path and sha256 (``meta.alignment``).
 
-Delta storage formats (``DeltaFormat``):
-
-- ``fp32``: exact.
-- ``fp16``: half precision (default; half the size of an fp32 delta).
-- ``int8``: per-output-channel (dim 0) absmax scale, values in [-127, 127].
-- ``int4``: per-output-channel absmax scale, values in [-7, 7], two values packed per byte.
-
-Tensors with fewer than :data:`SMALL_TENSOR` elements (biases, noise strengths, small affines)
-are kept in fp32 by the integer formats. Quantisation is idempotent on its own output, and the
-refinement renders ``Inversion.image`` from the delta *as stored* (:func:`roundtrip_tensor`), so
-``render(G, load_bundle(stem)) == inversion.image``.
+Bundles of version 2 (before the render spec was typed) kept the noise mode and skip freezing in
+the sidecar's ``meta``; :func:`load_bundle` reads them from there into the spec, so they render
+as they did.
 
 Notation: ``delta`` = θ* - θ, ``feature`` = f*, ``feature_mask`` = m at the feature resolution,
 ``mask`` = m at full resolution.
@@ -32,27 +25,20 @@ import dataclasses
 import hashlib
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 import dhr
-from dhr.checks import check_choice
-from dhr.errors import CheckpointError
+from dhr.bundle.codec import decode_tensor, encode_tensor, target_from_uint8, target_to_uint8
+from dhr.errors import CheckpointError, ConfigError
 from dhr.fileio import read_json, to_jsonable, write_json_atomic
 from dhr.outputs import atomic_path
-from dhr.types import DomainMask, Inversion
+from dhr.refinement.render import render
+from dhr.types import DELTA_FORMATS, DeltaFormat, DomainMask, FeatureFormat, Inversion, RenderSpec
 
 __all__ = [
-    "DeltaFormat",
-    "FeatureFormat",
-    "DELTA_FORMATS",
-    "FEATURE_FORMATS",
-    "SMALL_TENSOR",
-    "encode_tensor",
-    "decode_tensor",
-    "roundtrip_tensor",
     "tensor_sha256",
     "state_dict_sha256",
     "save_bundle",
@@ -60,85 +46,13 @@ __all__ = [
     "bundle_paths",
     "validate_bundle",
     "MAX_BUNDLE_BYTES",
-    "target_to_uint8",
-    "target_from_uint8",
 ]
 
-DeltaFormat = Literal["fp32", "fp16", "int8", "int4"]
-FeatureFormat = Literal["fp32", "fp16"]
-DELTA_FORMATS: tuple[str, ...] = ("fp32", "fp16", "int8", "int4")
-FEATURE_FORMATS: tuple[str, ...] = ("fp32", "fp16")
-SMALL_TENSOR = 1024
-_QMAX = {"int8": 127, "int4": 7}
-_BUNDLE_VERSION = 2
+_BUNDLE_VERSION = 3
+"""3: the render spec in its own ``render`` section (2: its noise mode and skip freezing in ``meta``)."""
 MAX_BUNDLE_BYTES = 4 << 30
 """Largest ``.safetensors`` of a bundle accepted (a 1024 px fp32 delta of every weight is ~120 MB)."""
 MAX_SIDECAR_BYTES = 64 << 20
-
-
-# --------------------------------------------------------------------------------------------
-# Tensor codecs
-
-
-def _effective_format(t: torch.Tensor, fmt: str) -> str:
-    if fmt in _QMAX and (t.ndim < 1 or t.numel() < SMALL_TENSOR):
-        return "fp32"
-    return fmt
-
-
-def encode_tensor(t: torch.Tensor, fmt: str) -> tuple[dict[str, torch.Tensor], str]:
-    """Encodes a float tensor for storage.
-
-    Args:
-        t: Any float tensor.
-        fmt: One of :data:`DELTA_FORMATS`.
-
-    Returns:
-        ``(parts, effective_format)``: parts by suffix (``""`` for a plain tensor, ``"q"`` and
-        ``"scale"`` for integer formats) as contiguous CPU tensors, and the format actually used
-        (small tensors fall back to ``fp32`` under integer formats).
-    """
-    check_choice(fmt, DELTA_FORMATS, "format")
-    fmt = _effective_format(t, fmt)
-    t = t.detach().to("cpu", torch.float32)
-    if fmt == "fp32":
-        return {"": t.contiguous()}, fmt
-    if fmt == "fp16":
-        return {"": t.to(torch.float16).contiguous()}, fmt
-    qmax = _QMAX[fmt]
-    rows = t.reshape(t.shape[0], -1)
-    scale = rows.abs().amax(dim=1) / qmax  # (rows,)
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.round(rows / safe[:, None]).clamp_(-qmax, qmax).to(torch.int8)
-    if fmt == "int8":
-        return {"q": q.reshape(-1).contiguous(), "scale": scale.contiguous()}, fmt
-    u = (q.reshape(-1).to(torch.int16) + 8).to(torch.uint8)  # [1, 15]
-    if u.numel() % 2:
-        u = torch.cat([u, u.new_full((1,), 8)])
-    packed = (u[0::2] | (u[1::2] << 4)).contiguous()
-    return {"q": packed, "scale": scale.contiguous()}, fmt
-
-
-def decode_tensor(parts: dict[str, torch.Tensor], fmt: str, shape: tuple[int, ...]) -> torch.Tensor:
-    """Inverse of :func:`encode_tensor`; returns fp32 of ``shape``."""
-    check_choice(fmt, DELTA_FORMATS, "format")
-    shape = tuple(int(s) for s in shape)
-    if fmt in ("fp32", "fp16"):
-        return parts[""].to(torch.float32).reshape(shape)
-    n = math.prod(shape)
-    q = parts["q"]
-    if fmt == "int4":
-        low = (q & 0x0F).to(torch.int16)
-        high = (q >> 4).to(torch.int16)
-        q = torch.stack([low, high], dim=1).reshape(-1)[:n] - 8
-    scale = parts["scale"].to(torch.float32)
-    return (q.to(torch.float32).reshape(shape[0], -1) * scale[:, None]).reshape(shape)
-
-
-def roundtrip_tensor(t: torch.Tensor, fmt: str) -> torch.Tensor:
-    """``decode(encode(t))`` on ``t``'s device and dtype: the value a bundle gives back."""
-    parts, eff = encode_tensor(t, fmt)
-    return decode_tensor(parts, eff, tuple(t.shape)).to(device=t.device, dtype=t.dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,11 +103,10 @@ def save_bundle(
     Args:
         inversion: The result to save.
         stem: Output path without suffix; parent folders are created.
-        delta_format: Storage of ``weight_delta``; default the format the refinement rendered
-            with (``inversion.meta["delta_format"]``, else ``fp16``). Saving in another format than
-            the one rendered with makes a reloaded render differ from ``inversion.image``.
-        feature_format: Storage of the feature f*; default ``inversion.meta["feature_format"]``,
-            else ``fp32``.
+        delta_format: Storage of ``weight_delta``; default ``inversion.render_spec.delta_format``.
+            A reloaded render equals ``inversion.image`` when the inversion was stored in this
+            format (:func:`dhr.bundle.codec.as_stored`, which :func:`dhr.invert` applies).
+        feature_format: Storage of the feature f*; default ``inversion.render_spec.feature_format``.
         include_target: Store the aligned target as uint8 ``(3, R, R)`` (3 MB at 1024 px; values
             rounded to the 256 levels of [-1, 1]). Its sha256 is always recorded. Without it a
             reloaded bundle has no input to show or composite.
@@ -204,10 +117,9 @@ def save_bundle(
         The two paths written.
     """
     meta = dict(inversion.meta)
-    delta_format = delta_format or meta.get("delta_format", "fp16")
-    feature_format = feature_format or meta.get("feature_format", "fp32")
-    check_choice(delta_format, DELTA_FORMATS, "delta_format")
-    check_choice(feature_format, FEATURE_FORMATS, "feature_format")
+    spec = dataclasses.replace(inversion.render_spec, delta_format=delta_format or inversion.render_spec.delta_format,
+                               feature_format=feature_format or inversion.render_spec.feature_format)
+    delta_format, feature_format = spec.delta_format, spec.feature_format
     tensors: dict[str, torch.Tensor] = {"ws": inversion.ws.detach().to("cpu", torch.float32).contiguous()}
     layout: dict[str, Any] = {}
     if inversion.feature is not None:
@@ -239,6 +151,7 @@ def save_bundle(
         "feature_resolution": inversion.feature_resolution,
         "delta_format": delta_format,
         "feature_format": feature_format,
+        "render": spec.to_dict(),
         "delta": delta_layout,
         "layout": layout,
         "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in tensors.items()},
@@ -255,16 +168,6 @@ def save_bundle(
         save_file(tensors, str(tmp), metadata={"format": "dhr-bundle", "bundle_version": str(_BUNDLE_VERSION)})
     write_json_atomic(json_path, sidecar, sort_keys=True)
     return st_path, json_path
-
-
-def target_to_uint8(target: torch.Tensor) -> torch.Tensor:
-    """``(3, R, R)`` float in [-1, 1] -> uint8 CPU tensor (the bundle's target storage)."""
-    return ((target.detach().to("cpu", torch.float32).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).contiguous()
-
-
-def target_from_uint8(t: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`target_to_uint8`: float32 in [-1, 1] (exact for 8-bit crops)."""
-    return t.to(torch.float32) / 127.5 - 1.0
 
 
 def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
@@ -346,11 +249,10 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
         coarse = get("coarse")
         domain = DomainMask(mask=tensors["mask"].to(device, torch.float32), coarse=coarse)
     meta = dict(side.get("meta", {}))
+    spec = _render_spec(side, meta, name=st_path.name)
     meta.update({
         "config": side.get("config"),
         "timings": side.get("timings", {}),
-        "delta_format": side["delta_format"],
-        "feature_format": side.get("feature_format", "fp32"),
         "input_sha256": side.get("input_sha256"),
         "model_sha256": side.get("model_sha256"),
         "library_version": side.get("library_version"),
@@ -368,15 +270,34 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
         domain=domain,
         losses={k: list(v) for k, v in side.get("losses", {}).items()},
         meta=meta,
+        render_spec=spec,
     )
     if image is None:
-        # Lazy: dhr.refinement imports this module (its quantisation), so a top-level import of
-        # the renderer would be an import cycle.
-        from dhr.refinement.render import render
-
         with torch.no_grad():  # render_many moves the tensors to the generator's device
             inv = dataclasses.replace(inv, image=render(model, inv).to(device))
     return inv
+
+
+def _render_spec(side: dict, meta: dict, *, name: str) -> RenderSpec:
+    """The render spec of a sidecar: its ``render`` section (version 3), or what version 2 kept in
+    ``meta`` (``noise_mode``, ``freeze_ood_skip``, and copies of the formats, removed from ``meta``
+    here so the spec is their one home) and at the top level (the formats)."""
+    legacy = {k: meta.pop(k) for k in ("noise_mode", "freeze_ood_skip", "delta_format", "feature_format")
+              if k in meta}
+    section = side.get("render")
+    if section is None:
+        section = {"noise_mode": legacy.get("noise_mode", "const"),
+                   "freeze_ood_skip": legacy.get("freeze_ood_skip", False),
+                   "delta_format": side["delta_format"], "feature_format": side.get("feature_format", "fp32")}
+    if not isinstance(section, dict) or set(section) - {f.name for f in dataclasses.fields(RenderSpec)}:
+        raise CheckpointError(f"bundle {name}: sidecar key 'render' must map noise_mode, freeze_ood_skip, "
+                              f"delta_format and feature_format, got {section!r:.120}; it is damaged or was not "
+                              "written by dhr (invert the photo again)")
+    try:
+        return RenderSpec(**section)
+    except ConfigError as e:
+        raise CheckpointError(f"bundle {name}: sidecar key 'render' is invalid ({e}); it is damaged or was not "
+                              "written by dhr (invert the photo again)") from None
 
 
 _FLOAT = (torch.float32, torch.float16, torch.bfloat16, torch.float64)

@@ -276,30 +276,32 @@ def render_many(G: Generator, inversions: Sequence[Inversion], ws: torch.Tensor 
         inversions: The results to render.
         ws: ``(B, num_ws, D)`` (edited) codes; default each inversion's own ``ws``.
         freeze_ood_skip: Also blend the RGB skip at the feature resolution with the inversion's
-            own skip (out-of-domain regions stay fixed under edits). None uses the value the
-            inversion was made with (``meta["freeze_ood_skip"]``, default False).
+            own skip (out-of-domain regions stay fixed under edits). None uses the inversion's
+            ``render_spec.freeze_ood_skip``.
         composite_ood: Paste the inversion's pixels into the out-of-domain region (binary
             full-resolution mask) of the rendered image; needs ``domain``.
-        noise_mode: Default the one recorded in ``meta`` (``const``).
+        noise_mode: Default the inversion's ``render_spec.noise_mode``.
 
     Returns:
         ``(B, 3, R, R)`` raw images.
 
     Raises:
-        ConfigError: Inversions of different kinds (feature resolution), unknown delta names.
+        ConfigError: Unknown delta names. (Inversions of different kinds, by feature resolution or
+            render spec, are rendered one by one.)
         EditError: ``composite_ood`` without a domain mask.
     """
     if not inversions:
         raise ConfigError("render_many needs at least one inversion")
     ws = _prepare(G, inversions, ws)
     ref = inversions[0]
-    kinds = {(inv.feature is None, inv.feature_resolution, inv.feature_mask is None) for inv in inversions}
+    kinds = {(inv.feature is None, inv.feature_resolution, inv.feature_mask is None, inv.render_spec.noise_mode,
+              inv.render_spec.freeze_ood_skip) for inv in inversions}
     if len(kinds) > 1:
         return torch.cat([render_many(G, [inv], ws[i:i + 1], freeze_ood_skip=freeze_ood_skip,
                                       composite_ood=composite_ood, noise_mode=noise_mode)
                           for i, inv in enumerate(inversions)])
-    nm = noise_mode or ref.meta.get("noise_mode", "const")
-    freeze = ref.meta.get("freeze_ood_skip", False) if freeze_ood_skip is None else freeze_ood_skip
+    nm = noise_mode or ref.render_spec.noise_mode
+    freeze = ref.render_spec.freeze_ood_skip if freeze_ood_skip is None else freeze_ood_skip
     p = next(G.parameters())
     ws = ws.to(p)
     single = len(inversions) == 1 and bool(ref.weight_delta)
