@@ -216,6 +216,7 @@ def measure(case: str, path: str, settings: SpeedSettings) -> dict:
 
     import torch
 
+    from dhr.devices import use_deterministic_kernels
     from dhr.embed.optimize import OptimConfig, optimize_latent
     from dhr.reference import faithful_coarse, faithful_refine
     from dhr.refinement import loop
@@ -227,10 +228,7 @@ def measure(case: str, path: str, settings: SpeedSettings) -> dict:
         raise ConfigError(f"unknown path {path!r}; known: {', '.join(PATHS)}")
     torch.set_num_threads(settings.threads)
     if settings.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)  # ops without one warn instead of failing
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+        use_deterministic_kernels()
     G, lp, lpc, targets, occluders, notes = _build_case(case, settings)
     if path == "fast-no-target-cache":
         lp, lpc = _NoTargetCache(lp), _NoTargetCache(lpc)
@@ -340,8 +338,6 @@ def _child(case: str, path: str, settings: SpeedSettings, timeout: float | None)
     env = dict(os.environ)
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     env["OMP_NUM_THREADS"] = str(settings.threads)
-    if settings.deterministic:  # cuBLAS reads it when its handle is made: before the child's first matmul
-        env.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     job = json.dumps({"case": case, "path": path, "settings": dataclasses.asdict(settings)})
     try:
         proc = subprocess.run([sys.executable, "-m", "dhr.speed"], input=job, capture_output=True, text=True,

@@ -34,11 +34,20 @@ _THREADS_HELP = ("Torch CPU threads of this process (default: DHR_THREADS, else 
                  "CPUs up to 8). dhr also sets OMP_WAIT_POLICY=PASSIVE unless you set it.")
 
 
-def _root(threads: int | None = typer.Option(None, "--threads", min=1, max=4096, help=_THREADS_HELP)) -> None:
-    """Applies the thread settings before any command runs (see :mod:`dhr.threads`)."""
+_DETERMINISTIC_HELP = ("Deterministic GPU kernels (no TF32, no atomic-add convolutions): repeatable results on CUDA, "
+                       "at some speed. CPU runs are deterministic anyway. Env: DHR_DETERMINISTIC=1.")
+
+
+def _root(threads: int | None = typer.Option(None, "--threads", min=1, max=4096, help=_THREADS_HELP),
+          deterministic: bool = typer.Option(False, "--deterministic", envvar="DHR_DETERMINISTIC",
+                                             help=_DETERMINISTIC_HELP)) -> None:
+    """Applies the thread settings (see :mod:`dhr.threads`) and the kernel choice before any command runs."""
+    from dhr.devices import use_deterministic_kernels
     from dhr.errors import DHRError
     from dhr.threads import configure_threads
 
+    if deterministic:
+        use_deterministic_kernels()
     try:
         settings = configure_threads(threads)
     except DHRError as e:
