@@ -122,6 +122,31 @@ def test_worker_side_crash_is_recorded_and_others_finish(env, tmp_path, monkeypa
     assert any("worker" in n for n in bad.notes)
 
 
+def test_a_bug_in_dhr_surfaces_and_keeps_finished_photos(env, tmp_path, monkeypatch):
+    """A TypeError inside the per-photo work is a bug, not a failed photo: it stops the batch and
+    propagates (the CLI exits 4), the photo is recorded failed, and finished photos keep their records."""
+    import dhr.jobs
+
+    real = dhr.jobs.process_photo
+
+    def buggy(pipe, item, tree, job, rec, reporter=None, **kw):
+        if item.endswith("p1.png"):
+            raise TypeError("simulated bug: process_photo() got an unexpected keyword argument")
+        return real(pipe, item, tree, job, rec, reporter, **kw)
+
+    monkeypatch.setattr(dhr.jobs, "process_photo", buggy)
+    items = [str(p) for p in env["photos"]]
+    out = tmp_path / "out"
+    with pytest.raises(TypeError, match="simulated bug"):
+        run_distributed(items, out, env["spec"], env["job"], n_workers=1, processes=False)
+    run = {Path(i["path"]).name: i for i in json.loads((out / "run.json").read_text())["inputs"]}
+    assert run["p1.png"]["status"] == "failed" and run["p1.png"]["error_type"] == "TypeError"
+    assert any("bug in dhr" in n for n in run["p1.png"]["notes"])
+    assert run["p0.png"]["status"] == "ok"  # finished before the bug: kept
+    worker_record = json.loads((out / RECORDS_DIR / f"{item_key(items[1])}.json").read_text())
+    assert worker_record["status"] == "failed" and worker_record["error_type"] == "TypeError"
+
+
 def test_bad_worker_count(env, tmp_path):
     from dhr.errors import ConfigError
 

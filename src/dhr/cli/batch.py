@@ -22,7 +22,7 @@ from typing import Any
 
 import typer
 
-from dhr.errors import DHRError
+from dhr.errors import PROGRAMMING_ERRORS, DHRError
 
 __all__ = [
     "EXIT_CRASH",
@@ -41,9 +41,6 @@ log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NOTHING, EXIT_CRASH = 0, 1, 2, 3, 4
 
-PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (TypeError, NameError)
-"""Errors that mean a bug in dhr (a wrong call, a missing name), never a bad input: a batch stops on
-them and ``dhr`` exits with :data:`EXIT_CRASH` instead of recording the same failure for every input."""
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jp2", ".j2k", ".jpx")
 
