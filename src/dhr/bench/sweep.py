@@ -180,7 +180,7 @@ def run_sweep(data: str | Path, out: str | Path, *, model: str = "faces-64", n: 
         n: Number of training crops.
         grid: Settings to try (default :data:`GRID`).
         seed: Seed of the occluders, optimisations and bootstrap.
-        lpips: Evaluation LPIPS (see :class:`dhr.bench.run.BenchConfig`).
+        lpips: Evaluation LPIPS (see :class:`dhr.bench.protocol.BenchConfig`).
         identity: Identity model (``auto``: dlib if installed).
         steps_scale: Factor on every step budget (1 = the model's full budgets), for machines where
             the full sweep does not fit; the report states it.
@@ -188,7 +188,7 @@ def run_sweep(data: str | Path, out: str | Path, *, model: str = "faces-64", n: 
     Returns:
         The ``sweep.json`` dict.
     """
-    from dhr.bench.run import BenchConfig, run_benchmark
+    from dhr.bench import BenchConfig, run_benchmark
     from dhr.models.zoo import load_model
 
     grid = dict(GRID if grid is None else grid)
