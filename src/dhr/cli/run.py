@@ -2,7 +2,8 @@
 
 Options shared by several commands are declared once in :mod:`dhr.cli.options`. The batch machinery (inputs,
 ``run.json``, resume, exit codes) is :mod:`dhr.cli.batch` and ``dhr models`` is
-:mod:`dhr.cli.models`; their public names are re-exported here. Library imports sit inside the
+:mod:`dhr.cli.models`; the input helpers the tests call (``expand_inputs``, ``run_fingerprint``, ...)
+are re-exported here, the exit codes live in :mod:`dhr.cli.batch`. Library imports sit inside the
 commands, as in the other ``dhr.cli`` modules: a command loads what it needs when it runs, and the
 tests patch :func:`dhr.jobs.process_photo` that way.
 """
@@ -15,13 +16,6 @@ from typing import Any
 import typer
 
 from dhr.cli.batch import (
-    EXIT_CRASH,
-    EXIT_NOTHING,
-    EXIT_OK,
-    EXIT_PARTIAL,
-    EXIT_USAGE,
-    IMAGE_SUFFIXES,
-    PROGRAMMING_ERRORS,
     expand_inputs,
     expand_inputs_report,
     progress_mode,
@@ -58,13 +52,6 @@ from dhr.cli.options import (
 from dhr.errors import DHRError
 
 __all__ = [
-    "EXIT_CRASH",
-    "EXIT_NOTHING",
-    "EXIT_OK",
-    "EXIT_PARTIAL",
-    "EXIT_USAGE",
-    "IMAGE_SUFFIXES",
-    "PROGRAMMING_ERRORS",
     "expand_inputs",
     "expand_inputs_report",
     "models_app",
