@@ -102,17 +102,22 @@ def test_resume_skips_finished_photos_and_redoes_changed_ones(env, tmp_path):
     assert not any("resumed" in n for r in third.inputs for n in r.notes)
 
 
-def test_worker_side_crash_is_recorded_and_others_finish(env, tmp_path, monkeypatch):
+def _fail_on_p1(monkeypatch, error: BaseException) -> None:
+    """Makes the per-photo work raise ``error`` for p1.png (the other photos run as usual)."""
     import dhr.jobs
 
     real = dhr.jobs.process_photo
 
     def flaky(pipe, item, tree, job, rec, reporter=None, **kw):
         if item.endswith("p1.png"):
-            raise KeyError("simulated crash outside the handled error types")
+            raise error
         return real(pipe, item, tree, job, rec, reporter, **kw)
 
     monkeypatch.setattr(dhr.jobs, "process_photo", flaky)
+
+
+def test_worker_side_crash_is_recorded_and_others_finish(env, tmp_path, monkeypatch):
+    _fail_on_p1(monkeypatch, KeyError("simulated crash outside the handled error types"))
     items = [str(p) for p in env["photos"]]
     record = run_distributed(items, tmp_path / "out", env["spec"], env["job"], n_workers=1, processes=False)
     status = {Path(r.path).name: r.status for r in record.inputs}
@@ -120,6 +125,22 @@ def test_worker_side_crash_is_recorded_and_others_finish(env, tmp_path, monkeypa
     bad = next(r for r in record.inputs if r.status == "failed")
     assert bad.error_type == "KeyError" and "simulated crash" in bad.error
     assert any("worker" in n for n in bad.notes)
+
+
+def test_a_bug_in_dhr_surfaces_and_keeps_finished_photos(env, tmp_path, monkeypatch):
+    """A TypeError inside the per-photo work is a bug, not a failed photo: it stops the batch and
+    propagates (the CLI exits 4), the photo is recorded failed, and finished photos keep their records."""
+    _fail_on_p1(monkeypatch, TypeError("simulated bug: process_photo() got an unexpected keyword argument"))
+    items = [str(p) for p in env["photos"]]
+    out = tmp_path / "out"
+    with pytest.raises(TypeError, match="simulated bug"):
+        run_distributed(items, out, env["spec"], env["job"], n_workers=1, processes=False)
+    run = {Path(i["path"]).name: i for i in json.loads((out / "run.json").read_text())["inputs"]}
+    assert run["p1.png"]["status"] == "failed" and run["p1.png"]["error_type"] == "TypeError"
+    assert any("bug in dhr" in n for n in run["p1.png"]["notes"])
+    assert run["p0.png"]["status"] == "ok"  # finished before the bug: kept
+    worker_record = json.loads((out / RECORDS_DIR / f"{item_key(items[1])}.json").read_text())
+    assert worker_record["status"] == "failed" and worker_record["error_type"] == "TypeError"
 
 
 def test_bad_worker_count(env, tmp_path):

@@ -11,6 +11,9 @@ Robustness:
 
 * a photo that fails (bad file, no face, out of memory) is recorded with its error and the rest go
   on; a worker that dies is recorded against the photo it was running;
+* a bug in dhr (:data:`dhr.errors.PROGRAMMING_ERRORS`: ``TypeError``, ``NameError``) is recorded on
+  its photo, then stops the batch and surfaces (``dhr dist`` exits 4 with the traceback) instead of
+  failing every photo the same way; photos finished before it keep their files and records;
 * finished photos survive anything that happens later: their files and records are on disk;
 * ``resume=True`` (default) skips photos whose record says ``ok`` for the same input bytes
   (sha256), the same pipeline, job and output name, and whose files all exist and read back, so a
@@ -44,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dhr.errors import ConfigError, DHRError
+from dhr.errors import PROGRAMMING_ERRORS, ConfigError, DHRError
 from dhr.jobs import PhotoJob
 
 __all__ = ["PipelineSpec", "item_key", "run_distributed", "process_item", "quiet_dask_logs", "RECORDS_DIR"]
@@ -52,6 +55,10 @@ __all__ = ["PipelineSpec", "item_key", "run_distributed", "process_item", "quiet
 log = logging.getLogger(__name__)
 
 RECORDS_DIR = "records"
+EXIT_CRASH = 4
+"""The exit code the progress summary reports when a bug stopped the batch (as ``dhr`` exits)."""
+BUG_NOTE = ("a bug in dhr stopped the batch here (exit code 4); rerun the same command after the fix to "
+            "resume")
 _PIPELINES: dict[str, Any] = {}  # per worker process: PipelineSpec fingerprint -> Pipeline
 
 
@@ -132,12 +139,17 @@ def process_item(spec: PipelineSpec, job: PhotoJob, item: str, out: str, name: s
     (``status="failed"``, ``error``, ``error_type``). A pipeline that cannot be built is a failure
     of every photo and is reported the same way. ``name`` is the photo's output name (unique in
     ``out``, given by the client; default its file stem).
+
+    Raises:
+        TypeError, NameError: A bug in dhr (:data:`dhr.errors.PROGRAMMING_ERRORS`); the photo's
+            record is written (failed, with a note) before it propagates.
     """
     from dhr.records import InputRecord, OutputTree, WarningCollector, file_sha256
 
     t0 = time.perf_counter()
     p = Path(item)
     rec = InputRecord(path=str(item), sha256=file_sha256(p) if p.is_file() else None)
+    bug: BaseException | None = None
     with WarningCollector() as warn:
         try:
             key = spec.fingerprint()
@@ -156,6 +168,10 @@ def process_item(spec: PipelineSpec, job: PhotoJob, item: str, out: str, name: s
             rec.status = "ok"
         except (KeyboardInterrupt, SystemExit):
             raise
+        except PROGRAMMING_ERRORS as e:
+            rec.fail(e)
+            rec.notes.append(BUG_NOTE)
+            bug = e
         except DHRError as e:
             rec.fail(e)
         except BaseException as e:  # noqa: BLE001 - out of memory, decoder bugs: this photo only
@@ -169,6 +185,8 @@ def process_item(spec: PipelineSpec, job: PhotoJob, item: str, out: str, name: s
     data["threads"] = _thread_facts()
     data["fingerprint"] = {"pipeline": spec.fingerprint(), "job": _job_fingerprint(job)}
     _write_json_atomic(Path(out) / RECORDS_DIR / f"{item_key(item)}.json", data)
+    if bug is not None:
+        raise bug
     return data
 
 
@@ -294,6 +312,9 @@ def run_distributed(items: Sequence[str | os.PathLike], out: str | os.PathLike, 
     Raises:
         ConfigError: dask is missing, the scheduler cannot be reached, bad worker counts, or the
             output folder is unusable or in use by another process (see :class:`dhr.outputs.FolderLock`).
+        TypeError, NameError: A bug in dhr raised while processing a photo
+            (:data:`dhr.errors.PROGRAMMING_ERRORS`): the photo is recorded failed, the photos not yet
+            finished are cancelled, ``run.json`` is written, and the error propagates.
     """
     from dhr.outputs import FolderLock, check_output_folder
 
@@ -348,6 +369,7 @@ def _run_locked(items, out: Path, spec: PipelineSpec, job: PhotoJob, *, schedule
         return record
 
     client, cluster = _client(scheduler, n_workers, spec.torch_threads or 1, processes, memory_limit, verbose)
+    crashed = False
     try:
         from distributed import as_completed
 
@@ -362,6 +384,12 @@ def _run_locked(items, out: Path, spec: PipelineSpec, job: PhotoJob, *, schedule
             rec = recs[futures[fut]]
             try:
                 _fill(rec, fut.result())
+            except PROGRAMMING_ERRORS as e:  # a bug in dhr: stop here, keep what finished
+                rec.fail(e)
+                rec.notes.append(BUG_NOTE)
+                crashed = True
+                client.cancel([f for f in futures if not f.done()])
+                raise
             except Exception as e:  # noqa: BLE001 - a dead worker (KilledWorker), a cancelled task: record it
                 rec.fail(e)
                 rec.notes.append("the worker running this photo failed (see error); other photos went on")
@@ -375,7 +403,7 @@ def _run_locked(items, out: Path, spec: PipelineSpec, job: PhotoJob, *, schedule
         if cluster is not None:
             cluster.close()
         path = record.write()
-        reporter.finish({**record.counts, "record": str(path), "exit_code": record.exit_code(),
+        reporter.finish({**record.counts, "record": str(path), "exit_code": EXIT_CRASH if crashed else record.exit_code(),
                          "skipped": record.skipped})
         reporter.close()
     return record

@@ -15,6 +15,7 @@ __all__ = [
     "FaceNotFoundError",
     "ImageError",
     "EditError",
+    "PROGRAMMING_ERRORS",
 ]
 
 
@@ -48,3 +49,12 @@ class ImageError(DHRError):
 
 class EditError(DHRError, ValueError):
     """An edit direction or strength cannot be applied to the model."""
+
+
+PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (TypeError, NameError)
+"""Errors that mean a bug in dhr (a wrong call, a missing name), never a bad input.
+
+A batch (``dhr run``, ``dhr dist``, ``dhr bench``) records a failed input and goes on for a
+:class:`DHRError`, an unreadable file or an out-of-memory error, but stops on these and lets them
+surface (``dhr`` exits 4 with the traceback) instead of recording the same failure for every input.
+"""

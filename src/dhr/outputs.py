@@ -31,6 +31,7 @@ __all__ = [
     "check_output_folder",
     "clean_stale_temps",
     "output_files",
+    "path_key",
     "verify_outputs",
     "write_text_atomic",
 ]
@@ -197,7 +198,9 @@ def _safe_stem(stem: str) -> str:
     return stem
 
 
-def _path_key(item: str | os.PathLike) -> str:
+def path_key(item: str | os.PathLike) -> str:
+    """The key that identifies an input path across runs: its resolved absolute path (the plain
+    absolute path when it cannot be resolved, e.g. a symlink loop)."""
     try:
         return str(Path(item).resolve())
     except (OSError, RuntimeError):
@@ -224,7 +227,7 @@ def assign_names(items: Sequence[str], claims: Mapping[str, str] | None = None) 
     notes: list[str] = []
     pending = []
     for item in items:
-        key = _path_key(item)
+        key = path_key(item)
         if key in by_path:
             names[item] = by_path[key]
         else:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import os
 import platform
 import sys
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from dhr.fileio import read_json, sha256_file, to_jsonable, write_json_atomic
+from dhr.outputs import path_key
 
 __all__ = [
     "RUN_JSON",
@@ -96,13 +96,6 @@ def model_identity(model: Any) -> dict[str, Any]:
         "components": sorted(k for k in ("encoder", "perceptual", "classifier", "directions")
                              if getattr(model, k, None) is not None),
     }
-
-
-def _path_key(path: str | Path) -> str:
-    try:
-        return str(Path(path).resolve())
-    except (OSError, RuntimeError):  # a symlink loop
-        return os.path.abspath(path)
 
 
 def final_losses(losses: dict[str, list[float]]) -> dict[str, float]:
@@ -239,7 +232,7 @@ class RunRecord:
             return self.earlier
         seen: dict[str, int] = {}
         for e in entries:
-            key = _path_key(e["path"])
+            key = path_key(e["path"])
             if key not in seen:
                 seen[key] = len(self.earlier)
                 self.earlier.append(e)
@@ -249,12 +242,12 @@ class RunRecord:
 
     def earlier_entry(self, path: str | Path) -> dict[str, Any] | None:
         """The record of ``path`` from an earlier run into this folder, or None."""
-        key = _path_key(path)
-        return next((e for e in self.earlier if _path_key(e["path"]) == key), None)
+        key = path_key(path)
+        return next((e for e in self.earlier if path_key(e["path"]) == key), None)
 
     def name_claims(self) -> dict[str, str]:
         """Output name -> absolute input path, of the earlier runs (see :func:`dhr.outputs.assign_names`)."""
-        return {e["name"]: _path_key(e["path"]) for e in self.earlier if isinstance(e.get("name"), str)}
+        return {e["name"]: path_key(e["path"]) for e in self.earlier if isinstance(e.get("name"), str)}
 
     def skip(self, path: str, reason: str) -> None:
         """Records an entry of the inputs that was not processed, with the reason."""
@@ -324,8 +317,8 @@ class RunRecord:
 
     def _earlier_kept(self) -> list[dict[str, Any]]:
         # Earlier entries stay until this run has an answer of its own for the same input.
-        answered = {_path_key(r.path) for r in self.inputs if r.status != "pending"}
-        return [e for e in self.earlier if _path_key(e["path"]) not in answered]
+        answered = {path_key(r.path) for r in self.inputs if r.status != "pending"}
+        return [e for e in self.earlier if path_key(e["path"]) not in answered]
 
     def write(self) -> Path:
         """Writes ``run.json`` atomically (a unique temporary file renamed over it); returns its path.

@@ -133,7 +133,7 @@ def _lpips(net: str, seed: int):
 
     try:
         return LPIPS.from_registry(net, download=False), "imagenet"
-    except Exception:  # noqa: BLE001 - the weights are not here offline; speed does not depend on them
+    except DHRError:  # the weights are not here offline; speed does not depend on them
         torch.manual_seed(seed)
         return LPIPS(net), "random init (ImageNet weights not present offline; speed does not depend on them)"
 

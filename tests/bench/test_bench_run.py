@@ -118,6 +118,37 @@ def test_ablation_configs_map_to_config_fields(result):
     assert s["dhr[weight-only]"]["ood.mse"]["mean"] >= s["dhr"]["ood.mse"]["mean"] - 1e-6
 
 
+def test_a_failed_method_is_recorded_and_a_bug_surfaces(env, tmp_path, monkeypatch):
+    """A DHRError of one method on one image is a failure with its stage and reason (the rest goes on);
+    a TypeError is a bug in dhr and stops the run instead of being recorded for every image."""
+    import dhr.bench.run as bench_run
+    from dhr.errors import ShapeError
+
+    real = bench_run.invert
+    calls = []
+
+    def invert(G, images, **kw):
+        calls.append(kw["config"].method)
+        if len(calls) == 2:  # the second image's encoder inversion
+            raise ShapeError("simulated: a crop the encoder cannot take")
+        return real(G, images, **kw)
+
+    monkeypatch.setattr(bench_run, "invert", invert)
+    cfg = dict(data=env["data"], model=env["model"], base=BASE, methods=("encoder",), identity="none",
+               parser="none", lpips="model", n=4, qualitative=0)  # broken.png + 3 faces
+    res = run_benchmark(BenchConfig(out=tmp_path / "a", **cfg))
+    failed = [f for f in res["failures"] if f["stage"] == "invert"]
+    assert len(failed) == 1 and failed[0]["method"] == "encoder" and "ShapeError: simulated" in failed[0]["error"]
+    assert sum(1 for r in res["images"] if "metrics" in r["methods"].get("encoder", {})) == 2
+
+    def buggy(G, images, **kw):
+        raise TypeError("simulated bug: invert() got an unexpected keyword argument")
+
+    monkeypatch.setattr(bench_run, "invert", buggy)
+    with pytest.raises(TypeError, match="simulated bug"):
+        run_benchmark(BenchConfig(out=tmp_path / "b", **cfg))
+
+
 def test_parse_helpers():
     assert parse_methods("encoder, dhr") == ("encoder", "dhr")
     with pytest.raises(ConfigError):

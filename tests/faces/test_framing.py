@@ -62,19 +62,19 @@ def test_benchmark_warns_on_framing_mismatch(astronaut_face, caplog):
     import logging
     from types import SimpleNamespace
 
-    from dhr.bench.run import _check_framing, _Item
+    from dhr.bench.inputs import BenchImage, check_framing
 
     photo, face = astronaut_face
     model = SimpleNamespace(template=TEMPLATE.to_dict(), resolution=64)
 
     def item(template):
         a = align_face(photo, face, template.with_size(64))
-        return _Item("x.png", a.crop, (64, 64), [], landmarks=a.landmarks)
+        return BenchImage("x.png", a.crop, (64, 64), [], landmarks=a.landmarks)
 
     with caplog.at_level(logging.WARNING):
-        ok = _check_framing([item(TEMPLATE)] * 3, model)
+        ok = check_framing([item(TEMPLATE)] * 3, model)
     assert ok["matches"] is True and ok["warning"] is None and ok["checked"] == 3 and not caplog.records
     with caplog.at_level(logging.WARNING):
-        bad = _check_framing([item(AlignTemplate.ffhq())] * 3, model)
+        bad = check_framing([item(AlignTemplate.ffhq())] * 3, model)
     assert bad["matches"] is False and bad["median_scale"] > 1.2 and "benchmark images" in bad["warning"]
     assert any("framed differently" in r.getMessage() for r in caplog.records)

@@ -30,7 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dhr.bench.plots import figure
+from dhr.bench.protocol import BenchConfig
+from dhr.bench.run import run_benchmark
 from dhr.errors import ConfigError
+from dhr.models.zoo import load_model
+from dhr.train.data import is_validation
 
 __all__ = ["GRID", "pareto_front", "pick", "run_sweep", "training_sample"]
 
@@ -60,8 +65,6 @@ def training_sample(data: str | Path, n: int, *, val_fraction: float = 0.04, ski
     Raises:
         ConfigError: Not enough training crops.
     """
-    from dhr.train.data import is_validation
-
     files = sorted(p for p in Path(data).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
                    and not is_validation(p.name, val_fraction))[skip:]
     if len(files) < n:
@@ -139,9 +142,8 @@ def pick(rows: Sequence[dict], pti: dict) -> tuple[str, str]:
 
 def plot_pareto(rows: Sequence[dict], pti: dict, feature: dict, chosen: str, path: Path) -> Path:
     """MSE (x) against editability ratio (y) per setting, the front joined, PTI and feature-only marked."""
-    from dhr.bench.report import _figure
 
-    fig = _figure(7.5, 5)
+    fig = figure(7.5, 5)
     ax = fig.add_subplot(1, 1, 1)
     front = set(pareto_front(rows))
     for r in rows:
@@ -180,7 +182,7 @@ def run_sweep(data: str | Path, out: str | Path, *, model: str = "faces-64", n: 
         n: Number of training crops.
         grid: Settings to try (default :data:`GRID`).
         seed: Seed of the occluders, optimisations and bootstrap.
-        lpips: Evaluation LPIPS (see :class:`dhr.bench.run.BenchConfig`).
+        lpips: Evaluation LPIPS (see :class:`dhr.bench.protocol.BenchConfig`).
         identity: Identity model (``auto``: dlib if installed).
         steps_scale: Factor on every step budget (1 = the model's full budgets), for machines where
             the full sweep does not fit; the report states it.
@@ -188,9 +190,6 @@ def run_sweep(data: str | Path, out: str | Path, *, model: str = "faces-64", n: 
     Returns:
         The ``sweep.json`` dict.
     """
-    from dhr.bench.run import BenchConfig, run_benchmark
-    from dhr.models.zoo import load_model
-
     grid = dict(GRID if grid is None else grid)
     out = Path(out)
     m = load_model(model)

@@ -1,6 +1,6 @@
 """The batch machinery of ``dhr run | align | invert | edit``: inputs, run records, resume, exit codes.
 
-:func:`_batch` runs one ``work(item, record, reporter)`` per input under the output folder's lock,
+:func:`run_batch` runs one ``work(item, record, reporter)`` per input under the output folder's lock,
 writes ``run.json`` (see :mod:`dhr.records`) after every input, resumes inputs finished by an earlier
 run, and turns the outcome into the exit code: 0 (all inputs ok), 1 (some failed; the batch
 continued), 2 (usage error / bad option, output folder unusable or in use), 3 (nothing succeeded)
@@ -22,7 +22,7 @@ from typing import Any
 
 import typer
 
-from dhr.errors import DHRError
+from dhr.errors import PROGRAMMING_ERRORS, DHRError
 
 __all__ = [
     "EXIT_CRASH",
@@ -34,16 +34,16 @@ __all__ = [
     "PROGRAMMING_ERRORS",
     "expand_inputs",
     "expand_inputs_report",
+    "progress_mode",
+    "run_batch",
     "run_fingerprint",
+    "usage_error",
 ]
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NOTHING, EXIT_CRASH = 0, 1, 2, 3, 4
 
-PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (TypeError, NameError)
-"""Errors that mean a bug in dhr (a wrong call, a missing name), never a bad input: a batch stops on
-them and ``dhr`` exits with :data:`EXIT_CRASH` instead of recording the same failure for every input."""
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jp2", ".j2k", ".jpx")
 
@@ -96,14 +96,14 @@ def expand_inputs_report(items: list[str], suffixes: tuple[str, ...] = IMAGE_SUF
     Returns:
         ``(inputs, skipped)``.
     """
-    from dhr.outputs import _path_key
+    from dhr.outputs import path_key
 
     out: list[str] = []
     skipped: list[dict[str, str]] = []
     seen: set[str] = set()
 
     def add(p: str) -> None:
-        key = _path_key(p)
+        key = path_key(p)
         if key not in seen:
             seen.add(key)
             out.append(p)
@@ -138,14 +138,16 @@ def expand_inputs_report(items: list[str], suffixes: tuple[str, ...] = IMAGE_SUF
     return out, skipped
 
 
-def _usage(message: str) -> typer.Exit:
+def usage_error(message: str) -> typer.Exit:
+    """Prints ``error: message`` to stderr and returns the exit (code 2) for the caller to raise."""
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(EXIT_USAGE)
 
 
-def _progress_mode(quiet: bool, as_json: bool) -> str:
+def progress_mode(quiet: bool, as_json: bool) -> str:
+    """The reporter mode of ``--quiet`` / ``--json``: ``quiet``, ``json`` or ``rich`` (both at once: a usage error)."""
     if quiet and as_json:
-        raise _usage("--quiet and --json exclude each other")
+        raise usage_error("--quiet and --json exclude each other")
     return "json" if as_json else ("quiet" if quiet else "rich")
 
 
@@ -193,7 +195,7 @@ def _resumable(prev: dict[str, Any] | None, rec, fingerprint: dict[str, Any] | N
     return True, None
 
 
-def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], mode: str, pipe,
+def run_batch(command: str, items: list[str], out: Path, options: dict[str, Any], mode: str, pipe,
            work, *, skipped: list[dict[str, str]] | None = None, fingerprint: dict[str, Any] | None = None,
            resume: bool = True, sha_path=None) -> int:
     """Runs ``work(path, input_record, reporter)`` for each input with records, progress and exit codes.
@@ -214,7 +216,7 @@ def _batch(command: str, items: list[str], out: Path, options: dict[str, Any], m
         check_output_folder(out)
         lock = FolderLock(out, f"dhr {command}").acquire()
     except DHRError as e:
-        raise _usage(str(e)) from None
+        raise usage_error(str(e)) from None
     try:
         record = RunRecord(out, command, options)
         _record_setup(record, pipe)

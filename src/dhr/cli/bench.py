@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
 
         Example: dhr bench --data faces/ --methods encoder,pti,dhr --n 20 --steps-scale 0.1 -o bench-out
         """
-        from dhr.bench.run import BenchConfig, parse_methods, run_benchmark
+        from dhr.bench import BenchConfig, parse_methods, run_benchmark
         from dhr.errors import DHRError
 
         try:
@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
 
           dhr bench-merge b0 b1 -o bench-out
         """
-        from dhr.bench.run import merge_results
+        from dhr.bench import merge_results
         from dhr.errors import DHRError
 
         try:

@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
         Exit codes: 0 all ok, 1 some photos failed, 2 bad option or unusable/busy output folder,
         3 nothing succeeded, 4 dhr crashed (a bug: please report it).
         """
-        from dhr.cli.run import _usage, prepare_photo_command
+        from dhr.cli.run import prepare_photo_command, usage_error
         from dhr.distributed import PipelineSpec, run_distributed
         from dhr.jobs import PhotoJob
         from dhr.progress import make_reporter
@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
                 threads = resolve_threads(None)[0] if any(
                     os.environ.get(k, "").strip() for k in ("DHR_THREADS", "OMP_NUM_THREADS")) else 1
             except DHRError as e:
-                raise _usage(str(e)) from None
+                raise usage_error(str(e)) from None
         # Build the pipeline here once: a bad model, config or edit is a usage error before any worker starts.
         mode, pipe, edits, sweeps, items, skipped = prepare_photo_command(
             photos, edit, sweep, model=model, method=method, device=device, seed=seed, config=config,
@@ -97,5 +97,5 @@ def register(app: typer.Typer) -> None:
                                      retries=retries, reporter=make_reporter(mode), options=options, pipeline=pipe,
                                      skipped=skipped, verbose=verbose)
         except DHRError as e:
-            raise _usage(str(e)) from None
+            raise usage_error(str(e)) from None
         raise typer.Exit(record.exit_code())

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from dhr.cli import sub_app
-from dhr.cli.batch import _usage
+from dhr.cli.batch import usage_error
 from dhr.errors import DHRError
 
 __all__ = ["models_app"]
@@ -23,7 +23,7 @@ def _load_model_or_exit(name: str):
     try:
         return load_model(name)
     except DHRError as e:
-        raise _usage(str(e)) from None
+        raise usage_error(str(e)) from None
 
 
 def _model_summary(model) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Options of the photo and bundle commands: ``--edit`` / ``--sweep`` parsing and the ``typer``
-options that several commands share (declared once, ``_OPT_*``)."""
+options that several commands share (declared once, ``OPT_*``, imported by the command modules)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dhr.errors import EditError
 
 __all__ = ["DEFAULT_SWEEP", "parse_edit_options", "parse_sweep_option"]
 
-_DEFAULT_OUT = Path("dhr-out")
+DEFAULT_OUT = Path("dhr-out")
 
 
 def parse_edit_options(specs: list[str]) -> list[dict[str, float]]:
@@ -79,7 +79,7 @@ def parse_sweep_option(spec: str) -> tuple[str, tuple[float, ...]]:
     return name, tuple(round(lo + (hi - lo) * i / (steps - 1), 10) for i in range(steps))
 
 
-_MODEL_HELP = "Bundled model name (dhr models list) or a model folder."
+MODEL_HELP = "Bundled model name (dhr models list) or a model folder."
 
 
 _METHOD_HELP = "dhr (hybrid refinement), pti, feature, encoder or optim; default from --config (dhr)."
@@ -102,59 +102,59 @@ _SET_HELP = ("KEY=VALUE config override, repeatable, applied last (e.g. --set se
              "--set refine.steps=300).")
 
 
-_OPT_ALL_FACES = typer.Option(False, "--all-faces", help="Process every detected face.")
+OPT_ALL_FACES = typer.Option(False, "--all-faces", help="Process every detected face.")
 
 
-_OPT_CONFIG = typer.Option(None, "--config", "-c", help="InvertConfig file (TOML/YAML/JSON).")
+OPT_CONFIG = typer.Option(None, "--config", "-c", help="InvertConfig file (TOML/YAML/JSON).")
 
 
-_OPT_DEVICE = typer.Option("auto", "--device", help="auto (cuda > mps > cpu), cpu, cuda or mps.")
+OPT_DEVICE = typer.Option("auto", "--device", help="auto (cuda > mps > cpu), cpu, cuda or mps.")
 
 
-_OPT_FACE_INDEX = typer.Option(None, "--face-index", help="Which face (0 = largest; default 0).")
+OPT_FACE_INDEX = typer.Option(None, "--face-index", help="Which face (0 = largest; default 0).")
 
 
-_OPT_JSON = typer.Option(False, "--json", help="JSON lines progress events on stdout.")
+OPT_JSON = typer.Option(False, "--json", help="JSON lines progress events on stdout.")
 
 
-_OPT_METHOD = typer.Option(None, "--method", help=_METHOD_HELP)
+OPT_METHOD = typer.Option(None, "--method", help=_METHOD_HELP)
 
 
-_OPT_MODEL = typer.Option("faces-64", "--model", "-m", help=_MODEL_HELP)
+OPT_MODEL = typer.Option("faces-64", "--model", "-m", help=MODEL_HELP)
 
 
-_OPT_NO_RESUME = typer.Option(False, "--no-resume", help="Redo inputs finished by an earlier run into "
+OPT_NO_RESUME = typer.Option(False, "--no-resume", help="Redo inputs finished by an earlier run into "
                               "the same --out (default: reuse them when input, model, config and "
                               "options match and their files read back).")
 
 
-_OPT_OOD_MASK = typer.Option(None, "--ood-mask", help="Your out-of-domain mask for the (single) "
+OPT_OOD_MASK = typer.Option(None, "--ood-mask", help="Your out-of-domain mask for the (single) "
                              "photo, white = keep as is (hands, glasses); replaces DHR's segmentation.")
 
 
-_OPT_OUT = typer.Option(_DEFAULT_OUT, "--out", "-o", help="Output folder.")
+OPT_OUT = typer.Option(DEFAULT_OUT, "--out", "-o", help="Output folder.")
 
 
-_OPT_PARSER = typer.Option("auto", "--parser", help=_PARSER_HELP)
+OPT_PARSER = typer.Option("auto", "--parser", help=_PARSER_HELP)
 
 
-_OPT_PASTE = typer.Option("auto", "--paste", help=_PASTE_HELP)
-_OPT_PERCEPTUAL = typer.Option("model", "--perceptual", help="model (its own metric), alex, vgg or squeeze.")
+OPT_PASTE = typer.Option("auto", "--paste", help=_PASTE_HELP)
+OPT_PERCEPTUAL = typer.Option("model", "--perceptual", help="model (its own metric), alex, vgg or squeeze.")
 
 
-_OPT_QUIET = typer.Option(False, "--quiet", "-q", help="No progress output.")
+OPT_QUIET = typer.Option(False, "--quiet", "-q", help="No progress output.")
 
 
-_OPT_SEED = typer.Option(0, "--seed", help="Random seed (runs are reproducible).")
+OPT_SEED = typer.Option(0, "--seed", help="Random seed (runs are reproducible).")
 
 
-_OPT_SET = typer.Option([], "--set", help=_SET_HELP)
+OPT_SET = typer.Option([], "--set", help=_SET_HELP)
 
 
-_OPT_SWEEP = typer.Option([], "--sweep", help="NAME[=MIN:MAX:STEPS], repeatable (default range "
+OPT_SWEEP = typer.Option([], "--sweep", help="NAME[=MIN:MAX:STEPS], repeatable (default range "
                           "-3:3:7): per face a strength-sweep grid PNG, GIF and MP4 in sweeps/.")
 
 
-_OPT_TRUST_PARSER = typer.Option(False, "--trust-parser", help=_TRUST_PARSER_HELP)
-_OPT_WHOLE_IMAGE = typer.Option(False, "--whole-image", help="When no face is found, process the whole image "
+OPT_TRUST_PARSER = typer.Option(False, "--trust-parser", help=_TRUST_PARSER_HELP)
+OPT_WHOLE_IMAGE = typer.Option(False, "--whole-image", help="When no face is found, process the whole image "
                                 "resized (recorded in run.json).")

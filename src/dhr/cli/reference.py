@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         import torch
         from PIL import Image
 
-        from dhr.cli.run import _usage
+        from dhr.cli.run import usage_error
         from dhr.config import apply_overrides
         from dhr.errors import DHRError
         from dhr.faces.parsing import load_parser
@@ -67,13 +67,13 @@ def register(app: typer.Typer) -> None:
             for p in images:
                 photo = load_image(p)
                 if photo.pixels.shape[:2] != (R, R):
-                    raise _usage(f"{p} is {photo.pixels.shape[1]}x{photo.pixels.shape[0]}; the generator needs "
+                    raise usage_error(f"{p} is {photo.pixels.shape[1]}x{photo.pixels.shape[0]}; the generator needs "
                                  f"aligned {R}x{R} images")
                 target.append(uint8_to_tensor(photo.pixels))
             masks = None
             if mask:
                 if len(mask) != len(images):
-                    raise _usage(f"--mask given {len(mask)} times for {len(images)} images; give one per image")
+                    raise usage_error(f"--mask given {len(mask)} times for {len(images)} images; give one per image")
                 masks = torch.stack([torch.from_numpy(
                     (np.asarray(Image.open(m).convert("L").resize((R, R), Image.NEAREST)) > 127).astype(np.float32)
                 )[None] for m in mask])
@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
                                  coarse_perceptual=LPIPS.from_registry(coarse_lpips), masks=masks, parsing=parsing,
                                  config=cfg)
         except DHRError as e:
-            raise _usage(str(e)) from None
+            raise usage_error(str(e)) from None
         summary = []
         for p, run in zip(images, runs):
             st, js = save_reference_run(run, out / p.stem)

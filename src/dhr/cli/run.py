@@ -2,7 +2,8 @@
 
 Options shared by several commands are declared once in :mod:`dhr.cli.options`. The batch machinery (inputs,
 ``run.json``, resume, exit codes) is :mod:`dhr.cli.batch` and ``dhr models`` is
-:mod:`dhr.cli.models`; their public names are re-exported here. Library imports sit inside the
+:mod:`dhr.cli.models`; the input helpers the tests call (``expand_inputs``, ``run_fingerprint``, ...)
+are re-exported here, the exit codes live in :mod:`dhr.cli.batch`. Library imports sit inside the
 commands, as in the other ``dhr.cli`` modules: a command loads what it needs when it runs, and the
 tests patch :func:`dhr.jobs.process_photo` that way.
 """
@@ -15,56 +16,42 @@ from typing import Any
 import typer
 
 from dhr.cli.batch import (
-    EXIT_CRASH,
-    EXIT_NOTHING,
-    EXIT_OK,
-    EXIT_PARTIAL,
-    EXIT_USAGE,
-    IMAGE_SUFFIXES,
-    PROGRAMMING_ERRORS,
-    _batch,
-    _progress_mode,
-    _usage,
     expand_inputs,
     expand_inputs_report,
+    progress_mode,
+    run_batch,
     run_fingerprint,
+    usage_error,
 )
 from dhr.cli.models import models_app
 from dhr.cli.options import (
-    _DEFAULT_OUT,
-    _MODEL_HELP,
-    _OPT_ALL_FACES,
-    _OPT_CONFIG,
-    _OPT_DEVICE,
-    _OPT_FACE_INDEX,
-    _OPT_JSON,
-    _OPT_METHOD,
-    _OPT_MODEL,
-    _OPT_NO_RESUME,
-    _OPT_OOD_MASK,
-    _OPT_OUT,
-    _OPT_PARSER,
-    _OPT_PASTE,
-    _OPT_PERCEPTUAL,
-    _OPT_QUIET,
-    _OPT_SEED,
-    _OPT_SET,
-    _OPT_SWEEP,
-    _OPT_TRUST_PARSER,
-    _OPT_WHOLE_IMAGE,
+    DEFAULT_OUT,
+    MODEL_HELP,
+    OPT_ALL_FACES,
+    OPT_CONFIG,
+    OPT_DEVICE,
+    OPT_FACE_INDEX,
+    OPT_JSON,
+    OPT_METHOD,
+    OPT_MODEL,
+    OPT_NO_RESUME,
+    OPT_OOD_MASK,
+    OPT_OUT,
+    OPT_PARSER,
+    OPT_PASTE,
+    OPT_PERCEPTUAL,
+    OPT_QUIET,
+    OPT_SEED,
+    OPT_SET,
+    OPT_SWEEP,
+    OPT_TRUST_PARSER,
+    OPT_WHOLE_IMAGE,
     parse_edit_options,
     parse_sweep_option,
 )
 from dhr.errors import DHRError
 
 __all__ = [
-    "EXIT_CRASH",
-    "EXIT_NOTHING",
-    "EXIT_OK",
-    "EXIT_PARTIAL",
-    "EXIT_USAGE",
-    "IMAGE_SUFFIXES",
-    "PROGRAMMING_ERRORS",
     "expand_inputs",
     "expand_inputs_report",
     "models_app",
@@ -91,7 +78,7 @@ def _build_pipeline(model: str, device: str, config: Path | None, seed: int, met
                                         method=method, parser=parser, trust_parser=trust_parser,
                                         paste_mode=paste_mode, overrides=tuple(sets or ()))
     except DHRError as e:
-        raise _usage(str(e)) from None
+        raise usage_error(str(e)) from None
     return pipe
 
 
@@ -101,7 +88,7 @@ def _check_edits(pipe, edit_specs: list[str]) -> list[dict[str, float]]:
         for combo in edits:
             pipe.validate_edits(combo)
     except DHRError as e:
-        raise _usage(str(e)) from None
+        raise usage_error(str(e)) from None
     return edits
 
 
@@ -111,7 +98,7 @@ def _check_sweeps(pipe, sweep_specs: list[str]) -> list[tuple[str, tuple[float, 
         for name, _ in sweeps:
             pipe.validate_edits({name: 0.0})
     except DHRError as e:
-        raise _usage(str(e)) from None
+        raise usage_error(str(e)) from None
     return sweeps
 
 
@@ -150,7 +137,7 @@ def _job_options(work) -> dict[str, Any]:
 
 def _common(model, method, device, seed, config, perceptual, quiet, as_json, sets=None, parser="auto",
             trust_parser=False, paste_mode="auto"):
-    mode = _progress_mode(quiet, as_json)
+    mode = progress_mode(quiet, as_json)
     pipe = _build_pipeline(model, device, config, seed, method, perceptual, sets, parser, trust_parser, paste_mode)
     return mode, pipe
 
@@ -168,7 +155,7 @@ def prepare_photo_command(photos: list[str], edit: list[str], sweep: list[str], 
         ``(progress mode, pipeline, edit dicts, sweeps, expanded input paths, skipped folder entries)``.
     """
     if face_index is not None and all_faces:
-        raise _usage("--face-index and --all-faces exclude each other")
+        raise usage_error("--face-index and --all-faces exclude each other")
     _check_out(out)
     mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json, sets, parser, trust_parser,
                          paste_mode)
@@ -176,7 +163,7 @@ def prepare_photo_command(photos: list[str], edit: list[str], sweep: list[str], 
     sweeps = _check_sweeps(pipe, sweep)
     items, skipped = expand_inputs_report(photos)
     if not items:
-        raise _usage("no input photos" + (f" ({len(skipped)} entries skipped: " +
+        raise usage_error("no input photos" + (f" ({len(skipped)} entries skipped: " +
                                            "; ".join(f"{e['path']}: {e['reason']}" for e in skipped[:5]) + ")"
                                            if skipped else ""))
     _check_ood_mask(ood_mask, items, pipe)
@@ -192,22 +179,22 @@ def _check_out(out: Path | None) -> None:
     try:
         check_output_folder(out)
     except DHRError as e:
-        raise _usage(str(e)) from None
+        raise usage_error(str(e)) from None
 
 
 def _check_ood_mask(ood_mask: Path | None, items: list[str], pipe) -> None:
     if ood_mask is None:
         return
     if len(items) != 1:
-        raise _usage(f"--ood-mask is drawn on one photo, but {len(items)} inputs were given; run them one by one")
+        raise usage_error(f"--ood-mask is drawn on one photo, but {len(items)} inputs were given; run them one by one")
     if pipe.config.method != "dhr":
-        raise _usage(f"--ood-mask replaces DHR's segmentation; it does not apply to --method {pipe.config.method}")
+        raise usage_error(f"--ood-mask replaces DHR's segmentation; it does not apply to --method {pipe.config.method}")
     from dhr.io.image import load_mask_array
 
     try:
         load_mask_array(ood_mask)  # missing, unsupported, bomb, corrupt: a usage error before any work
     except DHRError as e:
-        raise _usage(f"--ood-mask: {e}") from None
+        raise usage_error(f"--ood-mask: {e}") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -218,25 +205,25 @@ def register(app: typer.Typer) -> None:
         photos: list[str] = typer.Argument(..., help="Photos, folders or globs ('shots/*.jpg')."),
         edit: list[str] = typer.Option([], "--edit", "-e", help="NAME=STRENGTH, repeatable; commas combine "
                                        "(--edit age=+2,gender=-1). Each --edit gives one output."),
-        sweep: list[str] = _OPT_SWEEP,
-        out: Path = typer.Option(_DEFAULT_OUT, "--out", "-o", help="Output folder (run.json and the output tree)."),
-        model: str = _OPT_MODEL,
-        method: str | None = _OPT_METHOD,
-        device: str = _OPT_DEVICE,
-        seed: int = _OPT_SEED,
-        config: Path | None = _OPT_CONFIG,
-        set_: list[str] = _OPT_SET,
-        ood_mask: Path | None = _OPT_OOD_MASK,
-        face_index: int | None = _OPT_FACE_INDEX,
-        all_faces: bool = _OPT_ALL_FACES,
-        whole_image: bool = _OPT_WHOLE_IMAGE,
-        perceptual: str = _OPT_PERCEPTUAL,
-        parser: str = _OPT_PARSER,
-        trust_parser: bool = _OPT_TRUST_PARSER,
-        paste: str = _OPT_PASTE,
-        quiet: bool = _OPT_QUIET,
-        as_json: bool = _OPT_JSON,
-        no_resume: bool = _OPT_NO_RESUME,
+        sweep: list[str] = OPT_SWEEP,
+        out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help="Output folder (run.json and the output tree)."),
+        model: str = OPT_MODEL,
+        method: str | None = OPT_METHOD,
+        device: str = OPT_DEVICE,
+        seed: int = OPT_SEED,
+        config: Path | None = OPT_CONFIG,
+        set_: list[str] = OPT_SET,
+        ood_mask: Path | None = OPT_OOD_MASK,
+        face_index: int | None = OPT_FACE_INDEX,
+        all_faces: bool = OPT_ALL_FACES,
+        whole_image: bool = OPT_WHOLE_IMAGE,
+        perceptual: str = OPT_PERCEPTUAL,
+        parser: str = OPT_PARSER,
+        trust_parser: bool = OPT_TRUST_PARSER,
+        paste: str = OPT_PASTE,
+        quiet: bool = OPT_QUIET,
+        as_json: bool = OPT_JSON,
+        no_resume: bool = OPT_NO_RESUME,
     ) -> None:
         """Detect, align, invert (DHR), segment, refine, edit and paste back; save everything.
 
@@ -276,20 +263,20 @@ def register(app: typer.Typer) -> None:
         work = _photo_work(pipe, tree, face_index=face_index, all_faces=all_faces, whole_image=whole_image,
                            masks=True, inversion=True, bundle=True, edits=edits, sweeps=sweeps, sheet=True,
                            ood_mask=ood_mask)
-        raise typer.Exit(_batch("run", items, out, options, mode, pipe, work, skipped=skipped,
+        raise typer.Exit(run_batch("run", items, out, options, mode, pipe, work, skipped=skipped,
                                 fingerprint=run_fingerprint("run", pipe, _job_options(work)), resume=not no_resume))
 
     @app.command("align", no_args_is_help=True)
     def align_cmd(
         photos: list[str] = typer.Argument(..., help="Photos, folders or globs."),
-        out: Path = _OPT_OUT,
-        model: str = typer.Option("faces-64", "--model", "-m", help=_MODEL_HELP + " (its template and size)"),
-        face_index: int | None = _OPT_FACE_INDEX,
+        out: Path = OPT_OUT,
+        model: str = typer.Option("faces-64", "--model", "-m", help=MODEL_HELP + " (its template and size)"),
+        face_index: int | None = OPT_FACE_INDEX,
         all_faces: bool = typer.Option(False, "--all-faces", help="Align every detected face."),
         whole_image: bool = typer.Option(False, "--whole-image", help="Fit the whole image when no face is found."),
-        quiet: bool = _OPT_QUIET,
-        as_json: bool = _OPT_JSON,
-        no_resume: bool = _OPT_NO_RESUME,
+        quiet: bool = OPT_QUIET,
+        as_json: bool = OPT_JSON,
+        no_resume: bool = OPT_NO_RESUME,
     ) -> None:
         """Detect and align faces at the model resolution; writes OUT/aligned/ and run.json.
 
@@ -300,7 +287,7 @@ def register(app: typer.Typer) -> None:
           dhr align shots/ --all-faces --json
         """
         if face_index is not None and all_faces:
-            raise _usage("--face-index and --all-faces exclude each other")
+            raise usage_error("--face-index and --all-faces exclude each other")
         _check_out(out)
         mode, pipe = _common(model, None, "cpu", 0, None, "model", quiet, as_json)
         items, skipped = expand_inputs_report(photos)
@@ -311,29 +298,29 @@ def register(app: typer.Typer) -> None:
                    "whole_image": whole_image}
         work = _photo_work(pipe, tree, face_index=face_index, all_faces=all_faces, whole_image=whole_image,
                            masks=False, inversion=False, bundle=False, edits=[], align_only=True)
-        raise typer.Exit(_batch("align", items, out, options, mode, pipe, work, skipped=skipped,
+        raise typer.Exit(run_batch("align", items, out, options, mode, pipe, work, skipped=skipped,
                                 fingerprint=run_fingerprint("align", pipe, _job_options(work)), resume=not no_resume))
 
     @app.command("invert", no_args_is_help=True)
     def invert_cmd(
         photos: list[str] = typer.Argument(..., help="Photos, folders or globs."),
-        out: Path = _OPT_OUT,
-        model: str = _OPT_MODEL,
-        method: str | None = _OPT_METHOD,
-        device: str = _OPT_DEVICE,
-        seed: int = _OPT_SEED,
-        config: Path | None = _OPT_CONFIG,
-        face_index: int | None = _OPT_FACE_INDEX,
-        all_faces: bool = _OPT_ALL_FACES,
-        whole_image: bool = _OPT_WHOLE_IMAGE,
-        set_: list[str] = _OPT_SET,
-        ood_mask: Path | None = _OPT_OOD_MASK,
-        perceptual: str = _OPT_PERCEPTUAL,
-        parser: str = _OPT_PARSER,
-        trust_parser: bool = _OPT_TRUST_PARSER,
-        quiet: bool = _OPT_QUIET,
-        as_json: bool = _OPT_JSON,
-        no_resume: bool = _OPT_NO_RESUME,
+        out: Path = OPT_OUT,
+        model: str = OPT_MODEL,
+        method: str | None = OPT_METHOD,
+        device: str = OPT_DEVICE,
+        seed: int = OPT_SEED,
+        config: Path | None = OPT_CONFIG,
+        face_index: int | None = OPT_FACE_INDEX,
+        all_faces: bool = OPT_ALL_FACES,
+        whole_image: bool = OPT_WHOLE_IMAGE,
+        set_: list[str] = OPT_SET,
+        ood_mask: Path | None = OPT_OOD_MASK,
+        perceptual: str = OPT_PERCEPTUAL,
+        parser: str = OPT_PARSER,
+        trust_parser: bool = OPT_TRUST_PARSER,
+        quiet: bool = OPT_QUIET,
+        as_json: bool = OPT_JSON,
+        no_resume: bool = OPT_NO_RESUME,
     ) -> None:
         """Invert photos and write reusable bundles (OUT/bundles/) plus aligned/, masks/, inversion/.
 
@@ -346,7 +333,7 @@ def register(app: typer.Typer) -> None:
           dhr invert shots/ --method pti --config pti.toml --seed 3
         """
         if face_index is not None and all_faces:
-            raise _usage("--face-index and --all-faces exclude each other")
+            raise usage_error("--face-index and --all-faces exclude each other")
         _check_out(out)
         mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json, set_, parser,
                              trust_parser)
@@ -362,7 +349,7 @@ def register(app: typer.Typer) -> None:
                    "whole_image": whole_image, "perceptual": perceptual, "parser": pipe.parser}
         work = _photo_work(pipe, tree, face_index=face_index, all_faces=all_faces, whole_image=whole_image,
                            masks=True, inversion=True, bundle=True, edits=[], ood_mask=ood_mask)
-        raise typer.Exit(_batch("invert", items, out, options, mode, pipe, work, skipped=skipped,
+        raise typer.Exit(run_batch("invert", items, out, options, mode, pipe, work, skipped=skipped,
                                 fingerprint=run_fingerprint("invert", pipe, _job_options(work)), resume=not no_resume))
 
     @app.command("edit", no_args_is_help=True)
@@ -370,14 +357,14 @@ def register(app: typer.Typer) -> None:
         bundles: list[str] = typer.Argument(..., help="Bundles (<stem>, <stem>.json or <stem>.safetensors), "
                                             "folders of bundles, or globs."),
         edit: list[str] = typer.Option([], "--edit", "-e", help="NAME=STRENGTH, repeatable; commas combine."),
-        sweep: list[str] = _OPT_SWEEP,
-        out: Path = _OPT_OUT,
-        model: str = typer.Option("faces-64", "--model", "-m", help=_MODEL_HELP + " (the one the bundles used)"),
-        device: str = _OPT_DEVICE,
-        paste: str = _OPT_PASTE,
-        quiet: bool = _OPT_QUIET,
-        as_json: bool = _OPT_JSON,
-        no_resume: bool = _OPT_NO_RESUME,
+        sweep: list[str] = OPT_SWEEP,
+        out: Path = OPT_OUT,
+        model: str = typer.Option("faces-64", "--model", "-m", help=MODEL_HELP + " (the one the bundles used)"),
+        device: str = OPT_DEVICE,
+        paste: str = OPT_PASTE,
+        quiet: bool = OPT_QUIET,
+        as_json: bool = OPT_JSON,
+        no_resume: bool = OPT_NO_RESUME,
     ) -> None:
         """Edit saved inversions without re-optimising; pastes into the photo when it is still there.
 
@@ -396,7 +383,7 @@ def register(app: typer.Typer) -> None:
         edits = _check_edits(pipe, edit)
         sweeps = _check_sweeps(pipe, sweep)
         if not edits and not sweeps:
-            raise _usage("give at least one --edit NAME=STRENGTH or --sweep NAME[=MIN:MAX:STEPS]")
+            raise usage_error("give at least one --edit NAME=STRENGTH or --sweep NAME[=MIN:MAX:STEPS]")
         items = _expand_bundles(bundles)
         from dhr.records import OutputTree
 
@@ -421,22 +408,22 @@ def register(app: typer.Typer) -> None:
         from dhr.bundle import bundle_paths
 
         job = {"edits": edits, "sweeps": sweeps}
-        raise typer.Exit(_batch("edit", items, out, options, mode, pipe, work, fingerprint=run_fingerprint(
+        raise typer.Exit(run_batch("edit", items, out, options, mode, pipe, work, fingerprint=run_fingerprint(
             "edit", pipe, job), resume=not no_resume, sha_path=lambda item: bundle_paths(item)[0]))
 
     @app.command("serve")
     def serve_cmd(
-        model: str = _OPT_MODEL,
+        model: str = OPT_MODEL,
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (default: this machine only)."),
         port: int = typer.Option(7860, "--port", help="TCP port."),
-        device: str = _OPT_DEVICE,
-        config: Path | None = _OPT_CONFIG,
-        seed: int = _OPT_SEED,
+        device: str = OPT_DEVICE,
+        config: Path | None = OPT_CONFIG,
+        seed: int = OPT_SEED,
         max_pixels: int | None = typer.Option(None, "--max-pixels", min=1, help="Refuse uploaded photos with more "
                                               "pixels (width x height); default 50,000,000."),
-        parser: str = _OPT_PARSER,
-        trust_parser: bool = _OPT_TRUST_PARSER,
-        paste: str = _OPT_PASTE,
+        parser: str = OPT_PARSER,
+        trust_parser: bool = OPT_TRUST_PARSER,
+        paste: str = OPT_PASTE,
     ) -> None:
         """Start the local web UI (needs gradio: pip install gradio).
 
@@ -450,14 +437,14 @@ def register(app: typer.Typer) -> None:
         try:
             from dhr.web.app import serve
         except ImportError as e:
-            raise _usage(str(e)) from None
+            raise usage_error(str(e)) from None
         try:
             serve(model, host=host, port=port, device=device, config=config, seed=seed, block=True,
                   max_pixels=max_pixels, parser=parser, trust_parser=trust_parser, paste_mode=paste)
         except ImportError as e:
-            raise _usage(str(e)) from None
+            raise usage_error(str(e)) from None
         except DHRError as e:
-            raise _usage(str(e)) from None
+            raise usage_error(str(e)) from None
 
     app.add_typer(models_app, name="models", help="List the bundled models and show one.")
 

@@ -55,14 +55,14 @@ def register(app: typer.Typer) -> None:
 
           dhr bench-speed --cases faces-64,fixture-64 --coarse-steps 20 --refine-steps 30 --json speed.json
         """
-        from dhr.cli.run import _usage
+        from dhr.cli.run import usage_error
         from dhr.errors import DHRError
         from dhr.speed import SpeedSettings, format_report, run_benchmark
 
         try:
             sizes = [int(b) for b in batch.split(",") if b.strip()]
         except ValueError:
-            raise _usage(f"--batch {batch!r}: give integers, e.g. 1 or 1,2,4,8") from None
+            raise usage_error(f"--batch {batch!r}: give integers, e.g. 1 or 1,2,4,8") from None
         case_list = [c.strip() for c in cases.split(",") if c.strip()]
         path_list = [p.strip() for p in paths.split(",") if p.strip()]
         reports = {}
@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(format_report(report))
                 reports[str(b)] = report
         except DHRError as e:
-            raise _usage(str(e)) from None
+            raise usage_error(str(e)) from None
         if json_path is not None:
             json_path.parent.mkdir(parents=True, exist_ok=True)
             data = reports[str(sizes[0])] if len(sizes) == 1 else {"batches": reports}

@@ -1,7 +1,7 @@
 """GANSpace: principal components of W as edit directions (Härkönen et al., NeurIPS 2020).
 
 Samples ``w = mapping(z)`` for seeded Gaussian z, and takes the PCA of those codes. The result has
-the structure of e4e's ``ffhq_pca.pt`` (:class:`~dhr.editing.directions.GanSpacePCA`: mean,
+the structure of e4e's ``ffhq_pca.pt`` (:class:`~dhr.editing.registry.GanSpacePCA`: mean,
 unit components, standard deviations) and gives directions with e4e's
 ``(component, start, end, strength)`` convention.
 
@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 
 from dhr.checks import check_shape
-from dhr.editing.directions import Direction, GanSpaceMode, GanSpacePCA
+from dhr.editing.directions import Direction, GanSpaceMode
+from dhr.editing.registry import GanSpacePCA
 from dhr.errors import EditError
 from dhr.models.stylegan2 import Generator
 

@@ -7,10 +7,9 @@ and never imported: its ``__init__`` uses ``pkg_resources``, which new setuptool
 
 Loaded dlib models are cached per process (``functools.lru_cache``).
 
-Coordinates: pixel centres at integer positions, x = column, y = row (dlib's convention).
-Landmark layout (iBUG 300-W, 0-based): jaw 0-16, right brow 17-21, left brow 22-26, nose bridge
-27-30, lower nose 31-35, right eye 36-41, left eye 42-47, outer lips 48-59, inner lips 60-67
-("right"/"left" are the subject's).
+Coordinates: pixel centres at integer positions, x = column, y = row (dlib's convention). The
+68-point layout and the geometry built on it (:func:`five_points`, :func:`face_outline`,
+:func:`convex_hull`) are in :mod:`dhr.faces.landmarks` and re-exported here.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import numpy as np
 
 from dhr.checks import check_choice
 from dhr.errors import FaceNotFoundError, WeightsError
+from dhr.faces.landmarks import convex_hull, face_outline, five_points
 from dhr.io.image import Photo
 
 __all__ = [
@@ -44,6 +44,9 @@ __all__ = [
     "five_points",
     "crop_landmarks",
     "convex_hull",
+    "dlib_model_file",
+    "import_dlib",
+    "raw_detections",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,16 +62,6 @@ DETECT_MAX_SIDE = 1600
 always predicted at full resolution."""
 
 _INSTALL_HINT = "install the face extras: pip install 'dhr[faces]' (dlib-bin and face-recognition-models)"
-
-JAW = tuple(range(0, 17))
-RIGHT_BROW = tuple(range(17, 22))
-LEFT_BROW = tuple(range(22, 27))
-NOSE = tuple(range(27, 36))
-RIGHT_EYE = tuple(range(36, 42))
-LEFT_EYE = tuple(range(42, 48))
-OUTER_LIPS = tuple(range(48, 60))
-INNER_LIPS = tuple(range(60, 68))
-NOSE_TIP = 30
 
 
 @dataclass(frozen=True)
@@ -120,7 +113,12 @@ class Detection:
     source: str
 
 
-def _import_dlib() -> Any:
+def import_dlib() -> Any:
+    """The ``dlib`` module (an optional dependency, imported on first use).
+
+    Raises:
+        ImportError: dlib is not installed (the message says how to install it).
+    """
     try:
         import dlib
     except ImportError as exc:
@@ -143,7 +141,12 @@ def dlib_models_dir() -> Path:
     return folder
 
 
-def _model_file(name: str) -> str:
+def dlib_model_file(name: str) -> str:
+    """Path of one of dlib's ``.dat`` model files in :func:`dlib_models_dir`.
+
+    Raises:
+        WeightsError: The package or the file is missing.
+    """
     path = dlib_models_dir() / name
     if not path.is_file():
         raise WeightsError(f"dlib model {path} is missing; reinstall face-recognition-models ({_INSTALL_HINT})")
@@ -152,17 +155,17 @@ def _model_file(name: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _hog_detector() -> Any:
-    return _import_dlib().get_frontal_face_detector()
+    return import_dlib().get_frontal_face_detector()
 
 
 @functools.lru_cache(maxsize=None)
 def _cnn_detector() -> Any:
-    return _import_dlib().cnn_face_detection_model_v1(_model_file("mmod_human_face_detector.dat"))
+    return import_dlib().cnn_face_detection_model_v1(dlib_model_file("mmod_human_face_detector.dat"))
 
 
 @functools.lru_cache(maxsize=None)
 def _shape_predictor() -> Any:
-    return _import_dlib().shape_predictor(_model_file("shape_predictor_68_face_landmarks.dat"))
+    return import_dlib().shape_predictor(dlib_model_file("shape_predictor_68_face_landmarks.dat"))
 
 
 def _downscale(pixels: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -183,9 +186,19 @@ def _c_order(pixels: np.ndarray) -> np.ndarray:
     return np.array(pixels, dtype=np.uint8, order="C", copy=True)
 
 
-def _raw_detections(
+def raw_detections(
     pixels: np.ndarray, detector: str, upsample: int
 ) -> list[tuple[tuple[float, float, float, float], float]]:
+    """Every face box dlib's detector finds, unfiltered (no minimum size, no landmarks).
+
+    Args:
+        pixels: ``(H, W, 3)`` uint8 RGB.
+        detector: ``"hog"`` or ``"cnn"``.
+        upsample: Detector upsampling steps.
+
+    Returns:
+        ``[((left, top, right, bottom), score)]`` in pixel coordinates of ``pixels`` (right/bottom exclusive).
+    """
     img = _c_order(pixels)
     out: list[tuple[tuple[float, float, float, float], float]] = []
     if detector == "hog":
@@ -209,7 +222,7 @@ def predict_landmarks(pixels: np.ndarray, box: tuple[float, float, float, float]
     Returns:
         ``(68, 2)`` float64 landmark positions (x, y).
     """
-    dlib = _import_dlib()
+    dlib = import_dlib()
     left, top, right, bottom = (int(round(v)) for v in box)
     rect = dlib.rectangle(left, top, max(left, right - 1), max(top, bottom - 1))
     shape = _shape_predictor()(_c_order(pixels), rect)
@@ -244,7 +257,7 @@ def find_faces(
     small, scale = _downscale(photo.pixels, max_side)
     faces: list[tuple[tuple[float, float, float, float], float]] = []
     skipped: list[SkippedFace] = []
-    for box, score in _raw_detections(small, detector, upsample):
+    for box, score in raw_detections(small, detector, upsample):
         box = tuple(v / scale for v in box)  # type: ignore[assignment]
         side = min(box[2] - box[0], box[3] - box[1])
         if side < min_size:
@@ -328,54 +341,6 @@ def detect_face(
     return faces[index]
 
 
-def five_points(landmarks: np.ndarray) -> np.ndarray:
-    """Reduces 68 landmarks to 5 points: eye centres (right, left), nose tip, mouth corners.
-
-    Args:
-        landmarks: ``(68, 2)``.
-
-    Returns:
-        ``(5, 2)`` float64 in the order right eye, left eye, nose tip, right mouth corner (48),
-        left mouth corner (54) -- i.e. image-left first for a frontal face.
-    """
-    lm = np.asarray(landmarks, dtype=np.float64)
-    if lm.shape != (68, 2):
-        raise ValueError(f"landmarks must have shape (68, 2), got {lm.shape}")
-    return np.stack(
-        [
-            lm[list(RIGHT_EYE)].mean(0),
-            lm[list(LEFT_EYE)].mean(0),
-            lm[NOSE_TIP],
-            lm[48],
-            lm[54],
-        ]
-    )
-
-
-def face_outline(landmarks: np.ndarray, *, forehead: float = 0.7) -> np.ndarray:
-    """Polygon of the whole face: jaw line plus the brows raised to the forehead.
-
-    The brows (17-26) are moved "up" (from the mouth centre towards the eye centre) by
-    ``forehead`` times the eye-to-mouth distance; with the jaw (0-16) this gives a closed outline
-    that includes the forehead, which 68 landmarks do not cover.
-
-    Args:
-        landmarks: ``(68, 2)`` positions.
-        forehead: How far to raise the brows, in units of the eye-to-mouth distance.
-
-    Returns:
-        ``(27, 2)`` float64 polygon vertices in order (jaw left to right, then brows right to left).
-    """
-    lm = np.asarray(landmarks, dtype=np.float64)
-    if lm.shape != (68, 2):
-        raise ValueError(f"landmarks must have shape (68, 2), got {lm.shape}")
-    eyes = lm[36:48].mean(0)
-    mouth = lm[48:60].mean(0)
-    up = eyes - mouth
-    brows = lm[17:27][::-1] + up * forehead
-    return np.concatenate([lm[0:17], brows], axis=0)
-
-
 def crop_landmarks(
     pixels: np.ndarray,
     *,
@@ -403,7 +368,7 @@ def crop_landmarks(
     pad = int(round(0.25 * max(h, w)))
     padded = np.pad(np.asarray(pixels, dtype=np.uint8), ((pad, pad), (pad, pad), (0, 0)), mode="edge")
     small, scale = _downscale(padded, DETECT_MAX_SIDE)
-    found = _raw_detections(small, detector, upsample)
+    found = raw_detections(small, detector, upsample)
     if found:
         box, score = max(found, key=lambda bs: (bs[0][2] - bs[0][0]) * (bs[0][3] - bs[0][1]))
         box = tuple(v / scale - pad for v in box)  # type: ignore[assignment]
@@ -414,28 +379,6 @@ def crop_landmarks(
         return None
     box = (0.0, 0.0, float(w), float(h))
     return DetectedFace(box=box, score=0.0, landmarks=predict_landmarks(pixels, box), index=0, detector="full_image")
-
-
-def convex_hull(points: np.ndarray) -> np.ndarray:
-    """Monotone-chain convex hull of ``(N, 2)`` points (counter-clockwise, no repeats)."""
-    pts = sorted(map(tuple, np.asarray(points, dtype=np.float64).tolist()))
-    if len(pts) <= 2:
-        return np.array(pts)
-
-    def cross(o: tuple, a: tuple, b: tuple) -> float:
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-    lower: list[tuple] = []
-    for p in pts:
-        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
-            lower.pop()
-        lower.append(p)
-    upper: list[tuple] = []
-    for p in reversed(pts):
-        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
-            upper.pop()
-        upper.append(p)
-    return np.array(lower[:-1] + upper[:-1])
 
 
 RETRIES: tuple[str, ...] = ("contrast-normalised", "rotated 90°", "rotated 180°", "rotated 270°", "border padded")

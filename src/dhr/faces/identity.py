@@ -26,7 +26,7 @@ import torch
 
 from dhr.checks import check_choice
 from dhr.errors import ShapeError
-from dhr.faces.detect import Detector, _import_dlib, _model_file, crop_landmarks
+from dhr.faces.detect import Detector, crop_landmarks, dlib_model_file, import_dlib
 from dhr.io.image import tensor_to_uint8
 
 __all__ = ["IdentityModel", "DlibIdentity", "IRSEIdentity", "as_uint8_image"]
@@ -63,7 +63,7 @@ def as_uint8_image(image: np.ndarray | torch.Tensor) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def _face_recognizer() -> Any:
-    return _import_dlib().face_recognition_model_v1(_model_file("dlib_face_recognition_resnet_model_v1.dat"))
+    return import_dlib().face_recognition_model_v1(dlib_model_file("dlib_face_recognition_resnet_model_v1.dat"))
 
 
 class DlibIdentity:
@@ -103,7 +103,7 @@ class DlibIdentity:
         Returns:
             ``(128,)`` float32 CPU tensor.
         """
-        dlib = _import_dlib()
+        dlib = import_dlib()
         pixels = np.ascontiguousarray(as_uint8_image(image))
         notes: list[str] = []
         if landmarks is None:

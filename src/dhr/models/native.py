@@ -40,7 +40,8 @@ from torch import nn
 import dhr
 from dhr.errors import CheckpointError, ConfigError
 from dhr.fileio import read_json, sha256_file, to_jsonable, write_json_atomic
-from dhr.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from dhr.models.discriminator import Discriminator, DiscriminatorConfig
+from dhr.models.stylegan2 import Generator, GeneratorConfig
 
 __all__ = [
     "CONFIG_NAME",

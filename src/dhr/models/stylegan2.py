@@ -1,11 +1,12 @@
-"""StyleGAN2 generator and discriminator in pure PyTorch.
+"""StyleGAN2 generator in pure PyTorch (the discriminator is in :mod:`dhr.models.discriminator`).
 
 The generator is split into a mapping network (z -> w) and a synthesis network (w+ -> image).
 Layers are named by resolution: ``synthesis.b64.conv0`` is the upsampling conv of the 64x64
 block, ``conv1`` its second conv, ``torgb`` its RGB output. The synthesis can stop after any
 block (:meth:`SynthesisNetwork.run_until`) and resume from there (:meth:`SynthesisNetwork.run_from`);
 the composition is the plain forward, bit for bit. The generator knows nothing about inversion:
-per-image weights go through :func:`torch.func.functional_call`.
+per-image weights go through :func:`torch.func.functional_call`. The discriminator (training
+only) is in :mod:`dhr.models.discriminator`, re-exported here.
 
 W index per layer (identical to the rosinality layout, ``num_ws = 2 * log2(resolution) - 2``):
 ``b4.conv1`` w0, ``b4.torgb`` w1; for the block of level k >= 1 (resolution 4 * 2**k):
@@ -19,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -28,6 +29,7 @@ from torch import nn
 
 from dhr.checks import check_choice, check_shape
 from dhr.errors import ConfigError, ShapeError
+from dhr.models.discriminator import Discriminator, DiscriminatorConfig
 from dhr.models.ops import bias_leaky_relu, make_kernel, upfirdn2d
 
 __all__ = [
@@ -450,85 +452,3 @@ class Generator(nn.Module):
 
     def noise_shapes(self) -> list[tuple[int, int, int, int]]:
         return [tuple(layer.noise_const.shape) for layer in self.synthesis.noise_layers()]
-
-
-# --------------------------------------------------------------------------------------------
-# Discriminator (training only)
-
-
-@dataclass(frozen=True)
-class DiscriminatorConfig:
-    """Residual StyleGAN2 discriminator with minibatch-stddev (training only)."""
-
-    resolution: int = 64
-    channel_base: int = 4096
-    channel_max: int = 256
-    channel_multiplier: int = 1
-    mbstd_group: int = 4
-
-    def channels(self, resolution: int) -> int:
-        return max(1, min(self.channel_max, self.channel_base * self.channel_multiplier // resolution))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-class EqualConv(nn.Module):
-    def __init__(self, cin: int, cout: int, k: int, *, bias: bool = True, activate: bool = True) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
-        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
-        self.gain = 1 / math.sqrt(cin * k * k)
-        self.activate = activate
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.conv2d(x, self.weight * self.gain, padding=self.weight.shape[-1] // 2)
-        if self.activate:
-            return bias_leaky_relu(x, self.bias)
-        return x if self.bias is None else x + self.bias[None, :, None, None]
-
-
-class DiscriminatorBlock(nn.Module):
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.conv0 = EqualConv(cin, cin, 3)
-        self.conv1 = EqualConv(cin, cout, 3)
-        self.skip = EqualConv(cin, cout, 1, bias=False, activate=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.avg_pool2d(self.conv1(self.conv0(x)), 2)
-        s = self.skip(F.avg_pool2d(x, 2))
-        return (y + s) / math.sqrt(2)
-
-
-class Discriminator(nn.Module):
-    """Residual discriminator: fromRGB, blocks ``b{res}`` down to 4x4, mbstd, conv, fc, out."""
-
-    def __init__(self, config: DiscriminatorConfig) -> None:
-        super().__init__()
-        self.config = config
-        r = config.resolution
-        self.fromrgb = EqualConv(3, config.channels(r), 1)
-        self.block_resolutions = [2**i for i in range(int(math.log2(r)), 2, -1)]
-        for res in self.block_resolutions:
-            setattr(self, f"b{res}", DiscriminatorBlock(config.channels(res), config.channels(res // 2)))
-        c4 = config.channels(4)
-        self.conv4 = EqualConv(c4 + 1, c4, 3)
-        self.fc = EqualConv(c4 * 16, c4, 1)
-        self.out = EqualConv(c4, 1, 1, activate=False)
-
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        """Returns one logit per image ``(B,)`` for ``img (B, 3, R, R)`` in [-1, 1]."""
-        x = self.fromrgb(img)
-        for res in self.block_resolutions:
-            x = getattr(self, f"b{res}")(x)
-        b, c, h, w = x.shape
-        g = min(self.config.mbstd_group, b)
-        while b % g:
-            g -= 1
-        y = x.reshape(g, -1, c, h, w)
-        y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt().mean(dim=[1, 2, 3])  # (B/g,)
-        y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w)
-        x = self.conv4(torch.cat([x, y], 1))
-        x = self.fc(x.reshape(b, -1, 1, 1))
-        return self.out(x).reshape(b)

@@ -36,9 +36,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dhr.errors import ConfigError
+from dhr.bench.inputs import detect_landmarks, load_bench_image
+from dhr.bench.occlusion import occlude
+from dhr.bench.protocol import scale_steps
+from dhr.bench.scoring import false_alarm
+from dhr.bench.scoring import iou as mask_iou
+from dhr.embed.optimize import optimize_latent
+from dhr.errors import ConfigError, DHRError
+from dhr.faces.parsing import LandmarkParser
+from dhr.io.image import uint8_to_tensor
+from dhr.models.zoo import load_model
+from dhr.segmentation.domain import SegmentConfig, segment
+from dhr.train.data import is_validation
 
-__all__ = ["SCALES", "calibrate_thresholds"]
+__all__ = ["MIN_REGIONS", "SCALES", "calibrate_thresholds", "write_thresholds"]
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +83,6 @@ def calibrate_thresholds(model_path: str | Path, data: str | Path, *, n: int = 6
         (the ``min_region = 0`` row, per scale), "best_scale", "best_min_region", "best", "rule",
         "by_fill", "thresholds", "coarse_steps", "n", ...}``.
     """
-    from dhr.bench.occlusion import occlude
-    from dhr.bench.run import _detect_landmarks, _false_alarm, _iou, _load_item, scale_steps
-    from dhr.embed.optimize import optimize_latent
-    from dhr.faces.parsing import LandmarkParser
-    from dhr.io.image import uint8_to_tensor
-    from dhr.models.zoo import load_model
-    from dhr.segmentation.domain import SegmentConfig, segment
-    from dhr.train.data import is_validation
-
     model = load_model(model_path)
     if model.perceptual is None:
         raise ConfigError(f"{model_path}: calibration uses the model's own perceptual metric; this model has none")
@@ -92,13 +94,13 @@ def calibrate_thresholds(model_path: str | Path, data: str | Path, *, n: int = 6
                    and not is_validation(p.name, val_fraction))[:n]
     if not files:
         raise ConfigError(f"no training crops in {data}")
-    items = [_load_item(f, R, strict=False) for f in files]
+    items = [load_bench_image(f, R, strict=False) for f in files]
     settings = [(s, mr) for mr in min_regions for s in scales]
     per_image = []
     for i, it in enumerate(items):
         try:
-            _detect_landmarks(it)
-        except Exception as e:  # noqa: BLE001 - no face: segment without a parser, as the pipeline does
+            detect_landmarks(it)  # no face found: landmarks stay None, segmented without a parser
+        except (DHRError, ImportError) as e:  # no dlib or its model file: the same, as the pipeline does
             log.info("%s: no landmarks (%s)", it.name, e)
         occ = occlude(it.pixels, seed + i, sources=[o.pixels for j, o in enumerate(items) if j != i])
         gt = torch.from_numpy(occ.mask).float()[None]
@@ -117,8 +119,8 @@ def calibrate_thresholds(model_path: str | Path, data: str | Path, *, n: int = 6
                 dom = segment(target[0], coarse[0].image, maps0, parsing=parsing, config=cfg, labels=dom0.superpixels)
                 ood = 1 - dom.mask
                 fracs.append(float(ood.mean()))
-                ious.append(_iou(ood, gt))
-                alarms.append(_false_alarm(ood, gt))
+                ious.append(mask_iou(ood, gt))
+                alarms.append(false_alarm(ood, gt))
             row[f"{kind}_ood_fraction"] = fracs
             if kind == "occluded":
                 row["iou"], row["false_alarm"] = ious, alarms

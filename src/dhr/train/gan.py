@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from dhr.errors import ConfigError
 from dhr.models.small_encoder import SmallEncoder, SmallEncoderConfig
-from dhr.models.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from dhr.models.discriminator import Discriminator, DiscriminatorConfig
+from dhr.models.stylegan2 import Generator, GeneratorConfig
 from dhr.train.augment import diff_augment
 from dhr.train.data import FaceDataset, prepare_dataset
 from dhr.train.projected import ProjectedDiscriminator, hinge_d_loss, hinge_g_loss

@@ -145,7 +145,7 @@ def label_images(images: np.ndarray, *, size: int = 256, fallback_box: tuple[flo
         ShapeError: If ``images`` is not ``(N, S, S, 3)`` uint8.
         ImportError / WeightsError: Without dlib or its model files (``pip install 'dhr[faces]'``).
     """
-    from dhr.faces.detect import _raw_detections, predict_landmarks
+    from dhr.faces.detect import predict_landmarks, raw_detections
 
     arr = np.asarray(images)
     if arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[1] != arr.shape[2] or arr.dtype != np.uint8:
@@ -159,7 +159,7 @@ def label_images(images: np.ndarray, *, size: int = 256, fallback_box: tuple[flo
     detected = np.zeros(n, dtype=bool)
     for i, img in enumerate(arr):
         up = _upsample(img, size)
-        found = _raw_detections(up, "hog", 0)
+        found = raw_detections(up, "hog", 0)
         if found:
             box = max(found, key=lambda bs: (bs[0][2] - bs[0][0]) * (bs[0][3] - bs[0][1]))[0]
             lms[i] = predict_landmarks(up, box)
