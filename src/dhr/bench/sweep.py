@@ -10,6 +10,9 @@ change per unit, as a ratio to PTI's on the same images), identity kept under ed
 under edits and ‖θ*−θ‖, finds the Pareto front of MSE against editability and picks the
 recommended setting with :func:`pick`'s rule. Writes ``sweep.json``, ``sweep.md`` and ``pareto.png``.
 
+faces-64's shipped refinement comes from ``python -m dhr.bench.sweep --data ../shared/datasets/utkface
+--n 14 -o sweep2`` with this :data:`GRID` (full budgets, 30 minutes on one core; docs/sweep-faces64-v2).
+
 The rule (fixed before the settings were compared): a setting is *admissible* when its identity kept under
 edits is at least PTI's minus 0.02. Among admissible settings on the Pareto front, take the one with
 the lowest MSE whose editability ratio (the smallest over the scored edits of |change per unit| /
@@ -289,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--data", type=Path, required=True, help="the model's training data folder (UTKFace crops)")
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--model", default="faces-64")
-    ap.add_argument("--n", type=int, default=12)
+    ap.add_argument("--n", type=int, default=12,
+                    help="training crops (default 12; faces-64's second sweep used 14 at full budgets)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps-scale", type=float, default=1.0, help="factor on every step budget (default 1)")
     ap.add_argument("--only", default=None, help="comma list of grid settings to run (default: all)")
