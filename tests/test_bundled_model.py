@@ -57,13 +57,14 @@ def test_photo_to_edited_photo(pipe):
 
 def test_bundled_model_ships_the_swept_refinement_budget():
     """faces-64 ships the refinement budget its export writes (dhr.train.export.RECOMMENDED_CONFIG,
-    chosen by the settings sweep of docs/sweep-faces64)."""
+    chosen by the settings sweeps of docs/sweep-faces64 and docs/sweep-faces64-v2)."""
     from dhr.train.export import RECOMMENDED_CONFIG
 
     cfg = load_model("faces-64").recommended_config()
     assert cfg.refine.steps == RECOMMENDED_CONFIG["refine"]["steps"]
     assert cfg.refine.weight_steps == RECOMMENDED_CONFIG["refine"]["weight_steps"]
     assert cfg.refine.weight_lr == RECOMMENDED_CONFIG["refine"]["weight_lr"]
+    assert cfg.refine.feature_resolution == RECOMMENDED_CONFIG["refine"]["feature_resolution"]
 
 
 def test_bundle_round_trip_edits_and_pastes_like_the_fresh_result(pipe, tmp_path):

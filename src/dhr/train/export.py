@@ -267,11 +267,12 @@ def direction_effects(G: Generator, classifier: torch.nn.Module, directions, *, 
 
 #: Inversion settings shipped in the bundled model's ``model.json`` (over the reference defaults).
 #: Chosen on the fidelity-editability trade-off by ``python -m dhr.bench.sweep`` on training crops
-#: (docs/sweep-faces64, issue #15): the earlier 200 / 150 steps at 3e-3 (picked on reconstruction
-#: MSE alone) left |θ*-θ| at 3x PTI's and the edits moving the attribute at half PTI's rate; the
-#: sweep's rule picks the reference budget (100 refinement steps, θ in the first 50 at 1.5e-3),
-#: written out so that a re-export keeps it explicit.
-RECOMMENDED_CONFIG = {"refine": {"steps": 100, "weight_steps": 50, "weight_lr": 1.5e-3}}
+#: (issue #15). The first sweep (docs/sweep-faces64) replaced 200 / 150 steps at 3e-3 (picked on
+#: reconstruction MSE alone: |θ*-θ| at 3x PTI's) by the reference budget 100 / 50 at 1.5e-3; the
+#: second (docs/sweep-faces64-v2, 14 crops, full budgets) picks a longer, gentler weight phase
+#: (200 steps, θ in the first 150 at 5e-4: |θ*-θ| about the same) with f at 16x16, which closes
+#: DHR's in-domain gap to PTI. Written out so that a re-export keeps it explicit.
+RECOMMENDED_CONFIG = {"refine": {"steps": 200, "weight_steps": 150, "weight_lr": 5e-4, "feature_resolution": 16}}
 
 
 def export_model(run: Path, aux: Path, out: Path, *, name: str = "faces-64", template: Path | None = None,
