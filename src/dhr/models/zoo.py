@@ -9,6 +9,7 @@ Bundled models live in ``dhr/assets/models/<name>/`` and load without any downlo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -98,7 +99,14 @@ class FaceModel:
         from dhr.config import InvertConfig, config_from_dict
 
         options = (self.manifest or {}).get("config")
-        return InvertConfig() if not options else config_from_dict(dict(options))
+        config = InvertConfig() if not options else config_from_dict(dict(options))
+        occluder = config.segment.occluder
+        if occluder is not None and self.path is not None and not Path(occluder).is_absolute():
+            # model.json names its occluder network relative to the model folder (it must stay inside).
+            mpath = Path(self.path) / MODEL_JSON
+            resolved = _inside(Path(self.path), occluder, "config.segment.occluder", mpath, want_dir=True)
+            config = dataclasses.replace(config, segment=dataclasses.replace(config.segment, occluder=str(resolved)))
+        return config
 
     def to(self, device: torch.device | str) -> FaceModel:
         """Moves every network to ``device`` (in place) and returns self."""
