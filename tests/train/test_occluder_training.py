@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -92,7 +93,7 @@ def test_choose_threshold_rule():
     assert choose_threshold([rows[0]], 0.01)["threshold"] == 0.3  # none meets it: the fewest alarms
 
 
-def test_training_runs_resumes_and_saves(tmp_path):
+def test_training_runs_resumes_and_saves(tmp_path, caplog):
     data = tmp_path / "data"
     data.mkdir()
     for i, f in enumerate(faces(12, size=24)):
@@ -100,9 +101,11 @@ def test_training_runs_resumes_and_saves(tmp_path):
     out = tmp_path / "run"
     rep = train_occluder(data, out, steps=2, batch=2, size=R, save_every=1, n_tune=4)
     assert rep["steps_done"] == 2 and (out / "state.pt").is_file()
-    rep = train_occluder(data, out, steps=3, batch=2, size=R, save_every=1, n_tune=4)
+    with caplog.at_level(logging.INFO, logger="dhr.train.occluder"):
+        rep = train_occluder(data, out, steps=3, batch=2, size=R, save_every=1, n_tune=4)
+    assert "resumed at step 2" in caplog.text
     assert rep["steps_done"] == 3
-    assert torch.load(out / "state.pt", weights_only=True)["step"] == 3  # resumed, not restarted
+    assert torch.load(out / "state.pt", weights_only=True)["step"] == 3
     net = load_occluder_net(out / "occluder")
     assert net(torch.zeros(1, 3, R, R)).shape == (1, 1, R, R)
     saved = json.loads((out / "report.json").read_text())

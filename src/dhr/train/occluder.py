@@ -143,7 +143,7 @@ def train_occluder(data: str | Path, out: str | Path, *, steps: int = 3000, batc
         step, curve = int(st["step"]), [dict(zip(("step", "loss"), c)) for c in st["curve"].tolist()]
         log.info("occluder: resumed at step %d", step)
     rng = np.random.default_rng([seed, step])
-    t0 = time.time()
+    t0 = t_window = time.time()
     running = []
     while step < steps:
         for g in opt.param_groups:
@@ -158,13 +158,13 @@ def train_occluder(data: str | Path, out: str | Path, *, steps: int = 3000, batc
         if step % 25 == 0:
             curve.append({"step": step, "loss": float(np.mean(running))})
             log.info("occluder: step %d/%d loss %.4f (%.2f s/step)", step, steps, np.mean(running),
-                     (time.time() - t0) / len(running) if running else 0)
+                     (time.time() - t_window) / len(running))
         if step % save_every == 0 or step == steps:
             torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step,
                         "curve": torch.tensor([[c["step"], c["loss"]] for c in curve], dtype=torch.float64)
                         .reshape(-1, 2)}, state_path)
             rng = np.random.default_rng([seed, step])  # resuming at this step draws the same samples
-            running = []
+            running, t_window = [], time.time()
         if max_minutes is not None and (time.time() - t0) > 60 * max_minutes and step % save_every == 0:
             log.info("occluder: time budget of %.0f min spent at step %d", max_minutes, step)
             break
