@@ -146,3 +146,20 @@ def test_pngs_include_the_cue(tmp_path):
     dom = segment(target, coarse, maps, config=cfg, labels=halves())
     out = save_domain_pngs(dom, tmp_path / "png", "x", target=target)
     assert {"occluder", "mask_occluder"} <= set(out) and all(p.is_file() for p in out.values())
+
+
+def test_model_json_path_is_resolved_inside_the_model_folder(tmp_path):
+    from dhr.errors import CheckpointError
+    from dhr.models.zoo import FaceModel
+
+    saved(constant_net(0.0), tmp_path / "occluder")
+    model = FaceModel(name="t", path=tmp_path, generator=None,
+                      manifest={"config": {"segment": {"occluder": "occluder", "occluder_threshold": 0.7}}})
+    seg = model.recommended_config().segment
+    assert seg.occluder == str((tmp_path / "occluder").resolve()) and seg.occluder_threshold == 0.7
+    outside = FaceModel(name="t", path=tmp_path, generator=None, manifest={"config": {"segment": {"occluder": "../x"}}})
+    with pytest.raises(ConfigError, match="outside the model folder"):
+        outside.recommended_config()
+    missing = FaceModel(name="t", path=tmp_path, generator=None, manifest={"config": {"segment": {"occluder": "nope"}}})
+    with pytest.raises(CheckpointError, match="missing"):
+        missing.recommended_config()
