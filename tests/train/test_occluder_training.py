@@ -110,3 +110,33 @@ def test_training_runs_resumes_and_saves(tmp_path, caplog):
     assert net(torch.zeros(1, 3, R, R)).shape == (1, 1, R, R)
     saved = json.loads((out / "report.json").read_text())
     assert saved["steps_done"] == 3 and len(saved["tune_pixel_figures"]) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_tune_threshold_on_the_bundled_model(tmp_path):
+    """The tune rule inside the model's full segmentation: a network that calls everything an occluder
+    marks every clean pixel out of domain, so no threshold meets the cap and the fewest alarms win."""
+    from tests.conftest import shared_path
+
+    from dhr.models.native import save_pretrained
+    from dhr.segmentation.occluder import OccluderNet, OccluderNetConfig, register_occluder_component
+    from dhr.train.occluder import tune_threshold
+
+    utk = shared_path("datasets", "utkface")
+    data = tmp_path / "data"
+    data.mkdir()
+    picked = [p for p in sorted(utk.iterdir()) if is_validation(p.name, 0.07) and not is_validation(p.name, 0.04)][:3]
+    for p in picked:
+        (data / p.name).symlink_to(p)
+    net = OccluderNet(OccluderNetConfig(channels=(2, 2, 2, 2)))
+    with torch.no_grad():
+        for prm in net.parameters():
+            prm.zero_()
+        net.head.bias.fill_(8.0)  # p ~ 1 everywhere
+    register_occluder_component()
+    save_pretrained(net, tmp_path / "occ")
+    rep = tune_threshold("faces-64", tmp_path / "occ", data, n=1, thresholds=(0.5, 0.9))
+    assert rep["n"] == 1 and [g["threshold"] for g in rep["grid"]] == [0.5, 0.9]
+    assert all(g["clean_ood_fraction"] == 1.0 and g["false_alarm"] == 1.0 for g in rep["grid"])
+    assert rep["without"]["clean_ood_fraction"] < 0.5 and "no threshold" in rep["rule"]

@@ -187,7 +187,7 @@ def train_occluder(data: str | Path, out: str | Path, *, steps: int = 3000, batc
 
 def tune_threshold(model_path: str | Path, occluder: str | Path, data: str | Path, *, n: int = 40, seed: int = 7,
                    cache: str | Path | None = None, val_fraction: float = 0.04, tune_fraction: float = 0.03,
-                   thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+                   thresholds: tuple[float, ...] = tuple(round(0.3 + 0.05 * i, 2) for i in range(14)),
                    max_false_alarm: float = 0.02) -> dict:
     """Chooses ``occluder_threshold`` for DHR's full segmentation on tune crops (training split, own occluders).
 
@@ -209,9 +209,11 @@ def tune_threshold(model_path: str | Path, occluder: str | Path, data: str | Pat
     from dhr.faces.parsing import LandmarkParser
     from dhr.io.image import uint8_to_tensor
     from dhr.models.zoo import load_model
-    from dhr.segmentation.domain import occluder_mask, segment
+    from dhr.segmentation.domain import occluder_test, segment
+    from dhr.segmentation.occluder import load_occluder_net, occluder_probability
 
     model = load_model(model_path)
+    net = load_occluder_net(occluder)
     base = model.recommended_config()
     seg = dataclasses.replace(base.segment, occluder=None)
     train, _, _ = prepare_dataset(data, model.resolution, cache=cache, val_fraction=val_fraction)
@@ -237,9 +239,9 @@ def tune_threshold(model_path: str | Path, occluder: str | Path, data: str | Pat
             dom = segment(target[0], coarse[0].image, list(maps[0]), parsing=parsing, config=seg)
             ood0 = 1 - dom.mask
             figures = []
+            prob = occluder_probability(net, target[0])
             for t in thresholds:
-                m_o, _ = occluder_mask(target[0], str(occluder), t, dom.superpixels)
-                ood = 1 - dom.mask * m_o
+                ood = 1 - dom.mask * occluder_test(prob, t, dom.superpixels)
                 figures.append((_iou(ood, gt), _false_alarm(ood, gt), float(ood.mean())))
             row[kind] = figures
             row[kind + "_without"] = (_iou(ood0, gt), _false_alarm(ood0, gt), float(ood0.mean()))
