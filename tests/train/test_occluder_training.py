@@ -140,3 +140,22 @@ def test_tune_threshold_on_the_bundled_model(tmp_path):
     assert rep["n"] == 1 and [g["threshold"] for g in rep["grid"]] == [0.5, 0.9]
     assert all(g["clean_ood_fraction"] == 1.0 and g["false_alarm"] == 1.0 for g in rep["grid"])
     assert rep["without"]["clean_ood_fraction"] < 0.5 and "no threshold" in rep["rule"]
+
+
+def test_install_writes_the_model_json(tmp_path):
+    from dhr.errors import ConfigError
+    from dhr.models.native import save_pretrained
+    from dhr.segmentation.occluder import OccluderNet, OccluderNetConfig, register_occluder_component
+    from dhr.train.occluder import install_occluder
+
+    register_occluder_component()
+    save_pretrained(OccluderNet(OccluderNetConfig(channels=(2, 2, 2, 2))), tmp_path / "net")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text(json.dumps({"name": "m", "config": {"segment": {"theta_skin": 0.3}}}))
+    install_occluder(model, tmp_path / "net", 0.65, info={"steps": 3})
+    man = json.loads((model / "model.json").read_text())
+    assert man["config"]["segment"] == {"theta_skin": 0.3, "occluder": "occluder", "occluder_threshold": 0.65}
+    assert man["training"]["occluder"] == {"steps": 3} and (model / "occluder" / "model.safetensors").is_file()
+    with pytest.raises(ConfigError, match="model.json"):
+        install_occluder(tmp_path / "net", tmp_path / "net", 0.5)

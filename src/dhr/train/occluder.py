@@ -14,7 +14,8 @@ Resumable: ``<out>/state.pt`` holds the weights, the optimiser and the step, wri
 ``--save-every`` steps; running the same command again continues. At the end the network is saved
 in the native format (``<out>/occluder``) and ``<out>/report.json`` holds the training curve and the
 tune-set figures. ``--tune N`` then chooses the threshold of the cue inside the model's full segmentation
-(:func:`tune_threshold`, ``<out>/tune.json``).
+(:func:`tune_threshold`, ``<out>/tune.json``), and ``--install MODEL_FOLDER`` copies the network into
+the model and writes that threshold into its ``model.json`` (:func:`install_occluder`).
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dhr.errors import ConfigError
 from dhr.segmentation.occluder import OccluderNet, OccluderNetConfig, register_occluder_component
 from dhr.train.data import FaceDataset, is_validation, prepare_dataset
 from dhr.train.occluders import synthetic_occluder
 
-__all__ = ["make_batch", "train_occluder", "evaluate_occluder", "choose_threshold", "tune_split", "tune_threshold"]
+__all__ = ["make_batch", "train_occluder", "evaluate_occluder", "choose_threshold", "tune_split", "tune_threshold", "install_occluder"]
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +268,44 @@ def tune_threshold(model_path: str | Path, occluder: str | Path, data: str | Pat
             "grid": grid, "without": without, "best": best, "rule": rule, "images": rows}
 
 
+def install_occluder(model_folder: str | Path, occluder: str | Path, threshold: float, *, info: dict | None = None
+                     ) -> Path:
+    """Copies an occluder network into a model folder and makes it part of the model's segmentation.
+
+    Writes ``config.segment.occluder = "occluder"`` (relative to the model folder) and
+    ``occluder_threshold`` into ``model.json``, and ``info`` (how it was trained and tuned) as
+    ``training.occluder``. Do this only after the benchmark showed the cue helps on held-out crops.
+
+    Args:
+        model_folder: The model folder (with ``model.json``).
+        occluder: The trained network's folder (``<out>/occluder``).
+        threshold: The tuned ``occluder_threshold``.
+        info: Provenance stored in ``training.occluder``.
+
+    Returns:
+        The path of ``model.json``.
+    """
+    import shutil
+
+    from dhr.segmentation.occluder import load_occluder_net
+    from dhr.train.calibrate import write_thresholds
+
+    load_occluder_net(occluder)  # refuses a folder that is not a loadable OccluderNet
+    model_folder = Path(model_folder)
+    if not (model_folder / "model.json").is_file():
+        raise ConfigError(f"{model_folder} has no model.json; pass the model folder (e.g. src/dhr/assets/models/faces-64)")
+    dest = model_folder / "occluder"
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(occluder, dest)
+    path = write_thresholds(model_folder, {"occluder": "occluder", "occluder_threshold": float(threshold)})
+    if info is not None:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest["training"] = {**dict(manifest.get("training") or {}), "occluder": info}
+        path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="folder of UTKFace crops (held-out ones are skipped)")
@@ -280,7 +320,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tune", type=int, default=0, metavar="N",
                    help="afterwards choose occluder_threshold on N tune crops with the model's segmentation")
     p.add_argument("--model", default="faces-64", help="model whose segmentation --tune runs")
+    p.add_argument("--install", type=Path, default=None, metavar="MODEL_FOLDER",
+                   help="after --tune, copy the network into this model folder and write the tuned threshold into "
+                        "its model.json (only once the benchmark showed it helps on held-out crops)")
     a = p.parse_args(argv)
+    if a.install is not None and a.tune <= 0:
+        p.error("--install needs --tune N (the threshold it writes is the tuned one)")
     a.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(a.out / "train.log")])
@@ -292,6 +337,12 @@ def main(argv: list[str] | None = None) -> None:
         tuned = tune_threshold(a.model, a.out / "occluder", a.data, n=a.tune, cache=a.cache)
         (a.out / "tune.json").write_text(json.dumps(tuned, indent=2) + "\n", encoding="utf-8")
         print(json.dumps({k: tuned[k] for k in ("n", "grid", "without", "best", "rule")}, indent=2))
+        if a.install is not None:
+            info = {"steps": rep["steps_done"], "batch": a.batch, "lr": a.lr, "seed": a.seed,
+                    "fit_crops": rep["fit_crops"], "tune_crops": rep["tune_crops"], "generator": rep["generator"],
+                    "tune": {"n": tuned["n"], "rule": tuned["rule"], **{k: round(v, 4) for k, v in tuned["best"].items()}},
+                    "without": {k: round(v, 4) for k, v in tuned["without"].items()}}
+            print(f"wrote {install_occluder(a.install, a.out / 'occluder', tuned['best']['threshold'], info=info)}")
 
 
 if __name__ == "__main__":
