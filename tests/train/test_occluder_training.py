@@ -136,10 +136,13 @@ def test_tune_threshold_on_the_bundled_model(tmp_path):
         net.head.bias.fill_(8.0)  # p ~ 1 everywhere
     register_occluder_component()
     save_pretrained(net, tmp_path / "occ")
-    rep = tune_threshold("faces-64", tmp_path / "occ", data, n=1, thresholds=(0.5, 0.9))
-    assert rep["n"] == 1 and [g["threshold"] for g in rep["grid"]] == [0.5, 0.9]
+    rep = tune_threshold("faces-64", tmp_path / "occ", data, n=1, thresholds=(0.5, 0.9), error_scales=(1.0, 2.0))
+    assert rep["n"] == 1 and [(g["error_scale"], g["threshold"]) for g in rep["grid"]] == [
+        (1.0, 0.5), (1.0, 0.9), (2.0, 0.5), (2.0, 0.9)]
     assert all(g["clean_ood_fraction"] == 1.0 and g["false_alarm"] == 1.0 for g in rep["grid"])
-    assert rep["without"]["clean_ood_fraction"] < 0.5 and "no threshold" in rep["rule"]
+    assert rep["without"]["clean_ood_fraction"] < 0.5 and "no pair" in rep["rule"]
+    cal = rep["calibrated_thresholds"]
+    assert rep["best"]["theta_skin"] == round(cal["theta_skin"] * rep["best"]["error_scale"], 4)
 
 
 def test_install_writes_the_model_json(tmp_path):
@@ -153,9 +156,10 @@ def test_install_writes_the_model_json(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     (model / "model.json").write_text(json.dumps({"name": "m", "config": {"segment": {"theta_skin": 0.3}}}))
-    install_occluder(model, tmp_path / "net", 0.65, info={"steps": 3})
+    install_occluder(model, tmp_path / "net", 0.65, info={"steps": 3}, thresholds={"theta_inner": 0.5})
     man = json.loads((model / "model.json").read_text())
-    assert man["config"]["segment"] == {"theta_skin": 0.3, "occluder": "occluder", "occluder_threshold": 0.65}
+    assert man["config"]["segment"] == {"theta_skin": 0.3, "theta_inner": 0.5, "occluder": "occluder",
+                                        "occluder_threshold": 0.65}
     assert man["training"]["occluder"] == {"steps": 3} and (model / "occluder" / "model.safetensors").is_file()
     with pytest.raises(ConfigError, match="model.json"):
         install_occluder(tmp_path / "net", tmp_path / "net", 0.5)

@@ -9,7 +9,7 @@ then marks the hair and the background instead. A network that looks at the imag
 seams, the misplaced parts and the foreign textures the error map misses.
 
 :class:`OccluderNet` maps an aligned ``(B, 3, R, R)`` image in [-1, 1] to per-pixel logits that a pixel
-belongs to an occluder. It is a small U-Net (about 0.2 M parameters): a full-resolution stem, three
+belongs to an occluder. It is a small U-Net (0.41 M parameters): a full-resolution stem, three
 stride-2 stages (the last one dilated, so its receptive field covers the whole 64 px crop) and a
 decoder back to R / 2; the logits are upsampled bilinearly to R. Two coordinate channels tell it where
 in the aligned crop a pixel lies (hair at the top is not an occluder; the same texture on the cheek

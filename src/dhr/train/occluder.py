@@ -187,22 +187,29 @@ def train_occluder(data: str | Path, out: str | Path, *, steps: int = 3000, batc
     return report
 
 
+#: Factors on the model's calibrated error thresholds tried jointly with the occluder threshold.
+ERROR_SCALES = (1.0, 1.25, 1.5, 2.0)
+
+
 def tune_threshold(model_path: str | Path, occluder: str | Path, data: str | Path, *, n: int = 40, seed: int = 7,
                    cache: str | Path | None = None, val_fraction: float = 0.04, tune_fraction: float = 0.03,
-                   thresholds: tuple[float, ...] = tuple(round(0.3 + 0.05 * i, 2) for i in range(14)),
-                   max_false_alarm: float = 0.02) -> dict:
-    """Chooses ``occluder_threshold`` for DHR's full segmentation on tune crops (training split, own occluders).
+                   thresholds: tuple[float, ...] = (0.4, 0.5, 0.55, 0.6, 0.7, 0.8),
+                   error_scales: tuple[float, ...] = ERROR_SCALES, max_false_alarm: float = 0.02) -> dict:
+    """Chooses ``occluder_threshold`` and the error thresholds' scale jointly on tune crops (training split).
 
     Each of the ``n`` tune crops gets one or two occluders from :mod:`dhr.train.occluders` (never the
-    benchmark's); the model's coarse inversion and segmentation (its calibrated thresholds, the landmark
-    parser) run once on the occluded and once on the clean crop, and the occluder test is re-applied
-    for every threshold. Rule: the highest mean IoU of the out-of-domain mask with the occluder among the
-    thresholds whose mean false alarms (outside the occluder) and clean out-of-domain fraction are both
-    at most ``max_false_alarm``.
+    benchmark's); the model's coarse inversion and segmentation (the landmark parser) run once on the
+    occluded and once on the clean crop. For every pair (s, t) the error thresholds are the model's
+    calibrated ones times s (``theta_skin``, ``theta_inner``, ``theta_other``; the calibration chose them
+    for the error test *alone*) and the occluder test uses threshold t. Rule: the highest mean IoU of
+    the out-of-domain mask with the occluder among the pairs whose mean false alarms (outside the
+    occluder) and clean out-of-domain fraction are both at most ``max_false_alarm`` (ties: the smaller
+    s, then the larger t).
 
     Returns:
-        ``{"grid": [{"threshold", "iou", "false_alarm", "clean_ood_fraction"}], "without": {...},
-        "best": {...}, "rule", "n", ...}`` (``without``: the segmentation without the occluder test).
+        ``{"grid": [{"error_scale", "threshold", "iou", "false_alarm", "clean_ood_fraction"}],
+        "without": {...} (the model's segmentation without the occluder test), "best": {... and
+        "theta_skin", "theta_inner", "theta_other"}, "rule", "n", ...}``.
     """
     import dataclasses
 
@@ -218,6 +225,9 @@ def tune_threshold(model_path: str | Path, occluder: str | Path, data: str | Pat
     net = load_occluder_net(occluder)
     base = model.recommended_config()
     seg = dataclasses.replace(base.segment, occluder=None)
+    scaled = {s: dataclasses.replace(seg, theta_skin=seg.theta_skin * s, theta_inner=seg.theta_inner * s,
+                                     theta_other=seg.theta_other * s) for s in error_scales}
+    pairs = [(s, t) for s in error_scales for t in thresholds]
     train, _, _ = prepare_dataset(data, model.resolution, cache=cache, val_fraction=val_fraction)
     _, tune = tune_split(train, val_fraction, tune_fraction)
     rng = np.random.default_rng(seed)
@@ -238,13 +248,16 @@ def tune_threshold(model_path: str | Path, occluder: str | Path, data: str | Pat
             target = uint8_to_tensor(pixels)[None]
             parsing = None if item.landmarks is None else LandmarkParser().parse(target[0], item.landmarks)
             coarse, maps = optimize_latent(model.generator, target, model.perceptual, base.coarse)
-            dom = segment(target[0], coarse[0].image, list(maps[0]), parsing=parsing, config=seg)
-            ood0 = 1 - dom.mask
-            figures = []
+            maps0 = list(maps[0])
+            dom = segment(target[0], coarse[0].image, maps0, parsing=parsing, config=seg)
             prob = occluder_probability(net, target[0])
-            for t in thresholds:
-                ood = 1 - dom.mask * occluder_test(prob, t, dom.superpixels)
+            masks = {s: segment(target[0], coarse[0].image, maps0, parsing=parsing, config=c,
+                                labels=dom.superpixels).mask for s, c in scaled.items()}
+            figures = []
+            for s, t in pairs:
+                ood = 1 - masks[s] * occluder_test(prob, t, dom.superpixels)
                 figures.append((_iou(ood, gt), _false_alarm(ood, gt), float(ood.mean())))
+            ood0 = 1 - dom.mask
             row[kind] = figures
             row[kind + "_without"] = (_iou(ood0, gt), _false_alarm(ood0, gt), float(ood0.mean()))
         rows.append(row)
@@ -254,22 +267,29 @@ def tune_threshold(model_path: str | Path, occluder: str | Path, data: str | Pat
         vals = [r[key][j] if t is None else r[key][t][j] for r in rows]
         return float(np.nanmean(vals))
 
-    grid = [{"threshold": t, "iou": mean("occluded", 0, ti), "false_alarm": mean("occluded", 1, ti),
-             "clean_ood_fraction": mean("clean", 2, ti)} for ti, t in enumerate(thresholds)]
+    grid = [{"error_scale": s, "threshold": t, "iou": mean("occluded", 0, q), "false_alarm": mean("occluded", 1, q),
+             "clean_ood_fraction": mean("clean", 2, q)} for q, (s, t) in enumerate(pairs)]
     without = {"iou": mean("occluded_without", 0), "false_alarm": mean("occluded_without", 1),
                "clean_ood_fraction": mean("clean_without", 2)}
     ok = [g for g in grid if g["false_alarm"] <= max_false_alarm and g["clean_ood_fraction"] <= max_false_alarm]
-    best = max(ok, key=lambda g: g["iou"]) if ok else min(grid, key=lambda g: g["false_alarm"])
-    rule = (f"highest mean IoU among thresholds with mean false alarms and clean out-of-domain fraction <= "
-            f"{max_false_alarm:.0%}" if ok else f"no threshold keeps false alarms <= {max_false_alarm:.0%}: the fewest")
+    if ok:
+        best = dict(max(ok, key=lambda g: (round(g["iou"], 6), -g["error_scale"], g["threshold"])))
+        rule = (f"highest mean IoU among (error scale, occluder threshold) pairs with mean false alarms and clean "
+                f"out-of-domain fraction <= {max_false_alarm:.0%}")
+    else:
+        best = dict(min(grid, key=lambda g: g["false_alarm"]))
+        rule = f"no pair keeps false alarms <= {max_false_alarm:.0%}: the fewest"
+    for name in ("theta_skin", "theta_inner", "theta_other"):
+        best[name] = round(getattr(seg, name) * best["error_scale"], 4)
     return {"model": str(model_path), "occluder": str(occluder), "n": len(rows), "seed": seed,
             "coarse_steps": base.coarse.steps, "generator": "dhr.train.occluders (not the benchmark's)",
             "split": f"training crops with hash in [{val_fraction}, {val_fraction + tune_fraction})",
+            "calibrated_thresholds": {k: getattr(seg, k) for k in ("theta_skin", "theta_inner", "theta_other")},
             "grid": grid, "without": without, "best": best, "rule": rule, "images": rows}
 
 
-def install_occluder(model_folder: str | Path, occluder: str | Path, threshold: float, *, info: dict | None = None
-                     ) -> Path:
+def install_occluder(model_folder: str | Path, occluder: str | Path, threshold: float, *, info: dict | None = None,
+                     thresholds: dict[str, float] | None = None) -> Path:
     """Copies an occluder network into a model folder and makes it part of the model's segmentation.
 
     Writes ``config.segment.occluder = "occluder"`` (relative to the model folder) and
@@ -281,6 +301,7 @@ def install_occluder(model_folder: str | Path, occluder: str | Path, threshold: 
         occluder: The trained network's folder (``<out>/occluder``).
         threshold: The tuned ``occluder_threshold``.
         info: Provenance stored in ``training.occluder``.
+        thresholds: Error thresholds (``theta_skin``, ``theta_inner``, ``theta_other``) tuned jointly with it.
 
     Returns:
         The path of ``model.json``.
@@ -298,7 +319,8 @@ def install_occluder(model_folder: str | Path, occluder: str | Path, threshold: 
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(occluder, dest)
-    path = write_thresholds(model_folder, {"occluder": "occluder", "occluder_threshold": float(threshold)})
+    path = write_thresholds(model_folder, {**(thresholds or {}), "occluder": "occluder",
+                                           "occluder_threshold": float(threshold)})
     if info is not None:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         manifest["training"] = {**dict(manifest.get("training") or {}), "occluder": info}
@@ -336,13 +358,14 @@ def main(argv: list[str] | None = None) -> None:
     if a.tune > 0:
         tuned = tune_threshold(a.model, a.out / "occluder", a.data, n=a.tune, cache=a.cache)
         (a.out / "tune.json").write_text(json.dumps(tuned, indent=2) + "\n", encoding="utf-8")
-        print(json.dumps({k: tuned[k] for k in ("n", "grid", "without", "best", "rule")}, indent=2))
+        print(json.dumps({k: tuned[k] for k in ("n", "without", "best", "rule")}, indent=2))
         if a.install is not None:
             info = {"steps": rep["steps_done"], "batch": a.batch, "lr": a.lr, "seed": a.seed,
                     "fit_crops": rep["fit_crops"], "tune_crops": rep["tune_crops"], "generator": rep["generator"],
                     "tune": {"n": tuned["n"], "rule": tuned["rule"], **{k: round(v, 4) for k, v in tuned["best"].items()}},
                     "without": {k: round(v, 4) for k, v in tuned["without"].items()}}
-            print(f"wrote {install_occluder(a.install, a.out / 'occluder', tuned['best']['threshold'], info=info)}")
+            thetas = {k: tuned["best"][k] for k in ("theta_skin", "theta_inner", "theta_other")}
+            print(f"wrote {install_occluder(a.install, a.out / 'occluder', tuned['best']['threshold'], info=info, thresholds=thetas)}")
 
 
 if __name__ == "__main__":
