@@ -42,6 +42,7 @@ BUNDLED_SHA256: dict[str, dict[str, str]] = {
         "perceptual/model.safetensors": "7e598989f93e0b2523d36dcd23663937e656953e32c3eaca4c13b98196631f25",
         "classifier/model.safetensors": "c6fbab24f196451a085ff8544c03e5a9f223818b1892b606eb133c9cc9f7c84e",
         "directions/directions.safetensors": "dc99828044fa23a352bfe1eb74ecd9af4d1a9ed6f321f9849823e0e9b4c7b132",
+        "occluder/model.safetensors": "4f6941fc5a273759d5011c2482f5312e4c207064d7ada1ea1f3cc9e18e2650a3",
     },
 }
 _COMPONENTS = ("generator", "encoder", "perceptual", "classifier", "directions")
