@@ -163,3 +163,10 @@ def test_model_json_path_is_resolved_inside_the_model_folder(tmp_path):
     missing = FaceModel(name="t", path=tmp_path, generator=None, manifest={"config": {"segment": {"occluder": "nope"}}})
     with pytest.raises(CheckpointError, match="missing"):
         missing.recommended_config()
+
+
+def test_probability_follows_the_image_device():
+    net = constant_net(0.0)
+    p = occluder_probability(net, torch.zeros(3, R, R, device="meta"))
+    assert p.device.type == "meta" and p.shape == (R, R)
+    assert next(net.parameters()).device.type == "cpu"  # the caller's network is not moved

@@ -13,7 +13,7 @@ from PIL import Image
 from dhr.errors import ShapeError
 from dhr.segmentation.occluder import load_occluder_net
 from dhr.train.data import is_validation
-from dhr.train.occluder import choose_threshold, make_batch, train_occluder, tune_split
+from dhr.train.occluder import make_batch, train_occluder, tune_split
 from dhr.train.occluders import TRAIN_SHAPES, synthetic_occluder
 
 R = 16
@@ -83,14 +83,6 @@ def test_tune_split_never_uses_held_out_names():
     assert len(fit) + len(tune) == len(train) and len(tune) > 0
     assert not set(fit.names) & set(tune.names)
     assert all(is_validation(nm, 0.09) and not is_validation(nm, 0.04) for nm in tune.names)
-
-
-def test_choose_threshold_rule():
-    rows = [{"threshold": 0.3, "iou": 0.9, "false_alarm": 0.05}, {"threshold": 0.5, "iou": 0.7, "false_alarm": 0.01},
-            {"threshold": 0.7, "iou": 0.5, "false_alarm": 0.0}]
-    assert choose_threshold(rows, 0.02)["threshold"] == 0.5
-    assert choose_threshold(rows, 0.001)["threshold"] == 0.7  # the cap: the highest IoU that meets it
-    assert choose_threshold([rows[0]], 0.01)["threshold"] == 0.3  # none meets it: the fewest alarms
 
 
 def test_training_runs_resumes_and_saves(tmp_path, caplog):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +119,7 @@ def register_occluder_component() -> None:
 
 
 _CACHE: dict[tuple[str, float], OccluderNet] = {}
+_MOVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # network -> {device: its copy there}
 _LOCK = threading.Lock()
 
 
@@ -157,17 +159,22 @@ def occluder_probability(net: nn.Module, image: torch.Tensor) -> torch.Tensor:
     """Per-pixel probability that ``image`` shows an occluder there.
 
     Args:
-        net: An :class:`OccluderNet` (any device; it is run on a copy on ``image``'s device when they differ).
+        net: An :class:`OccluderNet` (any device; when it differs from ``image``'s, a copy on that device is
+            made once and reused).
         image: ``(3, R, R)`` aligned crop in [-1, 1].
 
     Returns:
         ``(R, R)`` float32 probabilities on ``image``'s device.
     """
     check_shape(image, [3, "R", "R"], "image")
-    p = next(net.parameters())
-    if p.device != image.device:
-        import copy
+    if next(net.parameters()).device != image.device:
+        with _LOCK:
+            copies = _MOVED.setdefault(net, {})
+            moved = copies.get(str(image.device))
+            if moved is None:
+                import copy
 
-        net = copy.deepcopy(net).to(image.device)
+                moved = copies[str(image.device)] = copy.deepcopy(net).to(image.device)
+        net = moved
     logits = net(image[None].to(torch.float32).clamp(-1.0, 1.0))
     return torch.sigmoid(logits)[0, 0]

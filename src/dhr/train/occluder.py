@@ -5,7 +5,7 @@
 Data: UTKFace *training* crops only. The held-out crops (:func:`dhr.train.data.is_validation` with the
 model's ``val_fraction``, 0.04) are never loaded into a batch; the training crops whose hash lies in
 ``[val_fraction, val_fraction + tune_fraction)`` are kept apart as the *tune* set on which the
-threshold of the cue is chosen (:func:`choose_threshold`). Each sample is a crop (flipped and
+threshold of the cue is chosen (:func:`tune_threshold`). Each sample is a crop (flipped and
 colour-jittered) with 0-2 synthetic occluders from :mod:`dhr.train.occluders` (not the benchmark's
 generator) and their exact coverage as label.
 
@@ -36,7 +36,7 @@ from dhr.segmentation.occluder import OccluderNet, OccluderNetConfig, register_o
 from dhr.train.data import FaceDataset, is_validation, prepare_dataset
 from dhr.train.occluders import synthetic_occluder
 
-__all__ = ["make_batch", "train_occluder", "evaluate_occluder", "choose_threshold", "tune_split", "tune_threshold", "install_occluder"]
+__all__ = ["make_batch", "train_occluder", "evaluate_occluder", "tune_split", "tune_threshold", "install_occluder"]
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +95,6 @@ def evaluate_occluder(net: OccluderNet, x: torch.Tensor, y: torch.Tensor,
         out.append({"threshold": t, "iou": inter / union if union else float("nan"),
                     "false_alarm": (pred & ~gt).sum().item() / max(1, (~gt).sum().item())})
     return out
-
-
-def choose_threshold(rows: list[dict], max_false_alarm: float) -> dict:
-    """The row with the highest IoU among those with ``false_alarm <= max_false_alarm`` (else the fewest alarms)."""
-    ok = [r for r in rows if r["false_alarm"] <= max_false_alarm]
-    return max(ok, key=lambda r: r["iou"]) if ok else min(rows, key=lambda r: r["false_alarm"])
 
 
 def train_occluder(data: str | Path, out: str | Path, *, steps: int = 3000, batch: int = 32, lr: float = 2e-3,
