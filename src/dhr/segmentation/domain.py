@@ -460,7 +460,8 @@ def save_domain_pngs(mask: DomainMask, folder: str | Path, stem: str, *, target:
     ``superpixels`` (SLIC boundaries in yellow over ``target``, else over the coarse image, enlarged
     to at least 256 px),
     ``parsing`` (argmax class colour map), ``mask_superpixel`` (m_s), ``mask_parsing`` (m_p),
-    ``occluder`` (the occluder network's probability, heat map), ``mask_occluder`` (m_o) and ``mask`` (m); masks are 0/255 greyscale.
+    ``occluder`` (the occluder network's probability, heat map), ``mask_occluder`` (m_o) and ``mask`` (m);
+    masks are 0/255 greyscale.
 
     Args:
         mask: The :class:`DomainMask`.

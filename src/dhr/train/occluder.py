@@ -308,7 +308,8 @@ def install_occluder(model_folder: str | Path, occluder: str | Path, threshold: 
     load_occluder_net(occluder)  # refuses a folder that is not a loadable OccluderNet
     model_folder = Path(model_folder)
     if not (model_folder / "model.json").is_file():
-        raise ConfigError(f"{model_folder} has no model.json; pass the model folder (e.g. src/dhr/assets/models/faces-64)")
+        raise ConfigError(f"{model_folder} has no model.json; pass the model folder "
+                          "(e.g. src/dhr/assets/models/faces-64)")
     dest = model_folder / "occluder"
     if dest.exists():
         shutil.rmtree(dest)
@@ -356,10 +357,13 @@ def main(argv: list[str] | None = None) -> None:
         if a.install is not None:
             info = {"steps": rep["steps_done"], "batch": a.batch, "lr": a.lr, "seed": a.seed,
                     "fit_crops": rep["fit_crops"], "tune_crops": rep["tune_crops"], "generator": rep["generator"],
-                    "tune": {"n": tuned["n"], "rule": tuned["rule"], **{k: round(v, 4) for k, v in tuned["best"].items()}},
+                    "tune": {"n": tuned["n"], "rule": tuned["rule"],
+                             **{k: round(v, 4) for k, v in tuned["best"].items()}},
                     "without": {k: round(v, 4) for k, v in tuned["without"].items()}}
             thetas = {k: tuned["best"][k] for k in ("theta_skin", "theta_inner", "theta_other")}
-            print(f"wrote {install_occluder(a.install, a.out / 'occluder', tuned['best']['threshold'], info=info, thresholds=thetas)}")
+            path = install_occluder(a.install, a.out / "occluder", tuned["best"]["threshold"], info=info,
+                                    thresholds=thetas)
+            print(f"wrote {path}")
 
 
 if __name__ == "__main__":
