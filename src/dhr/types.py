@@ -67,6 +67,8 @@ class DomainMask:
         parsing: ``(K, R, R)`` class probabilities of the parser, or None.
         scores: ``(S,)`` per-superpixel error score v_k (label k+1), or None.
         coarse: ``(3, R, R)`` coarse inversion image, or None.
+        mask_occluder: ``(1, R, R)`` occluder-network test alone (m_o), or None when no network is set.
+        occluder: ``(R, R)`` the occluder network's per-pixel probability, or None.
     """
 
     mask: torch.Tensor
@@ -77,6 +79,8 @@ class DomainMask:
     parsing: torch.Tensor | None = None
     scores: torch.Tensor | None = None
     coarse: torch.Tensor | None = None
+    mask_occluder: torch.Tensor | None = None
+    occluder: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

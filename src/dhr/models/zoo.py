@@ -9,6 +9,7 @@ Bundled models live in ``dhr/assets/models/<name>/`` and load without any downlo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ BUNDLED_SHA256: dict[str, dict[str, str]] = {
         "perceptual/model.safetensors": "7e598989f93e0b2523d36dcd23663937e656953e32c3eaca4c13b98196631f25",
         "classifier/model.safetensors": "c6fbab24f196451a085ff8544c03e5a9f223818b1892b606eb133c9cc9f7c84e",
         "directions/directions.safetensors": "dc99828044fa23a352bfe1eb74ecd9af4d1a9ed6f321f9849823e0e9b4c7b132",
+        "occluder/model.safetensors": "4f6941fc5a273759d5011c2482f5312e4c207064d7ada1ea1f3cc9e18e2650a3",
     },
 }
 _COMPONENTS = ("generator", "encoder", "perceptual", "classifier", "directions")
@@ -98,7 +100,14 @@ class FaceModel:
         from dhr.config import InvertConfig, config_from_dict
 
         options = (self.manifest or {}).get("config")
-        return InvertConfig() if not options else config_from_dict(dict(options))
+        config = InvertConfig() if not options else config_from_dict(dict(options))
+        occluder = config.segment.occluder
+        if occluder is not None and self.path is not None and not Path(occluder).is_absolute():
+            # model.json names its occluder network relative to the model folder (it must stay inside).
+            mpath = Path(self.path) / MODEL_JSON
+            resolved = _inside(Path(self.path), occluder, "config.segment.occluder", mpath, want_dir=True)
+            config = dataclasses.replace(config, segment=dataclasses.replace(config.segment, occluder=str(resolved)))
+        return config
 
     def to(self, device: torch.device | str) -> FaceModel:
         """Moves every network to ``device`` (in place) and returns self."""

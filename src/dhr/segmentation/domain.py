@@ -11,8 +11,13 @@ weights θ) and out-of-domain pixels (m = 0, reconstructed by the optimised feat
    (``parsing.thresholds(theta_skin, theta_inner, theta_other)``: 0.7 skin, 0.8 inner-face parts, 0.6
    every other class in the reference). ``theta`` set: one τ for every class, as in the paper.
 4. Parsing test m_p = [P(out-of-domain classes) < 0.5] (``parsing.ood_probability()``).
-5. m = m_s · m_p.
-6. Optional clean-up (``min_region`` > 0, off in the reference): out-of-domain connected regions of m
+5. Optional occluder test (``occluder`` set; not in the reference): m_o(k) = [mean over superpixel k of
+   the occluder network's probability < ``occluder_threshold``] (:mod:`dhr.segmentation.occluder`). It
+   finds what the error test cannot: objects the generator partly draws (a hand, a patch of another
+   face, glasses), whose coarse-inversion error stays as low as the clean skin's. Without superpixels
+   the test is per pixel.
+6. m = m_s · m_p · m_o.
+7. Optional clean-up (``min_region`` > 0, off in the reference): out-of-domain connected regions of m
    (4-connected) smaller than ``min_region`` of the image are put back in domain. A region of a few
    pixels is not an occluder the feature branch should own; on a small model the coarse inversion's
    error leaves such specks around the face. It knows nothing of what an occluder looks like, only
@@ -51,6 +56,8 @@ __all__ = [
     "reference_parsing_fallback",
     "superpixel_mask",
     "drop_small_regions",
+    "occluder_mask",
+    "occluder_test",
     "segment",
     "save_domain_pngs",
 ]
@@ -151,6 +158,10 @@ class SegmentConfig:
             ``reference`` (NaN score, hence out of domain, as the reference does silently).
         min_region: Out-of-domain connected regions smaller than this fraction of the image are put
             back in domain (0 = off, the reference).
+        occluder: Folder of an occluder network (:class:`dhr.segmentation.occluder.OccluderNet`, native
+            format) whose per-superpixel mean probability adds the test m_o; None = off (the reference).
+            A relative path in a model's ``model.json`` is resolved against the model folder.
+        occluder_threshold: m_o(k) = [mean occluder probability in superpixel k < this].
     """
 
     theta_skin: float = 0.7
@@ -167,9 +178,15 @@ class SegmentConfig:
     ood_parsing_threshold: float = 0.5
     tiny_superpixel: TinyPolicy = "upsample"
     min_region: float = 0.0
+    occluder: str | None = None
+    occluder_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         check_choice(self.tiny_superpixel, TINY_POLICIES, "tiny_superpixel")
+        if not (0.0 < self.occluder_threshold <= 1.0):
+            raise ConfigError(f"occluder_threshold={self.occluder_threshold} must be a probability in (0, 1], e.g. 0.5")
+        if self.occluder is not None and not (isinstance(self.occluder, str) and self.occluder.strip()):
+            raise ConfigError(f"occluder={self.occluder!r} must be the folder of an occluder network (or None for off)")
         if not (0.0 <= self.min_region < 1.0):
             raise ConfigError(f"min_region={self.min_region} must be a fraction of the image in [0, 1), e.g. 0.02")
         for name in ("theta_skin", "theta_inner", "theta_other", "theta"):
@@ -247,6 +264,49 @@ def drop_small_regions(mask: torch.Tensor, min_region: float) -> torch.Tensor:
     return torch.from_numpy((~ood).astype(np.float32))[None].to(mask.device)
 
 
+def occluder_test(prob: torch.Tensor, threshold: float, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """m_o from an occluder probability map: in domain where the (superpixel-mean) probability is below ``threshold``.
+
+    Args:
+        prob: ``(R, R)`` per-pixel occluder probability.
+        threshold: A region is in domain when its mean probability is below this.
+        labels: ``(R, R)`` superpixel labels in ``1..S`` (test on each superpixel's mean), or None (per pixel).
+
+    Returns:
+        ``(1, R, R)`` float32 mask in {0, 1} (1 = in domain) on ``prob``'s device.
+    """
+    b = check_shape(prob, ["R", "R"], "prob")
+    if labels is None:
+        return (prob < threshold).to(torch.float32)[None]
+    check_shape(labels, [b["R"], b["R"]], "labels")
+    lab = labels.to(device=prob.device, dtype=torch.int64)
+    n = int(lab.max())
+    sums = torch.zeros(n + 1, dtype=torch.float64, device=prob.device)
+    sums.index_add_(0, lab.reshape(-1), prob.reshape(-1).to(torch.float64))
+    counts = torch.bincount(lab.reshape(-1), minlength=n + 1).clamp_min(1).to(torch.float64)
+    return ((sums / counts) < threshold)[lab].to(torch.float32)[None]
+
+
+def occluder_mask(target: torch.Tensor, occluder: str, threshold: float, labels: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """m_o of an image: runs the occluder network of folder ``occluder`` and applies :func:`occluder_test`.
+
+    Args:
+        target: ``(3, R, R)`` aligned image in [-1, 1].
+        occluder: Folder of the occluder network (``SegmentConfig.occluder``).
+        threshold: A region is in domain when its mean occluder probability is below this.
+        labels: ``(R, R)`` superpixel labels in ``1..S``, or None for a per-pixel test.
+
+    Returns:
+        ``(m_o, p)``: ``(1, R, R)`` float32 mask in {0, 1} (1 = in domain) and the ``(R, R)`` probability map,
+        both on ``target``'s device.
+    """
+    from dhr.segmentation.occluder import load_occluder_net, occluder_probability
+
+    p = occluder_probability(load_occluder_net(occluder), target)
+    return occluder_test(p, threshold, labels), p
+
+
 def _check_parsing(parsing: object, size: int) -> torch.Tensor:
     if not isinstance(parsing, ParsingLike):
         raise ConfigError(f"parsing must provide probs, class_names, thresholds() and ood_probability(); "
@@ -272,7 +332,7 @@ def segment(target: torch.Tensor, coarse_image: torch.Tensor, error_maps: list[t
         labels: Precomputed ``(R, R)`` superpixel labels (1..S) to use instead of running SLIC.
 
     Returns:
-        A :class:`dhr.types.DomainMask`: ``mask`` m = m_s · m_p, ``mask_superpixel`` m_s,
+        A :class:`dhr.types.DomainMask`: ``mask`` m = m_s · m_p · m_o, ``mask_superpixel`` m_s,
         ``mask_parsing`` m_p, the error maps, SLIC labels, parsing probabilities, scores v_k and the
         coarse image. Masks are ``(1, R, R)`` float32 in {0, 1}.
 
@@ -323,11 +383,17 @@ def segment(target: torch.Tensor, coarse_image: torch.Tensor, error_maps: list[t
             thr = per_class.to(device=device, dtype=torch.float32)[dominant.to(device)]
         m_s = superpixel_mask(scores, vanished, sp_labels, thr, tiny=config.tiny_superpixel)
 
+    m_o = p_occ = None
+    if config.occluder is not None:
+        m_o, p_occ = occluder_mask(target, config.occluder, config.occluder_threshold, sp_labels)
+
     mask = torch.ones(1, size, size, device=device)
     if m_s is not None:
         mask = mask * m_s
     if m_p is not None:
         mask = mask * m_p
+    if m_o is not None:
+        mask = mask * m_o
     if config.min_region > 0:
         mask = drop_small_regions(mask, config.min_region)
     logger.debug("segment: %.1f%% in-domain (%s superpixels)", 100 * float(mask.mean()),
@@ -341,6 +407,8 @@ def segment(target: torch.Tensor, coarse_image: torch.Tensor, error_maps: list[t
         parsing=None if probs is None else probs.detach(),
         scores=scores,
         coarse=coarse_image.detach(),
+        mask_occluder=m_o,
+        occluder=p_occ,
     )
 
 
@@ -391,8 +459,9 @@ def save_domain_pngs(mask: DomainMask, folder: str | Path, stem: str, *, target:
     Written when available: ``error`` (summed error maps at R, min-max normalised heat map),
     ``superpixels`` (SLIC boundaries in yellow over ``target``, else over the coarse image, enlarged
     to at least 256 px),
-    ``parsing`` (argmax class colour map), ``mask_superpixel`` (m_s), ``mask_parsing`` (m_p) and
-    ``mask`` (m); masks are 0/255 greyscale.
+    ``parsing`` (argmax class colour map), ``mask_superpixel`` (m_s), ``mask_parsing`` (m_p),
+    ``occluder`` (the occluder network's probability, heat map), ``mask_occluder`` (m_o) and ``mask`` (m);
+    masks are 0/255 greyscale.
 
     Args:
         mask: The :class:`DomainMask`.
@@ -441,6 +510,10 @@ def save_domain_pngs(mask: DomainMask, folder: str | Path, stem: str, *, target:
         out["parsing"] = _save(folder / f"{stem}_parsing.png", _palette(probs.shape[0])[probs.argmax(0).numpy()])
     if mask.mask_superpixel is not None:
         out["mask_superpixel"] = _save(folder / f"{stem}_mask_superpixel.png", _mask_u8(mask.mask_superpixel))
+    if mask.occluder is not None:
+        out["occluder"] = _save(folder / f"{stem}_occluder.png", _heat(mask.occluder.detach().float().cpu().numpy()))
+    if mask.mask_occluder is not None:
+        out["mask_occluder"] = _save(folder / f"{stem}_mask_occluder.png", _mask_u8(mask.mask_occluder))
     if mask.mask_parsing is not None:
         out["mask_parsing"] = _save(folder / f"{stem}_mask_parsing.png", _mask_u8(mask.mask_parsing))
     out["mask"] = _save(folder / f"{stem}_mask.png", _mask_u8(mask.mask))
