@@ -207,7 +207,8 @@ def tune_threshold(model_path: str | Path, occluder: str | Path, data: str | Pat
     """
     import dataclasses
 
-    from dhr.bench.run import _detect_landmarks, _false_alarm, _iou, _Item
+    from dhr.bench.inputs import BenchImage, detect_landmarks
+    from dhr.bench.scoring import false_alarm, iou
     from dhr.embed.optimize import optimize_latent
     from dhr.faces.parsing import LandmarkParser
     from dhr.io.image import uint8_to_tensor
@@ -232,11 +233,8 @@ def tune_threshold(model_path: str | Path, occluder: str | Path, data: str | Pat
         sample = synthetic_occluder(face, rng, sources=[tune.images[j] for j in rng.integers(0, len(tune), 2)],
                                     p_clean=0.0)
         gt = torch.from_numpy(sample.mask).float()[None]
-        item = _Item(name=tune.names[i], pixels=face, original_size=face.shape[:2], notes=[])
-        try:
-            _detect_landmarks(item)
-        except Exception as e:  # noqa: BLE001 - no face found: segment without a parser, as the pipeline does
-            log.info("%s: no landmarks (%s)", item.name, e)
+        item = BenchImage(name=tune.names[i], pixels=face, original_size=(face.shape[1], face.shape[0]), notes=[])
+        detect_landmarks(item)  # no face found: landmarks stay None, segmented without a parser as the pipeline does
         row = {"image": tune.names[i], "shapes": list(sample.shapes)}
         for kind, pixels in (("occluded", sample.image), ("clean", face)):
             target = uint8_to_tensor(pixels)[None]
@@ -250,10 +248,10 @@ def tune_threshold(model_path: str | Path, occluder: str | Path, data: str | Pat
             figures = []
             for s, t in pairs:
                 ood = 1 - masks[s] * occluder_test(prob, t, dom.superpixels)
-                figures.append((_iou(ood, gt), _false_alarm(ood, gt), float(ood.mean())))
+                figures.append((iou(ood, gt), false_alarm(ood, gt), float(ood.mean())))
             ood0 = 1 - dom.mask
             row[kind] = figures
-            row[kind + "_without"] = (_iou(ood0, gt), _false_alarm(ood0, gt), float(ood0.mean()))
+            row[kind + "_without"] = (iou(ood0, gt), false_alarm(ood0, gt), float(ood0.mean()))
         rows.append(row)
         log.info("tune: %d/%d %s %s", k + 1, len(pick), tune.names[i], sample.shapes)
 
