@@ -28,6 +28,10 @@ Without a parser (``parsing=None`` or ``use_parsing=False``) there is no m_p and
 superpixels resolve to when its parsing fails). To reproduce that failure path exactly (m_p all ones,
 class 0 everywhere) pass :func:`reference_parsing_fallback` as the parsing, explicitly.
 
+Size: about 500 lines, one module because the seven steps above share one set of per-superpixel
+arrays and one config; the pieces with their own state live beside it (superpixels, error maps, the
+occluder network).
+
 Notation (paper -> code): m = ``DomainMask.mask``; τ = ``theta`` (per class: ``theta_skin`` θ1,
 ``theta_inner`` θ2, ``theta_other``); v_i = ``DomainMask.scores``.
 """
