@@ -375,3 +375,26 @@ def test_skipped_faces_are_counted_and_reported(tmp_path, caplog):
     left, top, right, bottom = entry["box"]
     assert 0 <= left < right <= two.shape[1] and 0 <= top < bottom <= two.shape[0]
     assert any("skipped 1" in n for n in entry["notes"])
+
+
+def test_a_missing_or_damaged_occluder_network_fails_at_construction(setup, tmp_path):
+    from dhr.errors import CheckpointError
+    from dhr.segmentation.occluder import OccluderNet, OccluderNetConfig, register_occluder_component
+    from dhr.models.native import save_pretrained
+
+    _, _, _, root = setup
+    model = root / "model"
+    with pytest.raises(ConfigError, match="no occluder network there"):
+        Pipeline.from_pretrained(model, device="cpu", config=TINY_CONFIG, overrides=[f"segment.occluder={tmp_path}"])
+    register_occluder_component()
+    net_dir = tmp_path / "occluder"
+    save_pretrained(OccluderNet(OccluderNetConfig(channels=(4, 4, 4, 4))), net_dir)
+    ok = Pipeline.from_pretrained(model, device="cpu", config=TINY_CONFIG,
+                                  overrides=[f"segment.occluder={net_dir}"])
+    assert ok.config.segment.occluder == str(net_dir)
+    (net_dir / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="model.safetensors"):  # before any photo is processed
+        Pipeline.from_pretrained(model, device="cpu", config=TINY_CONFIG, overrides=[f"segment.occluder={net_dir}"])
+    # a method that does not segment does not need the network
+    Pipeline.from_pretrained(model, device="cpu", config=TINY_CONFIG, method="pti",
+                             overrides=[f"segment.occluder={net_dir}"])

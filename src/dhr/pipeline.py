@@ -50,6 +50,7 @@ from dhr.io.image import as_photo, resize_square, tensor_to_uint8, to_pil
 from dhr.metrics.lpips import LPIPS
 from dhr.models.zoo import FaceModel, load_model
 from dhr.results import EditResult, PhotoInversion, SweepResult, edit_label
+from dhr.segmentation.occluder import load_occluder_net
 
 # The result types, photo coercion and device choice live in dhr.results, dhr.io and dhr.devices;
 # they are re-exported here because `from dhr.pipeline import ...` of them is public API.
@@ -160,6 +161,8 @@ class Pipeline:
         if coarse_perceptual is not None:
             cfg = dataclasses.replace(cfg, coarse_perceptual=coarse_perceptual)
         self._config = apply_overrides(cfg, list(overrides))
+        if self._config.method == "dhr" and self._config.segment.occluder is not None:
+            load_occluder_net(self._config.segment.occluder)  # missing or damaged: fails here, not once per photo
         self.seed = seed
         self.perceptual_name = perceptual
         self.parser_name = parser
@@ -181,7 +184,7 @@ class Pipeline:
 
         Raises:
             ConfigError: Unknown model (the message lists the available ones), bad config or device.
-            CheckpointError: A damaged model folder.
+            CheckpointError: A damaged model folder (its occluder network included).
             WeightsError: The chosen parser's weights are missing.
         """
         resolve_device(device)  # fail fast before loading

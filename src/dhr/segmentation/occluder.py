@@ -144,7 +144,8 @@ def load_occluder_net(folder: str | Path) -> OccluderNet:
     if not (path / CONFIG_NAME).is_file():
         raise ConfigError(f"segment.occluder={str(folder)!r}: no occluder network there (expected {CONFIG_NAME} and "
                           "model.safetensors); train one with `python -m dhr.train.occluder` or unset segment.occluder")
-    key = (str(path.resolve()), (path / CONFIG_NAME).stat().st_mtime)
+    files = [path / CONFIG_NAME, path / "model.safetensors"]  # a replaced weights file is loaded afresh
+    key = (str(path.resolve()), *((f.stat().st_mtime_ns, f.stat().st_size) if f.is_file() else None for f in files))
     with _LOCK:
         net = _CACHE.get(key)
         if net is None:
