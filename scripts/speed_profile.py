@@ -16,7 +16,8 @@ It also prints the top operators of one θ-tuned iteration (``torch.profiler``, 
 GPU self device time).
 Prints a JSON object (``--json PATH`` also writes it); docs/performance.md quotes its output.
 
-Usage: ``python scripts/speed_profile.py [--cases faces-64,random-256] [--threads 1] [--device cuda] [--json out.json]``
+Usage: ``python scripts/speed_profile.py [--cases faces-64,random-256] [--threads 1] [--device cuda]
+[--precision bf16] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -47,7 +48,18 @@ def _cpu(fn, n: int = 1) -> float:
     return (time.process_time() - t) / n
 
 
-def profile_case(case: str, *, warmup: int = 1, repeats: int = 2, top: int = 12, device: str = "cpu") -> dict:
+def profile_case(case: str, *, warmup: int = 1, repeats: int = 2, top: int = 12, device: str = "cpu",
+                 precision: str = "fp32") -> dict:
+    """Profiles one case; ``precision`` ``bf16`` runs every step under bfloat16 autocast."""
+    from dhr.devices import autocast
+
+    with autocast(device, precision):
+        out = _profile_case(case, warmup=warmup, repeats=repeats, top=top, device=device)
+    out["precision"] = precision
+    return out
+
+
+def _profile_case(case: str, *, warmup: int, repeats: int, top: int, device: str) -> dict:
     from dhr.embed.optimize import noise_regularizer
     from dhr.refinement.hybrid import resolve_feature_resolution, tuned_parameter_names
     from dhr.refinement.losses import hybrid_loss_terms, target_maps_fn
@@ -205,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="timings per part (the minimum is kept)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--device", default="cpu", help="cpu (CPU-seconds) or cuda (wall seconds, synchronised)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: under bfloat16 autocast")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    out = [profile_case(c.strip(), repeats=args.repeats, device=args.device)
+    out = [profile_case(c.strip(), repeats=args.repeats, device=args.device, precision=args.precision)
            for c in args.cases.split(",") if c.strip()]
     text = json.dumps(out, indent=2)
     print(text)

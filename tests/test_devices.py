@@ -45,3 +45,52 @@ def test_dhr_command_switches_deterministic_kernels_on(args, env_value, on):
 def test_dhr_command_refuses_an_unknown_switch_value():
     out = _probe(env_value="maybe")
     assert out.returncode == 2 and "DHR_DETERMINISTIC" in out.stderr and "boolean" in out.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Precision (InvertConfig.precision)
+
+
+def test_fp32_precision_leaves_autocast_off():
+    from dhr.devices import autocast
+
+    with autocast("cpu", "fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+        assert torch.nn.functional.linear(torch.ones(1, 4), torch.ones(2, 4)).dtype == torch.float32
+
+
+def test_bf16_precision_computes_matmuls_in_bfloat16(monkeypatch):
+    import dhr.devices as devices
+
+    monkeypatch.setattr(devices, "native_bf16", lambda device: True)
+    with devices.autocast("cpu", "bf16"):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.nn.functional.linear(torch.ones(1, 4), torch.ones(2, 4)).dtype == torch.bfloat16
+    assert not torch.is_autocast_enabled("cpu")
+
+
+def test_bf16_without_native_support_warns_that_it_is_slower(monkeypatch):
+    import dhr.devices as devices
+
+    monkeypatch.setattr(devices, "native_bf16", lambda device: False)
+    with pytest.warns(RuntimeWarning, match="no native bfloat16.*slower than fp32"):
+        with devices.autocast("cpu", "bf16"):
+            pass
+
+
+def test_unknown_precision_is_refused():
+    from dhr.devices import autocast
+    from dhr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="precision='fp16' is not valid"):
+        autocast("cpu", "fp16")
+
+
+def test_native_bf16_reads_the_cpu_flags(monkeypatch):
+    from dhr.devices import native_bf16
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert native_bf16("cpu") is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert native_bf16("cpu") is True

@@ -121,3 +121,104 @@ def test_results_are_stored_so_a_saved_bundle_renders_the_same_image(setup, tmp_
                  perceptual=lp, encoder=enc)[0]
     save_bundle(inv, tmp_path / method)
     assert torch.equal(load_bundle(tmp_path / method, model=G).image, inv.image)
+
+
+@pytest.mark.parametrize("method", ["dhr", "pti", "feature", "optim"])
+def test_bf16_precision_optimises_in_bfloat16_and_stores_fp32_results(setup, method, monkeypatch):
+    import dhr.devices
+
+    monkeypatch.setattr(dhr.devices, "native_bf16", lambda device: True)  # no slowness warning on any CI CPU
+    G, lp, enc, images = setup
+    embed = {} if method == "optim" else {"embed": "optim"}
+    full = invert(G, images[:1], config=_cfg(method, **embed), perceptual=lp)[0]
+    half = invert(G, images[:1], config=_cfg(method, precision="bf16", **embed), perceptual=lp)[0]
+    assert half.meta["config"]["precision"] == "bf16" and full.meta["config"]["precision"] == "fp32"
+    tensors = [half.image, half.ws, *half.weight_delta.values()] + ([half.feature] if half.feature is not None else [])
+    assert all(t.dtype == torch.float32 for t in tensors)
+    # the stored image is the full-precision render of the stored result (what a reloaded bundle shows)
+    assert torch.equal(render(G, half), half.image)
+    # bf16 arithmetic did happen (the result is not the fp32 one) and stays close to it
+    name = {"dhr": "loss_out", "pti": "loss_in", "feature": "loss_out", "optim": "lpips"}[method]
+    a, b = full.losses[name][-1], half.losses[name][-1]
+    assert a != b and abs(a - b) / abs(a) < 0.1, (a, b)
+
+
+def test_for_each_image_keeps_order_and_uses_threads():
+    import threading
+
+    from dhr.engine import for_each_image
+
+    names = []
+
+    def fn(i):
+        names.append(threading.current_thread().name)
+        return i * i
+
+    assert for_each_image(fn, 5, workers=3) == [0, 1, 4, 9, 16]
+    assert all(n.startswith("dhr-image") for n in names)
+    names.clear()
+    assert for_each_image(fn, 2, workers=1) == [0, 1] and names == [threading.current_thread().name] * 2
+
+    def bad(i):
+        if i >= 2:
+            raise ValueError(f"image {i}")
+        return i
+
+    with pytest.raises(ValueError, match="image 2"):
+        for_each_image(bad, 4, workers=2)
+
+
+def test_a_batch_segmented_in_threads_equals_one_after_the_other(setup, monkeypatch):
+    import dhr.engine as engine
+
+    G, lp, enc, images = setup
+    batch = torch.cat([images, images.flip(-1)])
+    real = engine.for_each_image
+    cfg = _cfg("dhr", segment={"n_segments": 12})
+
+    def run(workers):
+        monkeypatch.setattr(engine, "for_each_image", lambda fn, b: real(fn, b, workers=workers))
+        return invert(G, batch, config=cfg, perceptual=lp, encoder=enc)
+
+    for a, b in zip(run(1), run(4)):
+        assert torch.equal(a.domain.mask, b.domain.mask) and torch.equal(a.domain.scores, b.domain.scores)
+        assert torch.equal(a.image, b.image)
+
+
+def test_bf16_covers_every_optimisation_stage_and_nothing_else(setup, monkeypatch):
+    import dhr.devices
+    import dhr.embed.optimize as optimize
+    import dhr.engine as engine
+    import dhr.segmentation.domain as domain
+
+    monkeypatch.setattr(dhr.devices, "native_bf16", lambda device: True)
+    G, lp, enc, images = setup
+    seen: dict[str, list[bool]] = {}
+
+    def spy(module, name):
+        real = getattr(module, name)
+
+        def wrapped(*args, **kwargs):
+            seen.setdefault(name, []).append(torch.is_autocast_enabled("cpu"))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapped)
+
+    for module, name in ((engine, "refine_dhr"), (engine, "refine_pti"), (engine, "refine_feature"),
+                         (optimize, "optimize_latent"), (domain, "segment"), (engine, "as_stored")):
+        spy(module, name)
+    import dhr.embed.encoder as encoder_mod
+    spy(encoder_mod, "encode")
+    invert(G, images[:1], config=_cfg("dhr", precision="bf16"), perceptual=lp, encoder=enc)
+    invert(G, images[:1], config=_cfg("dhr", precision="bf16", embed="optim"), perceptual=lp)
+    for method in ("pti", "feature"):
+        invert(G, images[:1], config=_cfg(method, precision="bf16"), perceptual=lp, encoder=enc)
+    assert seen["encode"] and all(seen["encode"])
+    assert len(seen["optimize_latent"]) == 3 and all(seen["optimize_latent"])  # embed (once) + coarse (twice)
+    for name in ("refine_dhr", "refine_pti", "refine_feature"):
+        assert seen[name] and all(seen[name]), name
+    assert seen["segment"] and not any(seen["segment"])  # the segmentation and storing stay fp32
+    assert seen["as_stored"] and not any(seen["as_stored"])
+    seen.clear()
+    invert(G, images[:1], config=_cfg("dhr"), perceptual=lp, encoder=enc)
+    assert not any(v for vals in seen.values() for v in vals)  # fp32: autocast never on

@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dhr.checks import check_choice
+from dhr.devices import PRECISIONS
 from dhr.embed.optimize import OptimConfig
 from dhr.errors import ConfigError
 from dhr.refinement.baselines import PTIConfig
 from dhr.refinement.hybrid import RefineConfig
 from dhr.segmentation.domain import SegmentConfig
 
-__all__ = ["InvertConfig", "Method", "EmbedMethod", "METHODS", "COARSE_PERCEPTUALS", "load_config", "config_from_dict", "parse_overrides",
+__all__ = ["InvertConfig", "Method", "EmbedMethod", "METHODS", "COARSE_PERCEPTUALS", "PRECISIONS", "load_config", "config_from_dict", "parse_overrides",
            "apply_overrides"]
 
 Method = Literal["dhr", "pti", "feature", "encoder", "optim"]
@@ -44,6 +45,7 @@ EmbedMethod = Literal["encoder", "optim"]
 CoarsePerceptual = Literal["auto", "same", "model", "alex", "vgg", "squeeze"]
 COARSE_PERCEPTUALS: tuple[str, ...] = ("auto", "same", "model", "alex", "vgg", "squeeze")
 METHODS: tuple[str, ...] = ("dhr", "pti", "feature", "encoder", "optim")
+Precision = Literal["fp32", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,12 @@ class InvertConfig:
             (up to 0.16 max abs on ``faces-64`` with 20 refinement steps). False (default) processes
             the images one after the other, so a photo's result is bit-identical alone, in any batch
             and at any position.
+        precision: ``fp32`` (default; the reference's arithmetic) or ``bf16``: the embedding, coarse
+            inversion and refinement run under ``torch.autocast`` in bfloat16 (convolutions and
+            matrix products; parameters, gradients, Adam and the stored results stay fp32). About 2x
+            faster on CPUs with AVX512-BF16/AMX and on recent GPUs (``dhr.devices.native_bf16``);
+            the results are not bit-identical to fp32 ones (final losses within ~1 % on a 20 M-
+            parameter generator; docs/performance.md). Slower, with a warning, on other hardware.
     """
 
     method: Method = "dhr"
@@ -84,9 +92,11 @@ class InvertConfig:
     pti: PTIConfig = field(default_factory=PTIConfig)
     coarse_perceptual: CoarsePerceptual = "auto"
     vectorize: bool = False
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
         check_choice(self.method, METHODS, "method")
+        check_choice(self.precision, PRECISIONS, "precision")
         check_choice(self.coarse_perceptual, COARSE_PERCEPTUALS, "coarse_perceptual")
         if self.embed is not None:
             check_choice(self.embed, ("encoder", "optim"), "embed")

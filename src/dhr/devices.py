@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 
 import torch
 
 from dhr.checks import check_choice
 from dhr.errors import ConfigError
 
-__all__ = ["DEVICES", "resolve_device", "use_deterministic_kernels"]
+__all__ = ["DEVICES", "PRECISIONS", "autocast", "native_bf16", "resolve_device", "use_deterministic_kernels"]
 
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+"""Arithmetic of the optimisation stages (``InvertConfig.precision``), see :func:`autocast`."""
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -58,3 +62,45 @@ def use_deterministic_kernels(enabled: bool = True) -> None:
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.allow_tf32 = not enabled  # PyTorch's default: True for convolutions
     torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's default for matmuls
+
+
+def native_bf16(device: str | torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 convolutions and matmuls in hardware.
+
+    CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and newer). CPU: AVX512-BF16 or AMX tiles (recent
+    Xeon and EPYC); elsewhere oneDNN emulates bfloat16 and it is slower than fp32. MPS: False (PyTorch's
+    MPS autocast support for bfloat16 depends on the macOS version; not measured).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = (getattr(cpu, "_is_avx512_bf16_supported", None), getattr(cpu, "_is_amx_tile_supported", None))
+        return any(bool(c()) for c in checks if callable(c))
+    return False
+
+
+def autocast(device: str | torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager:
+    """The context in which optimisation runs at ``precision`` on ``device``.
+
+    ``fp32``: nothing (full precision). ``bf16``: ``torch.autocast(device.type, torch.bfloat16)``:
+    convolutions and matrix products in bfloat16 (parameters, gradients, Adam's state and the loss
+    reductions stay fp32), about 2x faster where :func:`native_bf16` holds (measured on this project's
+    CPU, AVX512-BF16: a 20 M-parameter 64 px generator 2.06x at final losses within 0.9 %,
+    docs/performance.md). On a device without native bfloat16 it warns once (it still runs, slower).
+
+    Raises:
+        ConfigError: Unknown precision, or bf16 on a device type autocast does not support.
+    """
+    check_choice(precision, PRECISIONS, "precision")
+    device = torch.device(device)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"precision='bf16' is not supported on device {device}; use precision='fp32'")
+    if not native_bf16(device):
+        warnings.warn(f"precision='bf16' on {device}: this device has no native bfloat16 arithmetic "
+                      "(CPU: AVX512-BF16 or AMX; GPU: Ampere or newer), so it runs slower than fp32; "
+                      "use precision='fp32'", RuntimeWarning, stacklevel=2)
+    return torch.autocast(device.type, dtype=torch.bfloat16)

@@ -12,7 +12,8 @@ Paths: ``faithful`` (the batch-1 loop written as the authors' code runs it) and 
 project's path), plus ablations of the fast path (``fast-no-prefix-cache``: the whole generator
 every iteration after the weights freeze; ``fast-no-target-cache``: the target's perceptual features
 recomputed every step) and a variant with Adam's fused kernel instead of its per-tensor loop
-(``fast-fused-adam``; faster, not bit-identical, off by default). Repeats alternate the order of the paths so that load on a shared machine
+(``fast-fused-adam``; faster, not bit-identical, off by default) and the fast path under bfloat16
+autocast (``fast-bf16``: ``InvertConfig.precision="bf16"``; not bit-identical). Repeats alternate the order of the paths so that load on a shared machine
 hits both alike. Reported per case and path: wall and CPU seconds per image per stage (median over
 repeats), the peak resident memory of the child (Linux ``VmHWM``; on CUDA also the peak allocated
 device memory), the final losses, and the faithful / fast ratios with the relative difference of
@@ -50,7 +51,7 @@ from dhr.errors import ConfigError, DHRError
 __all__ = ["CASES", "PATHS", "SpeedSettings", "measure", "run_benchmark", "format_report"]
 
 CASES = ("faces-64", "fixture-64", "random-256", "random-1024")
-PATHS = ("faithful", "fast", "fast-no-prefix-cache", "fast-no-target-cache", "fast-fused-adam")
+PATHS = ("faithful", "fast", "fast-no-prefix-cache", "fast-no-target-cache", "fast-fused-adam", "fast-bf16")
 FIXTURE_64 = ("fixtures", "stylegan2_rosinality_64_cm1", "g_ema.pt")
 STAGES = ("coarse", "mask", "refine")
 
@@ -218,6 +219,7 @@ def measure(case: str, path: str, settings: SpeedSettings) -> dict:
 
     from dhr.devices import use_deterministic_kernels
     from dhr.embed.optimize import OptimConfig, optimize_latent
+    from dhr.engine import for_each_image
     from dhr.reference import faithful_coarse, faithful_refine
     from dhr.refinement import loop
     from dhr.refinement.hybrid import RefineConfig, refine_dhr
@@ -240,8 +242,8 @@ def measure(case: str, path: str, settings: SpeedSettings) -> dict:
     rcfg = RefineConfig(steps=settings.refine_steps, weight_steps=settings.weight_steps)
     keys = image_keys(targets)
     fast = path != "faithful"
-    amp = (torch.autocast(device.type, dtype=torch.bfloat16) if fast and settings.autocast == "bf16"
-           else contextlib.nullcontext())
+    bf16 = fast and (settings.autocast == "bf16" or path == "fast-bf16")
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     def sync() -> None:
         if device.type == "cuda":
@@ -276,9 +278,14 @@ def measure(case: str, path: str, settings: SpeedSettings) -> dict:
                 coarse_lpips = [r.losses["lpips"][-1] for r in runs]
         with stage("mask"):
             masks, sources = [], []
-            for i in range(b):
-                m = segment(targets[i].float(), coarse_images[i].float(), [t.float() for t in maps[i]],
-                            config=SegmentConfig()).mask.to(device)
+
+            def segment_one(i: int):
+                return segment(targets[i].float(), coarse_images[i].float(), [t.float() for t in maps[i]],
+                               config=SegmentConfig()).mask.to(device)
+
+            # the fast path segments a batch's images in up to --threads Python threads (as dhr.engine)
+            found = for_each_image(segment_one, b) if fast else [segment_one(i) for i in range(b)]
+            for i, m in enumerate(found):
                 frac = float(m.mean())
                 if 0 < frac < 1:
                     masks.append(m)

@@ -156,3 +156,51 @@ def test_single_render_uses_a_tuned_copy_that_follows_the_delta(G, lp, data):
         assert (rmod.render(G, inv, edited) - functional(edited)).abs().max() < 1e-5
         inv.weight_delta[name].sub_(0.5)
         assert (rmod.render(G, inv, edited) - functional(edited)).abs().max() < 1e-5
+
+
+# --------------------------------------------------------------------------------------------
+# Under bf16 autocast (InvertConfig.precision="bf16")
+
+
+def test_statistics_and_the_initial_feature_stay_fp32_under_autocast(G):
+    from dhr.embed.optimize import latent_statistics
+
+    want = latent_statistics(G, 300, seed=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = latent_statistics(G, 300, seed=2)
+        ws = G.sample_ws(torch.randn(1, G.style_dim, generator=torch.Generator().manual_seed(1)))
+        f = loop.generator_feature(G, ws.float(), 16, "const")
+    assert torch.equal(got[0], want[0]) and got[1] == want[1]  # a cached statistic: never bf16
+    assert f.dtype == torch.float32 and f.is_leaf and f.requires_grad
+    assert torch.equal(f, loop.generator_feature(G, ws.float(), 16, "const"))
+
+
+def test_adam_uses_the_fused_kernel_only_under_autocast():
+    p = [torch.zeros(3, requires_grad=True)]
+    assert not loop.adam(p, 0.1).defaults.get("fused")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert loop.adam(p, 0.1).defaults.get("fused")
+
+
+def test_perceptual_distance_is_fp32_under_autocast(lp, data):
+    x = data[0]
+    want = lp(x[:1], x[1:])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        maps = lp.layer_maps(x[:1], x[1:])
+        got = lp(x[:1], x[1:])
+    assert all(m.dtype == torch.float32 for m in maps) and got.dtype == torch.float32
+    assert float(got) == pytest.approx(float(want), rel=0.05) and float(got) != float(want)
+
+
+def test_the_small_perceptual_network_is_fp32_under_autocast(data):
+    torch.manual_seed(4)
+    net = TinyPerceptual(PerceptualConfig()).freeze()
+    with torch.no_grad():
+        for w in net.lin_logits:
+            w.normal_()
+    x = data[0]
+    want = net(x[:1], x[1:])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = net(x[:1], x[1:])
+    assert got.dtype == torch.float32
+    assert float(got) == pytest.approx(float(want), rel=0.05) and float(got) != float(want)

@@ -233,7 +233,8 @@ def latent_statistics(G: nn.Module, n: int = 10000, *, seed: int = 0, chunk: int
     p = next(G.parameters())
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(n, G.style_dim, generator=gen)
-    ws = torch.cat([G.mapping(z[i:i + chunk].to(p)) for i in range(0, n, chunk)])
+    with torch.autocast(p.device.type, enabled=False):  # a statistic of G, cached: never in reduced precision
+        ws = torch.cat([G.mapping(z[i:i + chunk].to(p)) for i in range(0, n, chunk)])
     mean = ws.mean(0)
     std = float((ws - mean).square().sum(1).mean().sqrt())
     return mean, std

@@ -55,6 +55,13 @@ class Fire(nn.Module):
         return torch.cat([F.relu(self.expand1x1(x)), F.relu(self.expand3x3(x))], 1)
 
 
+def weighted_channel_sum(d: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """LPIPS's linear layer: ``(B, C, h, w)`` squared differences -> ``(B, 1, h, w)`` with the
+    ``(1, C, 1, 1)`` weights, always in ``d``'s dtype (also under autocast: a loss stays fp32)."""
+    with torch.autocast(d.device.type, enabled=False):
+        return F.conv2d(d, weight.to(d))
+
+
 def alexnet_features() -> nn.Sequential:
     """torchvision ``alexnet().features`` layout."""
     return nn.Sequential(
@@ -201,8 +208,9 @@ class LPIPS(nn.Module):
             for layer in self.features[start:end]:
                 x = layer(x)
             start = end
-            norm = torch.sqrt(x.square().sum(dim=1, keepdim=True))
-            outs.append(x / (norm + self.eps))
+            tap = x.float()  # under bf16 autocast the backbone runs in bf16, the distance in fp32
+            norm = torch.sqrt(tap.square().sum(dim=1, keepdim=True))
+            outs.append(tap / (norm + self.eps))
         return outs
 
     def layer_maps(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
@@ -227,9 +235,7 @@ class LPIPS(nn.Module):
         fx = self.taps_of(x)
         if len(y_taps) != len(fx):
             raise ShapeError(f"y_taps holds {len(y_taps)} tensors; this LPIPS has {len(fx)} layers")
-        return [
-            F.conv2d((a - c).square(), lin.to(a)) for a, c, lin in zip(fx, y_taps, self.lins)
-        ]
+        return [weighted_channel_sum((a - c.to(a)).square(), lin) for a, c, lin in zip(fx, y_taps, self.lins)]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """LPIPS distance per image, ``(B,)``."""

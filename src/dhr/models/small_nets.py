@@ -17,6 +17,7 @@ from torch import nn
 
 from dhr.checks import check_shape
 from dhr.errors import ShapeError
+from dhr.metrics.lpips import weighted_channel_sum
 
 __all__ = ["ClassifierConfig", "AttributeClassifier", "PerceptualConfig", "TinyPerceptual"]
 
@@ -108,7 +109,8 @@ class TinyPerceptual(nn.Module):
         outs = []
         for stage in self.stages:
             x = stage(x)
-            outs.append(x / (x.square().sum(dim=1, keepdim=True).sqrt() + 1e-10))
+            tap = x.float()  # under bf16 autocast: the stages in bf16, the distance in fp32
+            outs.append(tap / (tap.square().sum(dim=1, keepdim=True).sqrt() + 1e-10))
         return outs
 
     def layer_maps(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
@@ -123,7 +125,7 @@ class TinyPerceptual(nn.Module):
         fx = self.taps_of(x)
         if len(y_taps) != len(fx):
             raise ShapeError(f"y_taps holds {len(y_taps)} tensors; this network has {len(fx)} layers")
-        return [F.conv2d((a - c).square(), F.softplus(w).to(a)) for a, c, w in zip(fx, y_taps, self.lin_logits)]
+        return [weighted_channel_sum((a - c.to(a)).square(), F.softplus(w)) for a, c, w in zip(fx, y_taps, self.lin_logits)]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return sum(m.mean(dim=[1, 2, 3]) for m in self.layer_maps(x, y))
