@@ -130,6 +130,9 @@ def test_bf16_precision_optimises_in_bfloat16_and_stores_fp32_results(setup, met
     monkeypatch.setattr(dhr.devices, "native_bf16", lambda device: True)  # no slowness warning on any CI CPU
     G, lp, enc, images = setup
     embed = {} if method == "optim" else {"embed": "optim"}
+    # fp32 storage: nothing is quantised, so no re-render on storing (as_stored returns the result as is)
+    embed.update(refine={"steps": 2, "weight_steps": 1, "delta_format": "fp32", "feature_format": "fp32"},
+                 pti={"steps": 2, "delta_format": "fp32"})
     full = invert(G, images[:1], config=_cfg(method, **embed), perceptual=lp)[0]
     half = invert(G, images[:1], config=_cfg(method, precision="bf16", **embed), perceptual=lp)[0]
     assert half.meta["config"]["precision"] == "bf16" and full.meta["config"]["precision"] == "fp32"
