@@ -7,8 +7,8 @@
 #   B=1 fp32 --deterministic: the loss parity (on CUDA two runs of one path differ with the default
 #       kernels, so parity is checked with deterministic ones; written as gpu-1024-b1-fp32-parity);
 #   B=1 bf16, B=2/4/8 fp32, B=8 bf16: fast path only (B>1 refines the batch together, --vectorize);
-#   B=8 bf16 --threads 8: the batch's segmentations (CPU SLIC, ~1 s per image at 1024) overlap in
-#       8 threads (dhr.engine.for_each_image; with --threads 1 they run one after the other).
+#   B=8 bf16 --bench-threads 8: the batch's segmentations (CPU SLIC, ~1 s per image at 1024) overlap in
+#       8 threads (dhr.engine.for_each_image; with one thread they run one after the other).
 # bf16 is InvertConfig.precision="bf16" (autocast, fused Adam).
 # Every measurement first runs once, untimed, at a tiny budget (bench-speed's CUDA warm-up).
 #
@@ -43,5 +43,5 @@ run 1 fp32 faithful,fast -parity --repeats 1 --deterministic
 run 1 bf16 fast "" --repeats 1
 run 2,4,8 fp32 fast "" --repeats 1 --vectorize
 run 8 bf16 fast "" --repeats 1 --vectorize
-run 8 bf16 fast -threads8 --repeats 1 --vectorize --threads 8
+run 8 bf16 fast -threads8 --repeats 1 --vectorize --bench-threads 8
 echo "reports in $OUT/gpu-1024-*.json"

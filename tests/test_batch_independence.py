@@ -94,6 +94,20 @@ def test_permuted_batch_equals_alone(setup, method, embed):
     _check(sub[1], full[1])
 
 
+def test_batch_equals_alone_with_segmentations_in_threads(setup):
+    # with 2 torch threads a batch's segmentations run in 2 Python threads (dhr.engine.for_each_image)
+    G, lp, enc, images = setup
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        kw = dict(config=_cfg("dhr", "optim"), perceptual=lp)
+        full = invert(G, images, **kw)
+        for i in (0, 1, 3):
+            _check(invert(G, images[i:i + 1], **kw)[0], full[i])
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_user_masks_batch_independent(setup):
     G, lp, enc, images = setup
     masks = torch.zeros(4, 1, 32, 32)

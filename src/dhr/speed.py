@@ -283,7 +283,7 @@ def measure(case: str, path: str, settings: SpeedSettings) -> dict:
                 return segment(targets[i].float(), coarse_images[i].float(), [t.float() for t in maps[i]],
                                config=SegmentConfig()).mask.to(device)
 
-            # the fast path segments a batch's images in up to --threads Python threads (as dhr.engine)
+            # the fast path segments a batch's images in up to --bench-threads Python threads (as dhr.engine)
             found = for_each_image(segment_one, b) if fast else [segment_one(i) for i in range(b)]
             for i, m in enumerate(found):
                 frac = float(m.mean())
