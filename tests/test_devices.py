@@ -94,3 +94,13 @@ def test_native_bf16_reads_the_cpu_flags(monkeypatch):
     assert native_bf16("cpu") is False
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert native_bf16("cpu") is True
+
+
+def test_dhr_info_says_whether_bf16_is_native(monkeypatch):
+    from dhr.cli.info import collect_info
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert collect_info()["cpu_native_bf16"] is False
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert collect_info()["cpu_native_bf16"] is True

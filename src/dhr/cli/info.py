@@ -1,4 +1,4 @@
-"""``dhr info``: what this installation runs on (versions, torch build, devices, threads)."""
+"""``dhr info``: what this installation runs on (versions, torch build, devices, bfloat16 support, threads)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def collect_info() -> dict[str, object]:
     import torch
 
     import dhr
+    from dhr.devices import native_bf16
     from dhr.threads import applied_settings, apply_wait_policy, usable_cpus
 
     applied = applied_settings()
@@ -28,6 +29,9 @@ def collect_info() -> dict[str, object]:
         "torch_build": "cuda " + torch.version.cuda if torch.version.cuda else "cpu",
         "cuda_available": torch.cuda.is_available(),
         "mps_available": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+        # whether precision=bf16 pays here (native bfloat16 arithmetic; see docs/engine.md "Precision")
+        "cpu_native_bf16": native_bf16("cpu"),
+        "cuda_native_bf16": native_bf16("cuda") if torch.cuda.is_available() else None,
         "usable_cpus": usable_cpus(),
         "torch_threads": torch.get_num_threads(),
         "threads_source": applied.source if applied and applied.threads == torch.get_num_threads() else "torch default",
