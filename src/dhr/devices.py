@@ -86,9 +86,10 @@ def autocast(device: str | torch.device, precision: str = "fp32") -> contextlib.
 
     ``fp32``: nothing (full precision). ``bf16``: ``torch.autocast(device.type, torch.bfloat16)``:
     convolutions and matrix products in bfloat16 (parameters, gradients, Adam's state and the loss
-    reductions stay fp32), about 2x faster where :func:`native_bf16` holds (measured on this project's
-    CPU, AVX512-BF16: a 20 M-parameter 64 px generator 2.06x at final losses within 0.9 %,
-    docs/performance.md). On a device without native bfloat16 it warns once (it still runs, slower).
+    reductions stay fp32), about 2x faster per convolution where :func:`native_bf16` holds (measured on
+    this project's CPU, AVX512-BF16: DHR on a 20 M-parameter 64 px generator at the reference's
+    budget 2.25x the faithful loop, final losses within 0.3 %; docs/performance.md "bfloat16"). On
+    a device without native bfloat16 it warns (it still runs, slower).
 
     Raises:
         ConfigError: Unknown precision, or bf16 on a device type autocast does not support.
