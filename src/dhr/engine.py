@@ -48,7 +48,7 @@ from dhr.refinement.render import render, render_many
 from dhr.seeding import image_keys
 from dhr.types import DomainMask, Inversion
 
-__all__ = ["invert", "render", "render_many", "resolve_embed", "net_name"]
+__all__ = ["invert", "render", "render_many", "resolve_embed", "net_name", "for_each_image"]
 
 logger = logging.getLogger(__name__)
 

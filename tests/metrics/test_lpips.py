@@ -94,3 +94,14 @@ def test_corrupt_file(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="squeeze.pth"):
         LPIPS("squeeze", linear=bad)
+
+
+def test_double_precision_stays_double():
+    # the fp32 upcast of the taps is for autocast's 16-bit outputs only; float64 runs keep their precision
+    from dhr.metrics.lpips import LPIPS
+
+    torch.manual_seed(0)
+    lp = LPIPS("squeeze").double()
+    x, y = (torch.rand(1, 3, 32, 32, dtype=torch.float64) * 2 - 1 for _ in range(2))
+    assert lp(x, y).dtype == torch.float64
+    assert all(t.dtype == torch.float64 for t in lp.taps_of(x))

@@ -55,6 +55,11 @@ class Fire(nn.Module):
         return torch.cat([F.relu(self.expand1x1(x)), F.relu(self.expand3x3(x))], 1)
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is a 16-bit float (autocast's output), else unchanged (fp32, fp64)."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
 def weighted_channel_sum(d: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """LPIPS's linear layer: ``(B, C, h, w)`` squared differences -> ``(B, 1, h, w)`` with the
     ``(1, C, 1, 1)`` weights, always in ``d``'s dtype (also under autocast: a loss stays fp32)."""
@@ -208,7 +213,7 @@ class LPIPS(nn.Module):
             for layer in self.features[start:end]:
                 x = layer(x)
             start = end
-            tap = x.float()  # under bf16 autocast the backbone runs in bf16, the distance in fp32
+            tap = at_least_fp32(x)  # under bf16 autocast the backbone runs in bf16, the distance in fp32
             norm = torch.sqrt(tap.square().sum(dim=1, keepdim=True))
             outs.append(tap / (norm + self.eps))
         return outs

@@ -17,7 +17,7 @@ from torch import nn
 
 from dhr.checks import check_shape
 from dhr.errors import ShapeError
-from dhr.metrics.lpips import weighted_channel_sum
+from dhr.metrics.lpips import at_least_fp32, weighted_channel_sum
 
 __all__ = ["ClassifierConfig", "AttributeClassifier", "PerceptualConfig", "TinyPerceptual"]
 
@@ -109,7 +109,7 @@ class TinyPerceptual(nn.Module):
         outs = []
         for stage in self.stages:
             x = stage(x)
-            tap = x.float()  # under bf16 autocast: the stages in bf16, the distance in fp32
+            tap = at_least_fp32(x)  # under bf16 autocast: the stages in bf16, the distance in fp32
             outs.append(tap / (tap.square().sum(dim=1, keepdim=True).sqrt() + 1e-10))
         return outs
 
