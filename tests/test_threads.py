@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from dhr.errors import ConfigError
 from dhr.threads import MAX_DEFAULT_THREADS, apply_wait_policy, default_threads, resolve_threads, usable_cpus
@@ -88,3 +89,58 @@ def test_policy_takes_effect_in_openmp():
 
     passive, active = cpu_seconds(), cpu_seconds(OMP_WAIT_POLICY="ACTIVE")
     assert passive < 0.3 * active, (passive, active)
+
+
+# --------------------------------------------------------------------------------------------
+# One thread for a small model (fit_threads_to_model)
+
+
+def _applied(monkeypatch, threads: int, source: str, policy: str | None = "PASSIVE"):
+    import dhr.threads as th
+
+    monkeypatch.setattr(th, "_APPLIED", th.ThreadSettings(threads, source, th.WaitPolicy(policy, "dhr")))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return before
+
+
+@pytest.mark.parametrize(("threads", "source", "policy", "macs", "changed"), [
+    (2, "default", "PASSIVE", 0.18e9, True),      # faces-64 on dhr's default count: one thread
+    (2, "default", "passive", 1.9e9, True),
+    (2, "default", "PASSIVE", 7.6e9, False),      # a large model keeps the cores
+    (2, "--threads", "PASSIVE", 0.18e9, False),   # the user's count is kept
+    (2, "DHR_THREADS", "PASSIVE", 0.18e9, False),
+    (2, "OMP_NUM_THREADS", "PASSIVE", 0.18e9, False),
+    (2, "default", "ACTIVE", 0.18e9, False),      # spinning threads wake fast
+    (2, "default", None, 0.18e9, False),
+    (1, "default", "PASSIVE", 0.18e9, False),
+])
+def test_small_model_gets_one_thread_only_on_dhrs_default(monkeypatch, threads, source, policy, macs, changed):
+    import dhr.threads as th
+
+    before = _applied(monkeypatch, threads, source, policy)
+    try:
+        result = th.fit_threads_to_model(macs)
+        assert (result is not None) == changed
+        assert torch.get_num_threads() == (1 if changed else threads)
+        if changed:
+            assert th.applied_settings() == result and result.source == "default, small model"
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_without_configure_threads_a_library_callers_threads_are_left_alone(monkeypatch):
+    import dhr.threads as th
+
+    monkeypatch.setattr(th, "_APPLIED", None)
+    before = torch.get_num_threads()
+    assert th.fit_threads_to_model(1.0) is None and torch.get_num_threads() == before
+
+
+def test_synthesis_macs_counts_the_convolutions():
+    from dhr.models.stylegan2 import GeneratorConfig
+
+    # 8 px, 4 channels everywhere: b4 conv1 + torgb, b8 transposed conv0 (at 4x4) + conv1 + torgb
+    cfg = GeneratorConfig(resolution=8, channel_base=64, channel_max=4, channel_multiplier=1)
+    assert cfg.synthesis_macs == (4 * 4 * 9 * 16 + 3 * 4 * 16) + (4 * 4 * 9 * 16 + 4 * 4 * 9 * 64 + 3 * 4 * 64)
+    assert GeneratorConfig().synthesis_macs > 70e9  # config-f at 1024

@@ -58,7 +58,7 @@ def file_sha256(path: str | Path) -> str | None:
 
 
 def environment() -> dict[str, Any]:
-    """Versions of dhr, torch, numpy and python, and the platform."""
+    """Versions of dhr, torch, numpy and python, the platform, and torch's thread count with its source."""
     # Lazy: run records are read and merged by the CLI before any model is loaded; torch is
     # imported here only when a record is written.
     import numpy
@@ -66,6 +66,9 @@ def environment() -> dict[str, Any]:
 
     import dhr
 
+    from dhr.threads import applied_settings
+
+    applied = applied_settings()
     return {
         "dhr": dhr.__version__,
         "torch": torch.__version__,
@@ -73,6 +76,9 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "argv": list(sys.argv),
+        # results can differ in the last bits with the thread count (reduction order)
+        "torch_threads": torch.get_num_threads(),
+        "threads_source": applied.source if applied and applied.threads == torch.get_num_threads() else "torch default",
     }
 
 

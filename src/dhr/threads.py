@@ -12,7 +12,8 @@ Two settings, with these precedences (first wins):
   variable in the environment yourself in that case).
 * intra-op threads: an explicit value (``dhr --threads N``), else ``DHR_THREADS``, else
   ``OMP_NUM_THREADS``, else :func:`default_threads` (the CPUs this process may use, at most
-  :data:`MAX_DEFAULT_THREADS`).
+  :data:`MAX_DEFAULT_THREADS`); the commands that load a model then lower dhr's default to one
+  thread for a small model (:func:`fit_threads_to_model`).
 
 Results can differ in the last bits with the thread count (reduction order); ``run.json`` and the
 benchmark record the count used.
@@ -39,6 +40,7 @@ __all__ = [
     "apply_wait_policy",
     "configure_threads",
     "default_threads",
+    "fit_threads_to_model",
     "resolve_threads",
     "usable_cpus",
     "worker_env",
@@ -71,7 +73,8 @@ class ThreadSettings:
 
     Attributes:
         threads: torch's intra-op thread count.
-        source: ``"--threads"``, ``"DHR_THREADS"``, ``"OMP_NUM_THREADS"`` or ``"default"``.
+        source: ``"--threads"``, ``"DHR_THREADS"``, ``"OMP_NUM_THREADS"``, ``"default"`` or
+            ``"default, small model"`` (:func:`fit_threads_to_model`).
         wait_policy: The process's :class:`WaitPolicy`.
     """
 
@@ -174,6 +177,44 @@ def configure_threads(explicit: int | None = None) -> ThreadSettings:
     global _APPLIED
     torch.set_num_threads(n)
     _APPLIED = ThreadSettings(threads=n, source=source, wait_policy=policy)
+    return _APPLIED
+
+
+SMALL_MODEL_MACS = 2e9
+"""Synthesis multiply-adds per image below which one thread is dhr's default choice (see
+:func:`fit_threads_to_model`)."""
+
+
+def fit_threads_to_model(macs: float) -> ThreadSettings | None:
+    """Drops to one intra-op thread for a small model, when the thread count is dhr's own choice.
+
+    Under the passive wait policy dhr sets (needed when cores are shared: spinning threads made a
+    job five times slower), every parallel region wakes sleeping threads. A small generator runs
+    ~1,000 small ops per refinement iteration, and those wake-ups cost more than the second core
+    buys: ``faces-64`` (0.18 G multiply-adds per forward) refined in 8.8 s with one thread against
+    13.3 s with two on 2 cores; a 20 M-parameter 64 px generator (7.6 G) ran an iteration 1.8x
+    faster with two (docs/performance.md "Threads"). A count from ``--threads``, ``DHR_THREADS``
+    or ``OMP_NUM_THREADS`` is left alone, and so is any count under another wait policy (with
+    ``OMP_WAIT_POLICY=ACTIVE`` two threads were 1.3x faster on ``faces-64``).
+
+    Args:
+        macs: Multiply-adds of one synthesis forward
+            (:attr:`dhr.models.stylegan2.GeneratorConfig.synthesis_macs`).
+
+    Returns:
+        The new settings (source ``"default, small model"``), or None when nothing changed (also
+        when :func:`configure_threads` was never called: a library caller's threads are theirs).
+    """
+    global _APPLIED
+    applied = _APPLIED
+    if applied is None or applied.source != "default" or applied.threads <= 1 or macs >= SMALL_MODEL_MACS:
+        return None
+    if (applied.wait_policy.value or "").upper() != "PASSIVE":  # spinning threads wake fast: keep them
+        return None
+    import torch
+
+    torch.set_num_threads(1)
+    _APPLIED = ThreadSettings(threads=1, source="default, small model", wait_policy=applied.wait_policy)
     return _APPLIED
 
 

@@ -72,6 +72,30 @@ def test_run_batch_with_corrupt_input(env, tmp_path):
     assert rec["model"]["name"] == "tiny-test" and len(rec["model"]["generator_sha256"]) == 64
     assert rec["config"]["refine"]["steps"] == 2 and rec["device"] == "cpu" and rec["seed"] == 0
     assert rec["environment"]["torch"] and {"embed_s", "coarse_s", "refine_s"} <= set(rec["timings"])
+    assert rec["environment"]["torch_threads"] >= 1 and rec["environment"]["threads_source"]
+
+
+def test_dhr_chooses_one_thread_for_a_small_model(env, tmp_path):
+    # a fresh process: dhr sets the passive wait policy before torch loads, picks the usable CPUs,
+    # then drops to one thread for the tiny model; --threads 2 is kept
+    import os
+    import subprocess
+    import sys
+
+    from dhr.threads import default_threads
+
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    penv = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "DHR_THREADS")}
+    penv["PYTHONPATH"] = src + os.pathsep + penv.get("PYTHONPATH", "")
+    code = "import sys; from dhr.cli import main; sys.argv = ['dhr', *sys.argv[1:]]; main()"
+    for extra, want in (([], ("default, small model", 1) if default_threads() > 1 else ("default", 1)),
+                        (["--threads", "2"], ("--threads", 2))):
+        out = tmp_path / f"o{len(extra)}"
+        r = subprocess.run([sys.executable, "-c", code, *extra, "run", str(env["inputs"] / "a.png"), "-o", str(out),
+                            "--whole-image", "-q", *_common(env)], env=penv, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        e = json.loads((out / "run.json").read_text())["environment"]
+        assert (e["threads_source"], e["torch_threads"]) == want
 
 
 def test_bad_edit_name_lists_valid(env, tmp_path):

@@ -79,6 +79,9 @@ def _build_pipeline(model: str, device: str, config: Path | None, seed: int, met
                                         paste_mode=paste_mode, overrides=tuple(sets or ()))
     except DHRError as e:
         raise usage_error(str(e)) from None
+    from dhr.threads import fit_threads_to_model
+
+    fit_threads_to_model(getattr(pipe.generator.config, "synthesis_macs", float("inf")))
     return pipe
 
 

@@ -239,6 +239,9 @@ def serve(model: str | Path = "faces-64", *, host: str = DEFAULT_HOST, port: int
     pipe = Pipeline.from_pretrained(model, device=device, config=config, seed=seed, parser=parser,
                                     trust_parser=trust_parser, coarse_perceptual=coarse_perceptual,
                                     paste_mode=paste_mode)
+    from dhr.threads import fit_threads_to_model
+
+    fit_threads_to_model(getattr(pipe.generator.config, "synthesis_macs", float("inf")))
     demo = build_app(pipe, max_pixels=max_pixels, max_file_size=max_file_size, max_work_bytes=max_work_bytes)
     try:
         demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, share=False,
