@@ -104,3 +104,21 @@ def test_dhr_info_says_whether_bf16_is_native(monkeypatch):
     assert collect_info()["cpu_native_bf16"] is False
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     assert collect_info()["cpu_native_bf16"] is True
+
+
+def test_bf16_that_torch_would_silently_disable_is_refused(monkeypatch):
+    import dhr.devices as devices
+    from dhr.errors import ConfigError
+
+    class Disabled:
+        _enabled = False
+
+        def __init__(self, *args, **kwargs):
+            import warnings
+
+            warnings.warn("In autocast, but the target dtype is not supported. Disabling autocast.")
+
+    monkeypatch.setattr(devices, "native_bf16", lambda device: True)
+    monkeypatch.setattr(devices.torch, "autocast", Disabled)
+    with pytest.raises(ConfigError, match="not supported by this PyTorch on cpu.*Disabling autocast"):
+        devices.autocast("cpu", "bf16")

@@ -104,4 +104,11 @@ def autocast(device: str | torch.device, precision: str = "fp32") -> contextlib.
         warnings.warn(f"precision='bf16' on {device}: this device has no native bfloat16 arithmetic "
                       "(CPU: AVX512-BF16 or AMX; GPU: Ampere or newer), so it runs slower than fp32; "
                       "use precision='fp32'", RuntimeWarning, stacklevel=2)
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+    with warnings.catch_warnings(record=True) as caught:  # torch disables an unsupported autocast with a warning
+        warnings.simplefilter("always")
+        ctx = torch.autocast(device.type, dtype=torch.bfloat16)
+    if not getattr(ctx, "_enabled", True):
+        why = "; ".join(str(w.message) for w in caught) or "autocast is disabled"
+        raise ConfigError(f"precision='bf16' is not supported by this PyTorch on {device} ({why}); "
+                          "use precision='fp32'")
+    return ctx
