@@ -66,6 +66,7 @@ from dhr.bench.scoring import (
 )
 from dhr.config import InvertConfig, apply_overrides
 from dhr.devices import resolve_device
+from dhr.threads import fit_threads_to_model
 from dhr.embed.optimize import optimize_latent
 from dhr.engine import invert, net_name
 from dhr.errors import DHRError
@@ -135,6 +136,8 @@ def _setup(cfg: BenchConfig) -> _Setup:
     """Loads the model and the evaluation models and validates every variant's config up front."""
     device = resolve_device(cfg.device)
     model = load_model(cfg.model, device=device)
+    # one thread for a small model when `dhr bench` chose the count (a no-op for library callers)
+    fit_threads_to_model(getattr(model.generator.config, "synthesis_macs", float("inf")))
     specs = [MethodSpec(m, m) for m in cfg.methods] + parse_ablations(cfg.ablations)
     base_source = "given" if cfg.base is not None else ("the model's recommended config (model.json)"
                                                           if model.manifest.get("config") else "reference defaults")
