@@ -21,6 +21,7 @@ from torch import nn
 
 from dhr.checks import check_choice, check_shape
 from dhr.errors import CheckpointError, ShapeError
+from dhr.models.ops import at_least_fp32, weighted_channel_sum
 
 __all__ = ["LPIPS", "alexnet_features", "vgg16_features", "squeezenet1_1_features", "LPIPS_CHANNELS"]
 
@@ -53,18 +54,6 @@ class Fire(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.squeeze(x))
         return torch.cat([F.relu(self.expand1x1(x)), F.relu(self.expand3x3(x))], 1)
-
-
-def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in float32 when it is a 16-bit float (autocast's output), else unchanged (fp32, fp64)."""
-    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
-
-
-def weighted_channel_sum(d: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """LPIPS's linear layer: ``(B, C, h, w)`` squared differences -> ``(B, 1, h, w)`` with the
-    ``(1, C, 1, 1)`` weights, always in ``d``'s dtype (also under autocast: a loss stays fp32)."""
-    with torch.autocast(d.device.type, enabled=False):
-        return F.conv2d(d, weight.to(d))
 
 
 def alexnet_features() -> nn.Sequential:

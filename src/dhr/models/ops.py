@@ -1,7 +1,9 @@
 """Pure-PyTorch reference ops of StyleGAN2 (no compiled extensions).
 
 ``upfirdn2d`` and the fused bias + leaky ReLU reproduce the CPU code path of the
-de-facto implementation exactly; they run on any device and under autocast.
+de-facto implementation exactly; they run on any device and under autocast. The perceptual
+networks' distance head (``at_least_fp32``, ``weighted_channel_sum``) keeps its arithmetic in
+float32 under bfloat16 autocast.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["make_kernel", "upfirdn2d", "bias_leaky_relu", "SQRT2"]
+__all__ = ["make_kernel", "upfirdn2d", "bias_leaky_relu", "SQRT2", "at_least_fp32", "weighted_channel_sum"]
 
 SQRT2 = math.sqrt(2.0)
 
@@ -63,3 +65,15 @@ def bias_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None, slope: float = 0
         shape = [1, -1] + [1] * (x.ndim - 2)
         x = x + bias.to(x.dtype).view(shape)
     return F.leaky_relu(x, slope) * gain
+
+
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is a 16-bit float (autocast's output), else unchanged (fp32, fp64)."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
+def weighted_channel_sum(d: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """LPIPS's linear layer: ``(B, C, h, w)`` squared differences -> ``(B, 1, h, w)`` with the
+    ``(1, C, 1, 1)`` weights, always in ``d``'s dtype (also under autocast: a loss stays fp32)."""
+    with torch.autocast(d.device.type, enabled=False):
+        return F.conv2d(d, weight.to(d))

@@ -17,7 +17,7 @@ from torch import nn
 
 from dhr.checks import check_shape
 from dhr.errors import ShapeError
-from dhr.metrics.lpips import at_least_fp32, weighted_channel_sum
+from dhr.models.ops import at_least_fp32, weighted_channel_sum
 
 __all__ = ["ClassifierConfig", "AttributeClassifier", "PerceptualConfig", "TinyPerceptual"]
 
