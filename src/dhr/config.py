@@ -70,7 +70,9 @@ class InvertConfig:
             own perceptual network when it has one (its thresholds are calibrated on it), else
             LPIPS-VGG, as the reference (whose thresholds 0.7/0.8/0.6 are on the VGG scale);
             ``same``: the refinement's network; ``model``, ``alex``, ``vgg``, ``squeeze``: that one.
-        vectorize: Optimise the images of a batch together (``vmap``; faster on a GPU). Their results
+        vectorize: Optimise the images of a batch together (``vmap``; faster on a GPU; on a CPU
+            only for small models: a 20 M-parameter generator's refinement then costs more per
+            image, twice as much in bf16, docs/performance.md "Batch throughput"). Their results
             then equal one-at-a-time runs only to float rounding, which Adam's normalisation amplifies
             (up to 0.16 max abs on ``faces-64`` with 20 refinement steps). False (default) processes
             the images one after the other, so a photo's result is bit-identical alone, in any batch
