@@ -73,7 +73,12 @@ def native_bf16(device: str | torch.device) -> bool:
     """
     device = torch.device(device)
     if device.type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if not torch.cuda.is_available():
+            return False
+        try:  # newer torch counts emulated bf16 (pre-Ampere) as supported unless asked not to
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:
+            return bool(torch.cuda.is_bf16_supported())
     if device.type == "cpu":
         cpu = getattr(torch, "cpu", None)
         checks = (getattr(cpu, "_is_avx512_bf16_supported", None), getattr(cpu, "_is_amx_tile_supported", None))
