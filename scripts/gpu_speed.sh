@@ -10,11 +10,13 @@
 #   B=8 bf16 --bench-threads 8: the batch's segmentations (CPU SLIC, ~1 s per image at 1024) overlap in
 #       8 threads (dhr.engine.for_each_image; with one thread they run one after the other).
 # bf16 is InvertConfig.precision="bf16" (autocast, fused Adam).
+# Then scripts/cuda_graph_probe.py (B=1 fp32, B=1 bf16, B=8 bf16): one refinement iteration captured
+# in a CUDA graph and replayed, against the eager loop (whether graphs are worth building in).
 # Every measurement first runs once, untimed, at a tiny budget (bench-speed's CUDA warm-up).
 #
 # Each report lands in $OUT (default docs/speed) as gpu-1024-b<B>-<dtype>.json next to its printed
 # table (.txt). Needs a CUDA device; exits 3 without one and never runs in the test suite.
-# Budget: about 7 minutes on one H200 (measured 2026-11-29: ~9 s per image per faithful run, process
+# Budget: about 8 minutes on one H200 (measured 2026-11-29: ~9 s per image per faithful run, process
 # starts ~10 s each).
 #
 # Usage: scripts/gpu_speed.sh            (OUT=dir, STEPS="40 100 50" to change the budget)
@@ -44,4 +46,10 @@ run 1 bf16 fast "" --repeats 1
 run 2,4,8 fp32 fast "" --repeats 1 --vectorize
 run 8 bf16 fast "" --repeats 1 --vectorize
 run 8 bf16 fast -threads8 --repeats 1 --vectorize --bench-threads 8
+for spec in "1 fp32" "1 bf16" "8 bf16"; do
+    read -r b dt <<<"$spec"
+    echo "== CUDA graph probe, batch $b, $dt"
+    python3 scripts/cuda_graph_probe.py --case random-1024 --device cuda --batch "$b" --precision "$dt" \
+        --json "$OUT/gpu-1024-graph-b$b-$dt.json" | tail -n 40 || echo "(graph probe exit $? for batch $b $dt)"
+done
 echo "reports in $OUT/gpu-1024-*.json"
