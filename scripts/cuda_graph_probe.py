@@ -29,6 +29,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -192,11 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     report = probe(args.case, device=args.device, batch=args.batch, tuned=args.tuned, frozen=args.frozen,
                    warmup=args.warmup, precision=args.precision, deterministic=args.deterministic)
-    text = json.dumps(report, indent=2)
-    print(text)
+    print(json.dumps(report, indent=2))
     if args.json:
-        with open(args.json, "w") as fh:
-            fh.write(text + "\n")
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 
