@@ -46,6 +46,26 @@ def test_summary_ratios_and_parity():
     assert "DIFFER" in format_report(report) and "loss_in 3.00%" in format_report(report)
 
 
+def test_rounding_sensitivity_from_the_fused_adam_path():
+    runs = [_run("faithful", 0, 8.0, 6.0, 1.0), _run("fast-fused-adam", 0, 6.0, 5.0, 1.05),
+            _run("fast-bf16", 0, 3.0, 3.0, 0.97), _run("fast", 0, 7.0, 5.5, 1.0)]
+    paths = ["faithful", "fast-fused-adam", "fast-bf16", "fast"]
+    summary = _summarise(runs, paths, 0.01)
+    assert summary["rounding_sensitivity"]["loss_in"] == pytest.approx(0.05)
+    bf16 = summary["paths"]["fast-bf16"]
+    assert not bf16["losses_equal"] and bf16["within_rounding_sensitivity"]
+    assert summary["paths"]["fast"]["within_rounding_sensitivity"]
+    report = {"settings": SpeedSettings().__dict__, "repeats": 1, "cases": {"c": summary}}
+    text = format_report(report)
+    assert "rounding sensitivity (fast-fused-adam" in text and "loss_in 5.00%" in text
+    assert "fast-bf16: within it" in text
+    runs[2] = _run("fast-bf16", 0, 3.0, 3.0, 0.90)  # 10 % off: more than rounding moves it
+    summary = _summarise(runs, paths, 0.01)
+    assert not summary["paths"]["fast-bf16"]["within_rounding_sensitivity"]
+    assert "fast-bf16: beyond it" in format_report({**report, "cases": {"c": summary}})
+    assert "rounding_sensitivity" not in _summarise(runs[:1] + runs[2:], ["faithful", "fast-bf16", "fast"], 0.01)
+
+
 @pytest.mark.slow
 def test_fast_and_faithful_measurements_agree_on_the_bundled_model():
     s = SpeedSettings(coarse_steps=2, refine_steps=3, weight_steps=2, n_mean_samples=200)

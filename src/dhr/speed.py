@@ -17,7 +17,10 @@ autocast (``fast-bf16``: ``InvertConfig.precision="bf16"``; not bit-identical). 
 hits both alike. Reported per case and path: wall and CPU seconds per image per stage (median over
 repeats), the peak resident memory of the child (Linux ``VmHWM``; on CUDA also the peak allocated
 device memory), the final losses, and the faithful / fast ratios with the relative difference of
-the final losses (the fast path must stay within 1 %).
+the final losses (the fast path must stay within 1 %). When ``fast-fused-adam`` is measured too,
+its differences are the case's *rounding sensitivity* (the faithful arithmetic with only Adam's
+steps rounded differently: how far rounding alone moves the final losses), and every other path is
+marked as within it or beyond it.
 
 Cases (speed does not depend on trained weights, so random ones are fine where no trained model is
 bundled): ``faces-64`` (the bundled model and its distilled perceptual network), ``fixture-64``
@@ -30,7 +33,7 @@ the segmentation leaves one region empty the occluder's mask is used and the JSO
 Example:
     >>> from dhr.speed import SpeedSettings, run_benchmark
     >>> report = run_benchmark(["faces-64"], SpeedSettings(coarse_steps=20, refine_steps=30, weight_steps=15))
-    >>> report["cases"]["faces-64"]["ratio_wall"]
+    >>> report["cases"]["faces-64"]["paths"]["fast"]["ratio_wall"]
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ CASES = ("faces-64", "fixture-64", "random-256", "random-1024")
 PATHS = ("faithful", "fast", "fast-no-prefix-cache", "fast-no-target-cache", "fast-fused-adam", "fast-bf16")
 FIXTURE_64 = ("fixtures", "stylegan2_rosinality_64_cm1", "g_ema.pt")
 STAGES = ("coarse", "mask", "refine")
+ROUNDING_PATH = "fast-fused-adam"
+"""The path whose loss differences measure a case's rounding sensitivity (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -393,6 +398,13 @@ def _summarise(runs: list[dict], paths: Sequence[str], tolerance: float) -> dict
             summary["final_rel_diff"] = diffs
             summary["losses_equal"] = all(v <= tolerance for v in diffs.values())
             summary["peak_rss_ratio"] = summary["peak_rss_mb"] / max(out["paths"]["faithful"]["peak_rss_mb"], 1e-9)
+        floor = out["paths"].get(ROUNDING_PATH, {}).get("final_rel_diff")
+        if floor:
+            out["rounding_sensitivity"] = dict(floor)
+            for p, summary in out["paths"].items():
+                if p not in ("faithful", ROUNDING_PATH):
+                    summary["within_rounding_sensitivity"] = all(
+                        v <= max(tolerance, floor[k]) for k, v in summary["final_rel_diff"].items())
     return out
 
 
@@ -470,6 +482,15 @@ def format_report(report: dict) -> str:
             lines.append(f"  {p:<21} {st['coarse']:9.3f} {st['mask']:7.3f} {st['refine']:9.3f} "
                          f"{v['total_seconds']:8.3f} {v['total_cpu_seconds']:8.3f} {v['peak_rss_mb']:8.0f} "
                          f"{ratio}  {parity}")
+        floor = summ.get("rounding_sensitivity")
+        if floor:
+            lines.append(f"  rounding sensitivity ({ROUNDING_PATH}: the faithful arithmetic with Adam's steps rounded "
+                         "differently): " + ", ".join(f"{k} {x:.2%}" for k, x in floor.items()))
+            for p, v in summ["paths"].items():
+                if "within_rounding_sensitivity" in v and not v["losses_equal"]:
+                    verdict = ("within it: the difference is of the size rounding alone makes"
+                               if v["within_rounding_sensitivity"] else "beyond it")
+                    lines.append(f"  {p}: {verdict}")
         src = next(iter(summ["paths"].values()))["mask_source"]
         if any(m != "segmentation" for m in src):
             lines.append(f"  mask: {'; '.join(src)}")
