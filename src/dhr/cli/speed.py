@@ -22,8 +22,9 @@ def register(app: typer.Typer) -> None:
                                   "DHR_SHARED), random-256 (~8 CPU-s per faithful iteration), random-1024 (GPU "
                                   "only)."),
         paths: str = typer.Option("faithful,fast", "--paths", help="Comma-separated: faithful, fast, "
-                                  "fast-no-prefix-cache, fast-no-target-cache, fast-fused-adam (its loss differences are printed as the rounding sensitivity), "
-                                  "fast-bf16 (ratios are against faithful)."),
+                                  "fast-no-prefix-cache, fast-no-target-cache, fast-fused-adam (its loss "
+                                  "differences are printed as the rounding sensitivity), fast-bf16 (ratios are "
+                                  "against faithful)."),
         coarse_steps: int = typer.Option(20, "--coarse-steps", min=1, help="Coarse-inversion steps (reference: 40)."),
         refine_steps: int = typer.Option(30, "--refine-steps", min=1, help="Refinement iterations (reference: 100)."),
         weight_steps: int = typer.Option(None, "--weight-steps", min=0,
