@@ -147,6 +147,15 @@ def test_loss_decreases_and_shapes(batch_run, G, lp, targets):
     assert calls[0][2]["lr"] == 0.0 and set(calls[0][2]) == {"lpips", "mse", "noise_reg", "total", "lr"}
 
 
+def test_noise_maps_are_renormalised_after_every_step(batch_run):
+    # the reference renormalises each noise map after each Adam step (zero mean, unit std)
+    _, emb, _, _ = batch_run
+    for e in emb:
+        for n in e.noise:
+            assert float(n.mean()) == pytest.approx(0.0, abs=1e-5)
+            assert float(n.std()) == pytest.approx(1.0, abs=1e-4)
+
+
 def test_error_maps_match_layer_maps(batch_run, lp, targets):
     _, emb, maps, _ = batch_run
     ref = lp.layer_maps(targets, targets)

@@ -94,6 +94,12 @@ def test_per_class_threshold_by_dominant_class():
     assert quad_values(d.mask_superpixel) == [0.0, 1.0, 1.0, 1.0]
 
 
+def test_score_equal_to_its_threshold_is_out_of_domain():
+    # in-domain needs v_k < τ strictly (the reference's test); 0.5 and 0.75 are exact in binary
+    d = run([quad_map([0.5, 0.75, 0.5, 0.75])], None, theta=0.75)
+    assert quad_values(d.mask_superpixel) == [1.0, 0.0, 1.0, 0.0]
+
+
 def test_dominant_class_is_argmax_of_summed_probabilities():
     """Quadrant 1: 3/4 of its pixels lean to skin (0.4 vs 0.35), 1/4 is certainly eye: summed mass says eye."""
     probs = torch.zeros(4, R, R)
