@@ -91,6 +91,52 @@ def test_no_face_raises_with_hint(setup):
         pipe.invert(photo)
 
 
+def _same(a: PhotoInversion, b: PhotoInversion) -> bool:
+    x, y = a.inversion, b.inversion
+    # codes, weights and feature bit for bit; the image is rendered in a batch there (float rounding)
+    return (torch.equal(x.ws, y.ws) and bool((x.image - y.image).abs().max() <= 1e-5)
+            and torch.equal(x.feature, y.feature)
+            and x.weight_delta.keys() == y.weight_delta.keys()
+            and all(torch.equal(x.weight_delta[k], y.weight_delta[k]) for k in x.weight_delta)
+            and a.stem == b.stem and a.photo.sha256 == b.photo.sha256)
+
+
+def test_invert_many_equals_one_at_a_time_and_isolates_failures(setup, tmp_path):
+    pipe, invs, photo, _ = setup
+    other = synthetic_photo(tmp_path / "other.png", seed=4)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    many = pipe.invert_many([photo, broken, other, photo], whole_image=True)
+    assert len(many) == 4 and isinstance(many[1], ImageError)
+    alone = pipe.invert(other, whole_image=True)
+    assert _same(many[0][0], invs[0]) and _same(many[2][0], alone[0]) and _same(many[3][0], invs[0])
+    assert not _same(many[0][0], alone[0])
+    # no face and no whole-image fallback: that photo's error, the others are kept
+    assert isinstance(pipe.invert_many([photo])[0], FaceNotFoundError)
+
+
+def test_invert_many_falls_back_to_one_at_a_time_when_the_batch_fails(setup, tmp_path, monkeypatch):
+    pipe, invs, photo, _ = setup
+    other = synthetic_photo(tmp_path / "other.png", seed=4)
+    real = Pipeline._engine
+    calls = []
+
+    def engine(self, config, preps, progress):
+        calls.append(len(preps))
+        if len(preps) > 1:
+            raise MemoryError("batch too large")
+        if preps[0].photo.sha256 != invs[0].photo.sha256:
+            raise ImageError("this photo only")
+        return real(self, config, preps, progress)
+
+    monkeypatch.setattr(Pipeline, "_engine", engine)
+    many = pipe.invert_many([photo, other], whole_image=True)
+    assert calls == [2, 1, 1]
+    assert _same(many[0][0], invs[0]) and isinstance(many[1], ImageError)
+    with pytest.raises(ConfigError):
+        pipe.invert_many([photo], method="nope")
+
+
 def test_edit_renders_without_optimising(setup):
     pipe, invs, _, _ = setup
     inv = invs[0]

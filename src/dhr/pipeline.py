@@ -41,7 +41,7 @@ from dhr.editing import apply_edits, sweep_codes, sweep_grid
 from dhr.editing.directions import DirectionSet, check_strength
 from dhr.engine import invert as engine_invert
 from dhr.engine import render, resolve_embed
-from dhr.errors import ConfigError, EditError, FaceNotFoundError, ImageError, WeightsError
+from dhr.errors import PROGRAMMING_ERRORS, ConfigError, EditError, FaceNotFoundError, ImageError, WeightsError
 from dhr.faces.align import AlignedFace, AlignTemplate, align_face, align_whole_image, user_mask_to_crop
 from dhr.faces.detect import detect_faces_retrying
 from dhr.faces.parsing import PARSER_NAMES, load_parser
@@ -105,6 +105,20 @@ def resolve_coarse_perceptual(choice: str, model: Any, refine_perceptual: torch.
         raise WeightsError(f"coarse_perceptual={choice!r} needs LPIPS-{net} (the reference's coarse network is VGG): "
                            f"{e}\nOr set coarse_perceptual='same' to reuse the refinement's network (a deviation "
                            "from the reference: its thresholds are on the VGG scale).") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """One photo made ready for the engine by :meth:`Pipeline.invert` (detected, aligned, parsed)."""
+
+    photo: Any  # the Photo, or None for an aligned face given directly
+    faces: list[AlignedFace]
+    targets: torch.Tensor  # (F, 3, R, R), one per face
+    notes: list[list[str]]
+    parsing: list[Any]
+    user_masks: torch.Tensor | None
+    align_s: float
+    parse_s: float
 
 
 class Pipeline:
@@ -372,6 +386,75 @@ class Pipeline:
             FaceNotFoundError, ImageError, ConfigError: See :meth:`align` and :func:`dhr.engine.invert`.
         """
         config = self._config_for(method)
+        prep = self._prepare(image, config, face_index, whole_image, ood_mask)
+        return self._results(prep, self._engine(config, [prep], progress))
+
+    def invert_many(self, images: Sequence[Any], *, method: str | None = None, face_index: int | None = None,
+                    whole_image: bool = False, progress: Any = None) -> list[list[PhotoInversion] | Exception]:
+        """Inverts the faces of several photos as one batch (one :func:`dhr.engine.invert` call).
+
+        Each photo's results equal what :meth:`invert` gives for it alone: the engine's randomness
+        is keyed by each image's content, and with ``InvertConfig.vectorize`` off (the default) the
+        images are optimised one after the other, so codes, weights and features are bit for bit
+        those of a run alone (the final images are rendered in one batched call: equal to float
+        rounding, ~1e-6). What the batch buys: the segmentations overlap in threads and, with
+        ``vectorize`` on, the optimisations run together (on a GPU ~2x the throughput at 8 images;
+        on a CPU only for small models such as faces-64, docs/performance.md "Batch throughput").
+
+        A photo that fails (unreadable, no face, ...) does not fail the others: its entry is the
+        exception. If the batched optimisation itself fails (out of memory, ...), every photo is
+        inverted alone, so each failure lands on its own photo.
+
+        Args:
+            images: Photos as :meth:`invert` takes them (paths, PIL images, arrays, ``Photo``,
+                ``AlignedFace``).
+            method, face_index, whole_image, progress: As :meth:`invert` (the same for every photo).
+
+        Returns:
+            One entry per photo, in order: its list of :class:`PhotoInversion` (as :meth:`invert`)
+            or the exception that stopped it.
+
+        Raises:
+            ConfigError: Unknown method (before any work). Bugs (``TypeError``, ``NameError``) surface.
+        """
+        config = self._config_for(method)
+        out: list[list[PhotoInversion] | Exception | None] = [None] * len(images)
+        preps: list[tuple[int, _Prepared]] = []
+        for i, image in enumerate(images):
+            try:
+                preps.append((i, self._prepare(image, config, face_index, whole_image, None)))
+            except PROGRAMMING_ERRORS:
+                raise
+            except Exception as e:  # noqa: BLE001 - this photo only
+                out[i] = e
+        if not preps:
+            return out
+        try:
+            invs = self._engine(config, [p for _, p in preps], progress)
+        except PROGRAMMING_ERRORS:
+            raise
+        except Exception as e:  # noqa: BLE001 - find the photo(s) it belongs to
+            if len(preps) == 1:
+                out[preps[0][0]] = e
+                return out
+            logger.info("the batched inversion of %d photos failed (%s); inverting them one by one", len(preps), e)
+            for i, p in preps:
+                try:
+                    out[i] = self._results(p, self._engine(config, [p], progress))
+                except PROGRAMMING_ERRORS:
+                    raise
+                except Exception as e1:  # noqa: BLE001
+                    out[i] = e1
+            return out
+        start = 0
+        for i, p in preps:
+            out[i] = self._results(p, invs[start:start + len(p.faces)])
+            start += len(p.faces)
+        return out
+
+    def _prepare(self, image: Any, config: InvertConfig, face_index: int | None, whole_image: bool,
+                 ood_mask: Any) -> _Prepared:
+        """Detection, alignment and face parsing of one photo: what the engine needs of it."""
         t0 = time.perf_counter()
         if isinstance(image, AlignedFace):
             photo, faces = None, [image]
@@ -405,25 +488,40 @@ class Pipeline:
             user_masks = torch.stack([user_mask_to_crop(ood_mask, a, photo, R) for a in faces]).to(self.device)
             for n in notes:
                 n.append("domain mask given by the user (DHR's segmentation skipped)")
+        return _Prepared(photo=photo, faces=faces, targets=targets, notes=notes, parsing=parsing,
+                         user_masks=user_masks, align_s=align_s, parse_s=parse_s)
+
+    def _engine(self, config: InvertConfig, preps: Sequence[_Prepared], progress: Any) -> list[Any]:
+        """One :func:`dhr.engine.invert` call over the faces of ``preps`` (in order)."""
+        targets = torch.cat([p.targets for p in preps])
+        masks = [p.user_masks for p in preps]
+        if any(m is not None for m in masks) and len(preps) > 1:
+            raise ConfigError("a user ood_mask is given for one photo at a time")
+        user_masks = masks[0]
+        parsing = [x for p in preps for x in p.parsing]
         # The coarse network is built only when a latent optimisation runs (its weights may be missing).
         needs_coarse = (config.method == "dhr" and user_masks is None) or \
             resolve_embed(config, self.model.encoder) == "optim"
         torch.manual_seed(self.seed)
-        invs = engine_invert(self.generator, targets, config=config, perceptual=self.perceptual,
+        return engine_invert(self.generator, targets, config=config, perceptual=self.perceptual,
                              coarse_perceptual=self.coarse_perceptual if needs_coarse else None,
                              encoder=self.model.encoder,
                              parsing=parsing if config.method == "dhr" and user_masks is None else None,
                              masks=user_masks, progress=progress)
+
+    def _results(self, prep: _Prepared, invs: Sequence[Any]) -> list[PhotoInversion]:
+        """The engine's inversions of one photo's faces as :class:`PhotoInversion` results."""
+        photo, faces = prep.photo, prep.faces
         base = "image" if photo is None or photo.path is None else Path(photo.path).stem
         out = []
-        for a, inv, n in zip(faces, invs, notes):
+        for a, inv, n in zip(faces, invs, prep.notes):
             for note in n:
                 logger.info("%s: %s", a.source or base, note)
             meta = dict(inv.meta)
             meta.update({"alignment": alignment_record(a, photo), "model_name": self.model.name,
                          "seed": self.seed, "notes": n, "parser": self.parser})
             stem = f"{base}_whole" if a.whole_image else f"{base}_face{max(a.face_index, 0)}"
-            timings = {"align_s": align_s / len(faces), "parse_s": parse_s / len(faces),
+            timings = {"align_s": prep.align_s / len(faces), "parse_s": prep.parse_s / len(faces),
                        **{k: v for k, v in meta.get("timings", {}).items() if k.endswith("_s")}}
             out.append(PhotoInversion(inversion=dataclasses.replace(inv, meta=meta), aligned=a, photo=photo,
                                       stem=stem, notes=tuple(n), timings=timings))
