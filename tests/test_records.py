@@ -118,5 +118,16 @@ def test_warning_collector_capture_keeps_messages_from_the_root_handler():
     assert logging.getLogger("dhr").propagate
 
 
+def test_capturing_collectors_nest_innermost_owns_the_messages():
+    log = logging.getLogger("dhr.some.module")
+    with WarningCollector(capture=True) as outer:
+        log.warning("batch")
+        with WarningCollector(capture=True) as inner:
+            log.warning("photo")
+        log.warning("batch again")
+    assert inner.messages == ["photo"] and outer.messages == ["batch", "batch again"]
+    assert logging.getLogger("dhr").propagate and outer not in logging.getLogger("dhr").handlers
+
+
 def test_final_losses():
     assert final_losses({"a": [3.0, 1.0], "b": [], "c": [2]}) == {"a": 1.0, "c": 2.0}

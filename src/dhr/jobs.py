@@ -36,8 +36,8 @@ from dhr.records import InputRecord, OutputTree
 from dhr.results import EditResult, PhotoInversion
 from dhr.segmentation.domain import save_domain_pngs
 
-__all__ = ["FaceEntry", "PhotoJob", "Sweep", "display", "face_entry", "process_photo", "save_face", "save_sheet",
-           "save_sweeps"]
+__all__ = ["FaceEntry", "PhotoBatches", "PhotoJob", "Sweep", "display", "face_entry", "process_photo", "save_face",
+           "save_inversions", "save_sheet", "save_sweeps"]
 
 Sweep = tuple[str, tuple[float, ...]]
 """A strength sweep: ``(direction, strengths)``."""
@@ -257,6 +257,12 @@ def process_photo(pipe: Pipeline, item: str, tree: OutputTree, job: PhotoJob, re
         return
     invs = pipe.invert(photo, face_index=index, whole_image=job.whole_image, progress=reporter,
                        ood_mask=job.ood_mask)
+    save_inversions(pipe, invs, tree, job, rec, name=name)
+
+
+def save_inversions(pipe: Pipeline, invs: Sequence[PhotoInversion], tree: OutputTree, job: PhotoJob,
+                    rec: InputRecord, *, name: str | None = None) -> None:
+    """Writes every output of ``job`` for one photo's inversions and lists them in ``rec.faces``."""
     for pi in invs:
         if name is not None:
             pi = dataclasses.replace(pi, stem=_renamed(pi.stem, name))
@@ -264,3 +270,64 @@ def process_photo(pipe: Pipeline, item: str, tree: OutputTree, job: PhotoJob, re
         rec.faces.append(face)
         save_face(pipe, pi, tree, face, masks=job.masks, inversion=job.inversion, bundle=job.bundle,
                   edits=job.edit_dicts(), paste=True, sweeps=list(job.sweeps), sheet=job.sheet)
+
+
+class PhotoBatches:
+    """Inverts the photos of a batch command ``size`` at a time (:meth:`Pipeline.invert_many`).
+
+    The batch command tells it which inputs will run (:meth:`plan`, in order) and asks for each
+    input's results in that order (:meth:`take`); the first request of a group loads, aligns and
+    inverts the whole group. Each photo's load and alignment warnings and notes stay with it, its
+    failure is its own (raised when its results are taken), and warnings of the group's shared
+    optimisation are given to every photo of the group.
+
+    Args:
+        pipe: The pipeline.
+        job: What to do per photo (face selection; ``ood_mask`` and ``align_only`` are not batched).
+        size: Photos per group (>= 1).
+    """
+
+    def __init__(self, pipe: Pipeline, job: PhotoJob, size: int) -> None:
+        if size < 1:
+            raise ConfigError(f"batch size {size} must be >= 1")
+        if job.ood_mask is not None or job.align_only:
+            raise ConfigError("an ood_mask or align-only job runs one photo at a time")
+        self.pipe, self.job, self.size = pipe, job, size
+        self._order: list[str] = []
+        self._ready: dict[str, tuple[list[str], list[str], Any]] = {}
+
+    def plan(self, items: Sequence[str]) -> None:
+        """The inputs that will be taken, in order (those a resumed run keeps are left out)."""
+        self._order = list(items)
+
+    def take(self, item: str, reporter: Reporter | None = None) -> tuple[list[str], list[str], Any]:
+        """``(notes, warnings, result)`` of ``item``: its inversions, or the exception that stopped it."""
+        from dhr.errors import PROGRAMMING_ERRORS
+        from dhr.records import WarningCollector
+
+        if item not in self._ready:
+            start = self._order.index(item) if item in self._order else len(self._order)
+            group = [item] + [x for x in self._order[start + 1:start + self.size] if x not in self._ready]
+            job = self.job
+            index = None if job.all_faces else (job.face_index if job.face_index is not None else 0)
+            loaded: dict[str, tuple[Any, list]] = {}
+            for x in group:
+                with WarningCollector(capture=True) as warn:
+                    try:
+                        photo = load_image(x)
+                        loaded[x] = (photo, self.pipe.align(photo, face_index=index, whole_image=job.whole_image))
+                        entry: tuple[list[str], list[str], Any] = (list(photo.notes), warn.messages, None)
+                    except PROGRAMMING_ERRORS:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - this photo's own failure
+                        entry = ([], warn.messages, e)
+                self._ready[x] = entry
+            if loaded:
+                names = list(loaded)
+                with WarningCollector(capture=True) as warn:
+                    results = self.pipe.invert_many([loaded[x][0] for x in names], progress=reporter,
+                                                    aligned=[loaded[x][1] for x in names])
+                for x, r in zip(names, results):
+                    notes, messages, _ = self._ready[x]
+                    self._ready[x] = (notes, messages + warn.messages, r)
+        return self._ready.pop(item)

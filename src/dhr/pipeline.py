@@ -390,7 +390,8 @@ class Pipeline:
         return self._results(prep, self._engine(config, [prep], progress))
 
     def invert_many(self, images: Sequence[Any], *, method: str | None = None, face_index: int | None = None,
-                    whole_image: bool = False, progress: Any = None) -> list[list[PhotoInversion] | Exception]:
+                    whole_image: bool = False, progress: Any = None,
+                    aligned: Sequence[Sequence[AlignedFace]] | None = None) -> list[list[PhotoInversion] | Exception]:
         """Inverts the faces of several photos as one batch (one :func:`dhr.engine.invert` call).
 
         Each photo's results equal what :meth:`invert` gives for it alone: the engine's randomness
@@ -409,6 +410,8 @@ class Pipeline:
             images: Photos as :meth:`invert` takes them (paths, PIL images, arrays, ``Photo``,
                 ``AlignedFace``).
             method, face_index, whole_image, progress: As :meth:`invert` (the same for every photo).
+            aligned: Optional, per photo, its faces as :meth:`align` returned them (detection and
+                alignment are then skipped for it; ``face_index`` and ``whole_image`` do not apply).
 
         Returns:
             One entry per photo, in order: its list of :class:`PhotoInversion` (as :meth:`invert`)
@@ -418,11 +421,14 @@ class Pipeline:
             ConfigError: Unknown method (before any work). Bugs (``TypeError``, ``NameError``) surface.
         """
         config = self._config_for(method)
+        if aligned is not None and len(aligned) != len(images):
+            raise ConfigError(f"aligned has {len(aligned)} entries for {len(images)} images; give one list per image")
         out: list[list[PhotoInversion] | Exception | None] = [None] * len(images)
         preps: list[tuple[int, _Prepared]] = []
         for i, image in enumerate(images):
             try:
-                preps.append((i, self._prepare(image, config, face_index, whole_image, None)))
+                faces = None if aligned is None else list(aligned[i])
+                preps.append((i, self._prepare(image, config, face_index, whole_image, None, faces)))
             except PROGRAMMING_ERRORS:
                 raise
             except Exception as e:  # noqa: BLE001 - this photo only
@@ -453,11 +459,15 @@ class Pipeline:
         return out
 
     def _prepare(self, image: Any, config: InvertConfig, face_index: int | None, whole_image: bool,
-                 ood_mask: Any) -> _Prepared:
+                 ood_mask: Any, faces: list[AlignedFace] | None = None) -> _Prepared:
         """Detection, alignment and face parsing of one photo: what the engine needs of it."""
         t0 = time.perf_counter()
         if isinstance(image, AlignedFace):
             photo, faces = None, [image]
+        elif faces is not None:
+            photo = as_photo(image)
+            if not faces:
+                raise ConfigError("aligned: an empty list of faces; give what Pipeline.align returned")
         else:
             photo = as_photo(image)
             faces = self.align(photo, face_index=face_index, whole_image=whole_image)

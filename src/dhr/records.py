@@ -334,6 +334,10 @@ class RunRecord:
         return write_json_atomic(self.tree.record, self.to_dict())
 
 
+_CAPTURING: list[WarningCollector] = []
+"""The capturing :class:`WarningCollector` s now installed, innermost last."""
+
+
 class WarningCollector(logging.Handler):
     """Collects ``WARNING`` and above log messages of the ``dhr`` loggers while installed.
 
@@ -345,7 +349,9 @@ class WarningCollector(logging.Handler):
 
     def __init__(self, logger_name: str = "dhr", *, capture: bool = False) -> None:
         """``capture=True`` also keeps the messages from the parent handlers (e.g. the root handler
-        that prints to stderr) while installed, for a caller that reports them itself (the CLI)."""
+        that prints to stderr) while installed, for a caller that reports them itself (the CLI).
+        Capturing collectors nest: while an inner one is installed, an outer one on the same
+        logger receives nothing (the inner owner decides where its messages go)."""
         super().__init__(level=logging.WARNING)
         self.messages: list[str] = []
         self._logger = logging.getLogger(logger_name)
@@ -356,6 +362,15 @@ class WarningCollector(logging.Handler):
         self.messages.append(record.getMessage())
 
     def __enter__(self) -> Self:
+        self._suspended: WarningCollector | None = None
+        if self._capture:
+            # the innermost capturing collector owns the messages: an outer one on the same logger
+            # pauses (a batch command collects per input, and inputs may collect per photo inside)
+            outer = next((c for c in reversed(_CAPTURING) if c._logger is self._logger), None)
+            if outer is not None:
+                self._logger.removeHandler(outer)
+                self._suspended = outer
+            _CAPTURING.append(self)
         self._logger.addHandler(self)
         if self._capture:
             self._propagate, self._logger.propagate = self._logger.propagate, False
@@ -365,3 +380,7 @@ class WarningCollector(logging.Handler):
         self._logger.removeHandler(self)
         if self._capture:
             self._logger.propagate = self._propagate
+            if self in _CAPTURING:
+                _CAPTURING.remove(self)
+            if self._suspended is not None:
+                self._logger.addHandler(self._suspended)

@@ -75,6 +75,55 @@ def test_run_batch_with_corrupt_input(env, tmp_path):
     assert rec["environment"]["torch_threads"] >= 1 and rec["environment"]["threads_source"]
 
 
+def test_run_batch_option_groups_photos_with_per_photo_results(env, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+    from safetensors.numpy import load_file
+
+    from dhr.pipeline import Pipeline
+
+    groups = []
+    invert_many = Pipeline.invert_many
+
+    def recording(self, images, **kw):
+        groups.append([Path(p.path).name for p in images])
+        return invert_many(self, images, **kw)
+
+    monkeypatch.setattr(Pipeline, "invert_many", recording)
+
+    inputs = tmp_path / "in"
+    for k, name in enumerate(("a.png", "b.png", "c.png")):
+        synthetic_photo(inputs / name, seed=k)
+    (inputs / "b2_broken.png").write_bytes(b"not an image")
+    args = ["--edit", "age=+1", "--whole-image", "--quiet", *_common(env)]
+    r1 = _invoke("run", inputs, "-o", tmp_path / "one", *args)
+    rb = _invoke("run", inputs, "-o", tmp_path / "grouped", "--batch", "3", *args)
+    assert r1.exit_code == 1 and rb.exit_code == 1, rb.output
+    rec = json.loads((tmp_path / "grouped" / "run.json").read_text())
+    assert rec["options"]["batch"] == 3
+    assert groups == [["a.png", "b.png"], ["c.png"]]  # the broken file failed on loading, before the engine
+    status = {Path(i["path"]).name: i["status"] for i in rec["inputs"]}
+    assert status == {"a.png": "ok", "b.png": "ok", "b2_broken.png": "failed", "c.png": "ok"}
+    for i in rec["inputs"]:  # each photo keeps its own alignment warning (whole image, no face)
+        if i["status"] == "ok":
+            assert any(Path(i["path"]).name in w and "whole image" in w for w in i["warnings"]), i["warnings"]
+            assert all(Path(i["path"]).name in w for w in i["warnings"] if "whole image" in w)
+    for name in ("a_whole", "b_whole", "c_whole"):
+        x = load_file(tmp_path / "one" / "bundles" / f"{name}.safetensors")
+        y = load_file(tmp_path / "grouped" / "bundles" / f"{name}.safetensors")
+        assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+        px = np.asarray(Image.open(tmp_path / "one" / "pasted" / f"{name}_age+1.png"))
+        assert np.array_equal(px, np.asarray(Image.open(tmp_path / "grouped" / "pasted" / f"{name}_age+1.png")))
+    # a rerun resumes the finished photos and groups only what is left
+    (tmp_path / "grouped" / "bundles" / "c_whole.safetensors").unlink()
+    rb = _invoke("run", inputs, "-o", tmp_path / "grouped", "--batch", "3", *args)
+    rec = json.loads((tmp_path / "grouped" / "run.json").read_text())
+    notes = {Path(i["path"]).name: " ".join(i["notes"]) for i in rec["inputs"]}
+    assert "resumed" in notes["a.png"] and "resumed" in notes["b.png"] and "resumed" not in notes["c.png"]
+    assert (tmp_path / "grouped" / "bundles" / "c_whole.safetensors").is_file()
+    assert groups[-1] == ["c.png"] and len(groups) == 3
+
+
 def test_dhr_chooses_one_thread_for_a_small_model(env, tmp_path):
     # a fresh process: dhr sets the passive wait policy before torch loads, picks the usable CPUs,
     # then drops to one thread for the tiny model; --threads 2 is kept

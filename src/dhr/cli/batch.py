@@ -200,6 +200,10 @@ def run_batch(command: str, items: list[str], out: Path, options: dict[str, Any]
            resume: bool = True, sha_path=None) -> int:
     """Runs ``work(path, input_record, reporter)`` for each input with records, progress and exit codes.
 
+    A ``work`` with a ``plan`` attribute is first given the list of inputs it will be called for,
+    in order (those resumed from an earlier run are left out), so that it can process them in
+    groups (``dhr run --batch``); it still reports, fails and is recorded per input.
+
     Holds the output folder's lock for the whole batch, gives every input a unique output name
     (``rec.name``), merges the records of earlier runs into ``run.json`` and, with ``resume``,
     reuses an earlier result of the same input when its sha256 and ``fingerprint`` match and its
@@ -237,11 +241,16 @@ def run_batch(command: str, items: list[str], out: Path, options: dict[str, Any]
             rec.notes.extend(n.split(": ", 1)[1] for n in rename_notes if n.startswith(f"{item}: "))
             recs.append(rec)
         record.write()
+        decisions = [_resumable(record.earlier_entry(item), rec, fingerprint) if resume else (False, None)
+                     for item, rec in zip(items, recs)]
+        plan = getattr(work, "plan", None)
+        if plan is not None:  # a worker that groups inputs (dhr run --batch) learns which will run
+            plan([item for item, (ok, _) in zip(items, decisions) if not ok])
         crashed = False
         try:
             for i, (item, rec) in enumerate(zip(items, recs)):
                 reporter.start_item(Path(item).name, i)
-                ok, why = _resumable(record.earlier_entry(item), rec, fingerprint) if resume else (False, None)
+                ok, why = decisions[i]
                 if ok:
                     prev = record.earlier_entry(item)
                     for key in ("faces", "warnings", "notes", "seconds"):

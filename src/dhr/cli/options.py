@@ -123,6 +123,10 @@ OPT_METHOD = typer.Option(None, "--method", help=_METHOD_HELP)
 OPT_MODEL = typer.Option("faces-64", "--model", "-m", help=MODEL_HELP)
 
 
+OPT_BATCH = typer.Option(1, "--batch", min=1, help="Invert N photos together (one engine call; each photo's "
+                         "result as alone, failures stay per photo). Pays on a GPU with --set vectorize=true, "
+                         "and on a CPU for a small model such as faces-64 (docs/performance.md).")
+
 OPT_NO_RESUME = typer.Option(False, "--no-resume", help="Redo inputs finished by an earlier run into "
                               "the same --out (default: reuse them when input, model, config and "
                               "options match and their files read back).")
