@@ -311,11 +311,14 @@ class PhotoBatches:
             job = self.job
             index = None if job.all_faces else (job.face_index if job.face_index is not None else 0)
             loaded: dict[str, tuple[Any, list]] = {}
+            align_s: dict[str, float] = {}
             for x in group:
                 with WarningCollector(capture=True) as warn:
                     try:
+                        t0 = time.perf_counter()
                         photo = load_image(x)
                         loaded[x] = (photo, self.pipe.align(photo, face_index=index, whole_image=job.whole_image))
+                        align_s[x] = time.perf_counter() - t0
                         entry: tuple[list[str], list[str], Any] = (list(photo.notes), warn.messages, None)
                     except PROGRAMMING_ERRORS:
                         raise
@@ -329,5 +332,8 @@ class PhotoBatches:
                                                     aligned=[loaded[x][1] for x in names])
                 for x, r in zip(names, results):
                     notes, messages, _ = self._ready[x]
+                    if isinstance(r, list):  # the alignment ran here, not in invert_many: its time
+                        r = [dataclasses.replace(pi, timings={**pi.timings, "align_s": align_s[x] / len(r)})
+                             for pi in r]
                     self._ready[x] = (notes, messages + warn.messages, r)
         return self._ready.pop(item)

@@ -267,10 +267,13 @@ class RunRecord:
         return rec
 
     def add_stage_timings(self, rec: InputRecord) -> None:
-        """Adds the per-stage timings (``*_s``, not ``total_s``) of ``rec``'s faces to the run totals."""
+        """Adds the per-stage timings (``*_s``, not ``total_s``) of ``rec``'s faces to the run totals.
+
+        A batch's own wall time (``*_batch_s``, the same value on every face of the batch) is left
+        out: each face's share of it is already in the per-face timing (``refine_s``)."""
         for face in rec.faces:
             for key, value in face.get("timings", {}).items():
-                if key.endswith("_s") and key != "total_s":
+                if key.endswith("_s") and key != "total_s" and not key.endswith("_batch_s"):
                     self.timings[key] = self.timings.get(key, 0.0) + float(value)
 
     @contextmanager

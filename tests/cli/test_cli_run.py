@@ -102,6 +102,10 @@ def test_run_batch_option_groups_photos_with_per_photo_results(env, tmp_path, mo
     rec = json.loads((tmp_path / "grouped" / "run.json").read_text())
     assert rec["options"]["batch"] == 3
     assert groups == [["a.png", "b.png"], ["c.png"]]  # the broken file failed on loading, before the engine
+    for i in rec["inputs"]:
+        for face in i["faces"]:
+            assert face["timings"]["align_s"] > 0 and face["timings"]["refine_batch_s"] > 0
+    assert "refine_batch_s" not in rec["timings"]  # shared by a batch's faces: not summed into the totals
     status = {Path(i["path"]).name: i["status"] for i in rec["inputs"]}
     assert status == {"a.png": "ok", "b.png": "ok", "b2_broken.png": "failed", "c.png": "ok"}
     for i in rec["inputs"]:  # each photo keeps its own alignment warning (whole image, no face)
