@@ -10,7 +10,8 @@ path's own building blocks (``dhr.refinement.loop``: per-image θ, ``BlendedForw
 2. graphs (CUDA only): the same run from the same start, where the first ``--warmup`` iterations of
    each phase run eagerly on a side stream (Adam's state and the cached prefix are created there),
    one iteration per phase is captured, and the rest are replays (ms per replay, capture seconds);
-3. the final losses of both runs and their relative difference. A replay runs the same kernels, so
+3. the final losses of both runs and their relative difference (if the capture fails, the report
+   keeps the eager numbers and says why under ``graphs.failed``). A replay runs the same kernels, so
    with ``--deterministic`` the two runs should agree exactly; with the default kernels, to the
    run-to-run noise that docs/performance.md reports for two eager runs.
 
@@ -164,7 +165,13 @@ def probe(case: str, *, device: str = "cpu", batch: int = 1, tuned: int = 50, fr
         report["graphs"] = {"skipped": "CUDA graphs need a CUDA device; run with --device cuda on a GPU"}
         return report
     report["device_name"] = torch.cuda.get_device_name(dev)
-    report["graphs"] = g = graphed(lambda: make(True), dev, tuned, frozen, warmup)
+    try:
+        report["graphs"] = g = graphed(lambda: make(True), dev, tuned, frozen, warmup)
+    except Exception as e:  # noqa: BLE001 - a first run on a new device: keep the eager numbers and the cause
+        import traceback
+
+        report["graphs"] = {"failed": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-4000:]}
+        return report
     e = report["eager"]
     for name in ("tuned", "frozen"):
         ms, rep = e["phases"].get(name, {}).get("ms_per_iteration"), g["phases"].get(name, {}).get("ms_per_replay")
