@@ -444,6 +444,9 @@ class Pipeline:
                 out[preps[0][0]] = e
                 return out
             logger.info("the batched inversion of %d photos failed (%s); inverting them one by one", len(preps), e)
+            del e  # its traceback holds the batch's tensors
+            if self.device.type == "cuda":  # after an out-of-memory error, give the cached blocks back first
+                torch.cuda.empty_cache()
             for i, p in preps:
                 try:
                     out[i] = self._results(p, self._engine(config, [p], progress))
