@@ -75,6 +75,50 @@ def test_same_files_as_in_process_and_failures_isolated(env, tmp_path):
     assert (out / RECORDS_DIR / f"{item_key(items[0])}.json").is_file()
 
 
+def test_batched_tasks_give_the_same_files_and_per_photo_records(env, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    import dhr.distributed as dist
+    from dhr.errors import ConfigError
+
+    spec, job = env["spec"], env["job"]
+    items = [str(env["photos"][2]), str(env["broken"]), str(env["photos"][1]), str(env["photos"][0])]
+    one = run_distributed(items, tmp_path / "one", spec, job, n_workers=1, processes=False)
+    log_file = tmp_path / "groups.jsonl"  # the task may run on a copy of this function: record in a file
+    real = dist.process_items
+
+    def recording(spec_, job_, group, out, names=None):
+        with open(log_file, "a") as fh:
+            fh.write(json.dumps([Path(p).name for p in group]) + "\n")
+        return real(spec_, job_, group, out, names)
+
+    monkeypatch.setattr(dist, "process_items", recording)
+    out = tmp_path / "batched"
+    record = run_distributed(items, out, spec, job, n_workers=1, processes=False, batch=3)
+    groups = sorted(json.loads(line) for line in log_file.read_text().splitlines())
+    assert groups == [["p0.png"], ["p2.png", "broken.jpg", "p1.png"]]
+    assert record.counts == {"total": 4, "ok": 3, "failed": 1}
+    assert [r.status for r in record.inputs] == [r.status for r in one.inputs]
+    assert record.inputs[1].error_type == "ImageError" and "broken.jpg" in record.inputs[1].error
+    for rec in record.inputs:  # each photo's own whole-image warning, none of another photo's
+        if rec.status == "ok":
+            assert rec.warnings and all(Path(rec.path).name in w for w in rec.warnings), rec.warnings
+    expected, got = _outputs(tmp_path / "one"), _outputs(out)
+    assert expected and got.keys() == expected.keys()
+    # bundles and edits bit for bit; the reconstruction (inversion/, sheets/) is rendered in one batched
+    # call, equal to float rounding: at most one 8-bit level
+    exact = [k for k in expected if not k.startswith(("inversion/", "sheets/"))]
+    assert any(k.startswith("bundles/") for k in exact) and not [k for k in exact if got[k] != expected[k]]
+    for k in set(expected) - set(exact):
+        a = np.asarray(Image.open(tmp_path / "one" / k)).astype(int)
+        b = np.asarray(Image.open(out / k)).astype(int)
+        assert np.abs(a - b).max() <= 1, k
+    assert json.loads((out / "run.json").read_text())["options"]["engine"]["batch"] == 3
+    with pytest.raises(ConfigError, match="batch"):
+        run_distributed(items, tmp_path / "bad", spec, job, n_workers=1, processes=False, batch=0)
+
+
 def test_resume_skips_finished_photos_and_redoes_changed_ones(env, tmp_path):
     spec, job = env["spec"], env["job"]
     src = tmp_path / "in"

@@ -50,7 +50,8 @@ from typing import Any
 from dhr.errors import PROGRAMMING_ERRORS, ConfigError, DHRError
 from dhr.jobs import PhotoJob
 
-__all__ = ["PipelineSpec", "item_key", "run_distributed", "process_item", "quiet_dask_logs", "RECORDS_DIR"]
+__all__ = ["PipelineSpec", "item_key", "run_distributed", "process_item", "process_items", "quiet_dask_logs",
+           "RECORDS_DIR"]
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,57 @@ def process_item(spec: PipelineSpec, job: PhotoJob, item: str, out: str, name: s
         TypeError, NameError: A bug in dhr (:data:`dhr.errors.PROGRAMMING_ERRORS`); the photo's
             record is written (failed, with a note) before it propagates.
     """
-    from dhr.records import InputRecord, OutputTree, WarningCollector, file_sha256
+    from dhr.jobs import process_photo
+    from dhr.records import OutputTree
+
+    def run(pipe: Any, rec: Any) -> None:
+        process_photo(pipe, str(item), OutputTree(Path(out)), job, rec, name=name)
+
+    return _recorded(spec, job, item, out, name, run)
+
+
+def process_items(spec: PipelineSpec, job: PhotoJob, items: Sequence[str], out: str,
+                  names: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
+    """Processes several photos on a worker, inverted together (``dhr dist --batch``).
+
+    The photos go through one :meth:`dhr.pipeline.Pipeline.invert_many` call
+    (:class:`dhr.jobs.PhotoBatches`); each still gets its own record, written as
+    :func:`process_item` writes it, with its own status, notes and warnings (those of the shared
+    optimisation go to every photo). Outputs equal :func:`process_item`'s with ``vectorize`` off.
+
+    Returns:
+        One record (plain data) per photo, in order.
+
+    Raises:
+        TypeError, NameError: As :func:`process_item` (the photos after it get no record).
+    """
+    from dhr.jobs import PhotoBatches, save_inversions
+    from dhr.records import OutputTree
+
+    items = [str(i) for i in items]
+    names = list(names) if names is not None else [None] * len(items)
+    batches: list[PhotoBatches] = []
+
+    def run_one(item: str, name: str | None):
+        def run(pipe: Any, rec: Any) -> None:
+            if not batches:
+                batches.append(PhotoBatches(pipe, job, len(items)))
+                batches[0].plan(items)
+            notes, warnings, result = batches[0].take(item)
+            rec.notes.extend(notes)
+            for message in warnings:  # logged again here, so this photo's record holds them
+                log.warning("%s", message)
+            if isinstance(result, BaseException):
+                raise result
+            save_inversions(pipe, result, OutputTree(Path(out)), job, rec, name=name)
+        return run
+
+    return [_recorded(spec, job, item, out, name, run_one(item, name)) for item, name in zip(items, names)]
+
+
+def _recorded(spec: PipelineSpec, job: PhotoJob, item: str, out: str, name: str | None, run) -> dict[str, Any]:
+    """Runs ``run(pipe, record)`` for one photo with the worker's pipeline; records and writes the result."""
+    from dhr.records import InputRecord, WarningCollector, file_sha256
 
     t0 = time.perf_counter()
     p = Path(item)
@@ -162,9 +213,7 @@ def process_item(spec: PipelineSpec, job: PhotoJob, item: str, out: str, name: s
             pipe = _PIPELINES.get(key)
             if pipe is None:
                 pipe = _PIPELINES[key] = spec.build()
-            from dhr.jobs import process_photo
-
-            process_photo(pipe, str(item), OutputTree(Path(out)), job, rec, name=name)
+            run(pipe, rec)
             rec.status = "ok"
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -282,7 +331,7 @@ def run_distributed(items: Sequence[str | os.PathLike], out: str | os.PathLike, 
                     processes: bool = True, memory_limit: str | None = None,
                     resume: bool = True, retries: int = 0, reporter: Any = None,
                     options: dict[str, Any] | None = None, pipeline: Any = None,
-                    skipped: Sequence[dict[str, str]] = (), verbose: bool = False) -> Any:
+                    skipped: Sequence[dict[str, str]] = (), verbose: bool = False, batch: int = 1) -> Any:
     """Runs ``job`` on every photo over a dask cluster and writes ``out/run.json``.
 
     Args:
@@ -304,6 +353,9 @@ def run_distributed(items: Sequence[str | os.PathLike], out: str | os.PathLike, 
             its model identity and resolved config are stored in ``run.json``.
         skipped: Folder entries left out while expanding the inputs (``{"path", "reason"}``), recorded.
         verbose: Show dask's own INFO logs (scheduler, workers); by default only its errors.
+        batch: Photos per task (>= 1): a worker inverts them together (:func:`process_items`;
+            pays with ``InvertConfig.vectorize`` on a GPU worker). Each photo keeps its own record;
+            a worker that dies fails (or, with ``retries``, retries) its whole group.
 
     Returns:
         The :class:`dhr.records.RunRecord` (also written to ``out/run.json``); its ``exit_code()`` is 0 when
@@ -318,15 +370,19 @@ def run_distributed(items: Sequence[str | os.PathLike], out: str | os.PathLike, 
     """
     from dhr.outputs import FolderLock, check_output_folder
 
+    if not isinstance(batch, int) or batch < 1:
+        raise ConfigError(f"batch={batch!r} must be an integer >= 1")
+    if batch > 1 and (job.ood_mask is not None or job.align_only):
+        raise ConfigError("an ood_mask or align-only job runs one photo per task; use batch=1")
     out = check_output_folder(out)
     with FolderLock(out, "dhr dist"):
         return _run_locked(items, out, spec, job, scheduler=scheduler, n_workers=n_workers, processes=processes,
                            memory_limit=memory_limit, resume=resume, retries=retries, reporter=reporter,
-                           options=options, pipeline=pipeline, skipped=skipped, verbose=verbose)
+                           options=options, pipeline=pipeline, skipped=skipped, verbose=verbose, batch=batch)
 
 
 def _run_locked(items, out: Path, spec: PipelineSpec, job: PhotoJob, *, scheduler, n_workers, processes,
-                memory_limit, resume, retries, reporter, options, pipeline, skipped, verbose) -> Any:
+                memory_limit, resume, retries, reporter, options, pipeline, skipped, verbose, batch=1) -> Any:
     from dhr.outputs import assign_names, clean_stale_temps
     from dhr.progress import QuietReporter
     from dhr.records import RunRecord
@@ -334,7 +390,7 @@ def _run_locked(items, out: Path, spec: PipelineSpec, job: PhotoJob, *, schedule
     reporter = reporter if reporter is not None else QuietReporter()
     opts = dict(options or {})
     opts.setdefault("engine", {"scheduler": scheduler, "n_workers": n_workers, "torch_threads": spec.torch_threads,
-                               "resume": resume, "retries": retries})
+                               "resume": resume, "retries": retries, "batch": batch})
     record = RunRecord(out, "dist", opts)
     record.seed, record.device = spec.seed, spec.device
     if pipeline is not None:
@@ -375,28 +431,39 @@ def _run_locked(items, out: Path, spec: PipelineSpec, job: PhotoJob, *, schedule
 
         record.options["engine"]["workers"] = len(client.scheduler_info().get("workers", {}))
         futures = {}
-        for idx in todo:
-            fut = client.submit(process_item, spec, job, recs[idx].path, str(out), recs[idx].name, pure=False,
-                                retries=retries,
-                                key=f"dhr-{item_key(recs[idx].path)}-{time.time_ns()}")
-            futures[fut] = idx
+        for start in range(0, len(todo), batch):
+            group = todo[start:start + batch]
+            key = f"dhr-{item_key(recs[group[0]].path)}-{time.time_ns()}"
+            if batch == 1:
+                fut = client.submit(process_item, spec, job, recs[group[0]].path, str(out), recs[group[0]].name,
+                                    pure=False, retries=retries, key=key)
+            else:
+                fut = client.submit(process_items, spec, job, [recs[i].path for i in group], str(out),
+                                    [recs[i].name for i in group], pure=False, retries=retries, key=key)
+            futures[fut] = group
         for fut in as_completed(futures):
-            rec = recs[futures[fut]]
+            group = [recs[i] for i in futures[fut]]
             try:
-                _fill(rec, fut.result())
+                result = fut.result()
+                for rec, data in zip(group, [result] if batch == 1 else result):
+                    _fill(rec, data)
             except PROGRAMMING_ERRORS as e:  # a bug in dhr: stop here, keep what finished
-                rec.fail(e)
-                rec.notes.append(BUG_NOTE)
+                for rec in group:
+                    if rec.status == "pending":
+                        rec.fail(e)
+                        rec.notes.append(BUG_NOTE)
                 crashed = True
                 client.cancel([f for f in futures if not f.done()])
                 raise
             except Exception as e:  # noqa: BLE001 - a dead worker (KilledWorker), a cancelled task: record it
-                rec.fail(e)
-                rec.notes.append("the worker running this photo failed (see error); other photos went on")
-            record.add_stage_timings(rec)
-            for m in rec.warnings:
-                reporter.note("warning", f"{Path(rec.path).name}: {m}")
-            reporter.end_item(Path(rec.path).name, rec.status, rec.error)
+                for rec in group:
+                    rec.fail(e)
+                    rec.notes.append("the worker running this photo failed (see error); other photos went on")
+            for rec in group:
+                record.add_stage_timings(rec)
+                for m in rec.warnings:
+                    reporter.note("warning", f"{Path(rec.path).name}: {m}")
+                reporter.end_item(Path(rec.path).name, rec.status, rec.error)
             record.write()
     finally:
         client.close()

@@ -337,8 +337,8 @@ class RunRecord:
         return write_json_atomic(self.tree.record, self.to_dict())
 
 
-_CAPTURING: list[WarningCollector] = []
-"""The capturing :class:`WarningCollector` s now installed, innermost last."""
+_INSTALLED: list[WarningCollector] = []
+"""The :class:`WarningCollector` s now installed, innermost last."""
 
 
 class WarningCollector(logging.Handler):
@@ -353,8 +353,8 @@ class WarningCollector(logging.Handler):
     def __init__(self, logger_name: str = "dhr", *, capture: bool = False) -> None:
         """``capture=True`` also keeps the messages from the parent handlers (e.g. the root handler
         that prints to stderr) while installed, for a caller that reports them itself (the CLI).
-        Capturing collectors nest: while an inner one is installed, an outer one on the same
-        logger receives nothing (the inner owner decides where its messages go)."""
+        Collectors nest: while a capturing one is installed, the collectors installed before it on
+        the same logger receive nothing (the inner owner decides where its messages go)."""
         super().__init__(level=logging.WARNING)
         self.messages: list[str] = []
         self._logger = logging.getLogger(logger_name)
@@ -365,15 +365,14 @@ class WarningCollector(logging.Handler):
         self.messages.append(record.getMessage())
 
     def __enter__(self) -> Self:
-        self._suspended: WarningCollector | None = None
+        self._suspended: list[WarningCollector] = []
         if self._capture:
-            # the innermost capturing collector owns the messages: an outer one on the same logger
-            # pauses (a batch command collects per input, and inputs may collect per photo inside)
-            outer = next((c for c in reversed(_CAPTURING) if c._logger is self._logger), None)
-            if outer is not None:
-                self._logger.removeHandler(outer)
-                self._suspended = outer
-            _CAPTURING.append(self)
+            # the innermost capturing collector owns the messages: the outer ones on the same logger
+            # pause (a batch collects per input, and an input may collect per photo inside)
+            self._suspended = [c for c in _INSTALLED if c._logger is self._logger and c in self._logger.handlers]
+            for c in self._suspended:
+                self._logger.removeHandler(c)
+        _INSTALLED.append(self)
         self._logger.addHandler(self)
         if self._capture:
             self._propagate, self._logger.propagate = self._logger.propagate, False
@@ -381,9 +380,10 @@ class WarningCollector(logging.Handler):
 
     def __exit__(self, *exc: object) -> None:
         self._logger.removeHandler(self)
+        if self in _INSTALLED:
+            _INSTALLED.remove(self)
         if self._capture:
             self._logger.propagate = self._propagate
-            if self in _CAPTURING:
-                _CAPTURING.remove(self)
-            if self._suspended is not None:
-                self._logger.addHandler(self._suspended)
+            for c in self._suspended:
+                if c in _INSTALLED:
+                    self._logger.addHandler(c)

@@ -44,6 +44,8 @@ def register(app: typer.Typer) -> None:
                                              "(tcp://host:8786) instead of a local cluster."),
         memory_limit: str | None = typer.Option(None, "--memory-limit", help="Per local worker, e.g. 4GB."),
         retries: int = typer.Option(1, "--retries", min=0, help="Retries of a photo whose worker died."),
+        batch: int = typer.Option(1, "--batch", min=1, help="Photos per task, inverted together on a worker "
+                                  "(each keeps its own record; pays with --set vectorize=true on GPU workers)."),
         no_resume: bool = typer.Option(False, "--no-resume", help="Redo photos finished in an earlier run."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
         as_json: bool = typer.Option(False, "--json", help="JSON lines progress events on stdout."),
@@ -90,12 +92,12 @@ def register(app: typer.Typer) -> None:
         options = {"photos": photos, "edit": edit, "sweep": sweep, "out": out, "model": model,
                    "method": pipe.config.method, "device": device, "seed": seed, "config": config,
                    "face_index": face_index, "all_faces": all_faces, "whole_image": whole_image,
-                   "perceptual": perceptual, "set": set_, "parser": pipe.parser}
+                   "perceptual": perceptual, "set": set_, "parser": pipe.parser, "batch": batch}
         try:
             record = run_distributed(items, out, spec, job, scheduler=scheduler, n_workers=workers,
                                      memory_limit=memory_limit, resume=not no_resume,
                                      retries=retries, reporter=make_reporter(mode), options=options, pipeline=pipe,
-                                     skipped=skipped, verbose=verbose)
+                                     skipped=skipped, verbose=verbose, batch=batch)
         except DHRError as e:
             raise usage_error(str(e)) from None
         raise typer.Exit(record.exit_code())
