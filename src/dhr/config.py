@@ -76,7 +76,8 @@ class InvertConfig:
             then equal one-at-a-time runs only to float rounding, which Adam's normalisation amplifies
             (up to 0.16 max abs on ``faces-64`` with 20 refinement steps). False (default) processes
             the images one after the other, so a photo's result is bit-identical alone, in any batch
-            and at any position.
+            and at any position. A batch is the faces of one photo, or of several with
+            ``Pipeline.invert_many`` / the CLI's ``--batch N``.
         precision: ``fp32`` (default; the reference's arithmetic) or ``bf16``: the embedding, coarse
             inversion and refinement run under ``torch.autocast`` in bfloat16 (convolutions and
             matrix products; parameters, gradients, Adam and the stored results stay fp32). About 2x
