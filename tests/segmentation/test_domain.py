@@ -233,7 +233,12 @@ def test_errors():
 
 def test_reference_config():
     c = SegmentConfig.reference()
-    assert (c.slic_bgr, c.uint8_truncate, c.tiny_superpixel) == (True, True, "reference")
+    assert (c.slic_bgr, c.tiny_superpixel) == (True, "reference")
+    # The reference's SLIC reads the file: the preset's uint8 conversion must give back its bytes exactly.
+    from dhr.segmentation.superpixels import to_uint8
+
+    levels = torch.arange(256, dtype=torch.float32).expand(3, 2, 256) / 127.5 - 1
+    assert np.array_equal(to_uint8(levels, truncate=c.uint8_truncate)[0, :, 0], np.arange(256))
     got = (c.theta_skin, c.theta_inner, c.theta_other, c.n_segments, c.compactness, c.sigma)
     assert got == (0.7, 0.8, 0.6, 200, 30.0, 1.0)
 

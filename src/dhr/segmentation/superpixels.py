@@ -5,7 +5,8 @@ i.e. on the **BGR** uint8 file with skimage's defaults otherwise (Lab conversion
 connectivity enforced, labels from 1). We run on RGB by default; ``bgr=True`` reproduces the reference's
 channel order. The uint8 image is obtained from the [-1, 1] tensor by rounding ``(x + 1) * 127.5``
 (which recovers the file's pixels exactly when the tensor came from ``p / 127.5 - 1``);
-``truncate=True`` mimics the reference's truncating casts instead.
+``truncate=True`` casts by truncation instead (what the reference does to the detector's input, not
+to SLIC's: SLIC reads the file, so the reference preset rounds too).
 """
 
 from __future__ import annotations
