@@ -70,6 +70,48 @@ def test_backend_invert_and_edit(env, tmp_path):
         backend.invert(str(photo), "dhr", whole_image=True, ood_mask=str(tmp_path / "small.png"))
 
 
+def test_backend_batch_keeps_good_photos_and_matches_one_at_a_time(env, tmp_path):
+    """Several photos: each good one gives the same edited photo as the one-photo tab, bad ones are
+    listed with their reason, nothing finished is lost, and the zip holds every good photo's files."""
+    import zipfile
+
+    pipe, photo, _ = env
+    other = synthetic_photo(tmp_path / "in" / "photo.jpg", seed=4)  # the same stem as `photo`
+    fake = tmp_path / "notes.png"
+    fake.write_text("not a picture")
+    backend = WebBackend(pipe, tmp_path / "work", batch_size=2)
+    steps = []
+    view = backend.batch([str(photo), str(fake), str(other)], {"age": 1.5, "smile": 0.0}, "dhr", True,
+                         progress=lambda s, i, n, info: steps.append((s, i, n)))
+    assert [c for _, c in view.gallery] == ["photo.png", "photo-2.jpg"]
+    assert steps[0] == ("photos", 1, 3) and steps[-1] == ("photos", 3, 3)
+    lines = view.status.split("  \n")
+    assert lines[0].startswith("2 of 3 photos inverted with `dhr` and edited: age +1.5.")
+    assert lines[1] == "- **photo.png**: done." and lines[3] == "- **photo-2.jpg**: done."
+    assert lines[2].startswith("- **notes.png**: notes.png is not a readable image")
+    names = zipfile.ZipFile(view.archive).namelist()
+    assert names == ["photo/photo_whole_age+1.5.png", "photo/photo_whole_age+1.5_crop.png",
+                     "photo/photo_whole.safetensors", "photo/photo_whole.json",
+                     "photo-2/photo_whole_age+1.5.png", "photo-2/photo_whole_age+1.5_crop.png",
+                     "photo-2/photo_whole.safetensors", "photo-2/photo_whole.json"]
+    for (img, _), src in zip(view.gallery, (photo, other)):
+        alone = backend.edit(backend.invert(str(src), "dhr", whole_image=True).result, {"age": 1.5})
+        assert np.array_equal(np.asarray(img), np.asarray(alone.pasted))
+    # Without the whole-image fallback the faceless photos fail one by one, with the page's words.
+    none = backend.batch([str(photo)], {}, "encoder", False)
+    assert none.gallery == [] and none.archive is None
+    assert none.status.startswith("0 of 1 photos") and "no usable face" in none.status.lower()
+    with pytest.raises(ImageError, match="Upload one or more photos first"):
+        backend.batch([], {})
+    with pytest.raises(EditError, match="frown"):
+        backend.batch([str(photo)], {"frown": 1.0})
+    small = WebBackend(pipe, tmp_path / "w2", max_batch=2)
+    with pytest.raises(ImageError, match="3 photos uploaded; this page takes up to 2 at a time"):
+        small.batch([str(photo)] * 3, {})
+    with pytest.raises(DHRError, match="batch_size"):
+        WebBackend(pipe, tmp_path / "w3", batch_size=0)
+
+
 def _bad_uploads(root: Path) -> tuple[Path, Path]:
     """A text file named .png and a 64x64 PNG (4096 px, over the 2000 px limit the tests use)."""
     fake = root / "notes.png"
@@ -126,6 +168,8 @@ def test_serve_passes_max_pixels(monkeypatch):
     r = CliRunner().invoke(app, ["serve", "--parser", "none", "--paste", "crop"])
     assert r.exit_code == 0, r.output
     assert seen["parser"] == "none" and seen["paste_mode"] == "crop" and seen["trust_parser"] is False
+    r = CliRunner().invoke(app, ["serve", "--max-batch", "4"])
+    assert r.exit_code == 0 and seen["max_batch"] == 4, r.output
 
 
 def test_serve_builds_the_pipeline_with_the_chosen_parser(monkeypatch, tmp_path):
@@ -152,7 +196,8 @@ def test_gradio_app_builds(env, tmp_path):
     demo = build_app(env[0], workdir=tmp_path)
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
     assert {"photo", "preview", "status", "invert", "aligned", "mask", "inversion", "slider-age", "slider-smile",
-            "edit", "pasted", "files", "edit-status", "options"} <= ids
+            "edit", "pasted", "files", "edit-status", "options", "tab-one", "tab-many", "photos", "batch-run",
+            "batch-slider-age", "gallery", "archive", "batch-status"} <= ids
 
 
 def _png_bomb(path: Path, size: int = 100_000) -> Path:
@@ -426,3 +471,26 @@ def test_browser_session_files_are_deleted_when_the_tab_closes(browser_app):
     # On server exit the rest goes too.
     app["demo"].dhr_backend.close()
     assert not any(work.iterdir()) if work.exists() else True
+
+
+def test_browser_several_photos_in_one_go(browser_app):
+    app = browser_app
+    page = _page(app)
+    page.click("#tab-many-button")
+    files = [str(app["files"][k]) for k in ("photo", "fake", "other")]
+    page.locator("#photos input[type=file]").set_input_files(files)
+    app["pw"].expect(page.locator("#photos")).to_contain_text("other.png", timeout=30_000)
+    number = page.locator("#batch-slider-age input[type=number]")
+    number.fill("2")
+    number.press("Enter")
+    page.click("#batch-run")
+    app["pw"].expect(page.locator("#batch-status")).to_contain_text("2 of 3 photos", timeout=180_000)
+    status = page.inner_text("#batch-status")
+    assert "age +2" in status and "notes.png is not a readable image" in status, status
+    app["pw"].expect(page.locator("#gallery img")).to_have_count(2, timeout=30_000)
+    app["pw"].expect(page.locator("#archive a")).to_have_attribute("download", "dhr-2-photos.zip", timeout=30_000)
+    for sel in ("#batch-run", "#batch-status"):
+        assert _in_view(page, sel), sel
+    for leak in ("/tmp", "Traceback", "0x"):
+        assert leak not in status, leak
+    page.close()

@@ -448,6 +448,8 @@ def register(app: typer.Typer) -> None:
         seed: int = OPT_SEED,
         max_pixels: int | None = typer.Option(None, "--max-pixels", min=1, help="Refuse uploaded photos with more "
                                               "pixels (width x height); default 50,000,000."),
+        max_batch: int = typer.Option(16, "--max-batch", min=1, help="Most photos the 'Several photos' tab "
+                                      "takes at once."),
         parser: str = OPT_PARSER,
         trust_parser: bool = OPT_TRUST_PARSER,
         paste: str = OPT_PASTE,
@@ -455,7 +457,8 @@ def register(app: typer.Typer) -> None:
         """Start the local web UI (needs gradio: pip install gradio).
 
         Upload a photo, see the aligned face, mask and inversion, edit with one slider per direction,
-        download the pasted photo and the bundle.
+        download the pasted photo and the bundle; or upload several photos, give them all the same
+        edit and download one .zip.
 
         Bad uploads (not an image, more than --max-pixels) are reported in the page.
 
@@ -467,7 +470,8 @@ def register(app: typer.Typer) -> None:
             raise usage_error(str(e)) from None
         try:
             serve(model, host=host, port=port, device=device, config=config, seed=seed, block=True,
-                  max_pixels=max_pixels, parser=parser, trust_parser=trust_parser, paste_mode=paste)
+                  max_pixels=max_pixels, parser=parser, trust_parser=trust_parser, paste_mode=paste,
+                  max_batch=max_batch)
         except ImportError as e:
             raise usage_error(str(e)) from None
         except DHRError as e:

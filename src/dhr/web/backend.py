@@ -29,13 +29,16 @@ if TYPE_CHECKING:
 
     from dhr.pipeline import PhotoInversion, Pipeline
 
-__all__ = ["DEFAULT_MAX_WORK_BYTES", "OOD_COLOUR", "EditView", "InvertView", "UploadView", "WebBackend",
+__all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_WORK_BYTES", "OOD_COLOUR", "BatchView", "EditView", "InvertView",
+           "UploadView", "WebBackend",
            "describe_pixels", "is_unnamed_direction", "mask_overlay", "plain_error", "plain_losses"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_WORK_BYTES = 200 * 1024 * 1024
 """Cap of the web UI's work folder (downloads of all sessions); oldest edits are deleted above it."""
+DEFAULT_MAX_BATCH = 16
+"""Most photos one press of *Invert and edit all* takes (``dhr serve --max-batch``)."""
 OOD_COLOUR = (230, 40, 40)
 """Tint of the pixels kept out of the GAN in the mask overlay."""
 _UNNAMED = re.compile(r"^(pc|sefa)\d+$")
@@ -76,6 +79,23 @@ class EditView:
     crop: Image.Image
     pasted: Image.Image | None
     files: list[str]
+    status: str
+
+
+@dataclass(frozen=True)
+class BatchView:
+    """What the UI shows after inverting and editing several photos.
+
+    Attributes:
+        gallery: ``(image, caption)`` per photo that came through, in upload order: the edited photo
+            pasted back (the edited crop when there is no photo to paste into).
+        archive: A ``.zip`` of every photo's files (edited photo, edited crop, bundle), or None when
+            no photo came through.
+        status: Markdown: one line per photo, what became of it (kept or the reason it failed).
+    """
+
+    gallery: list[tuple[Image.Image, str]]
+    archive: str | None
     status: str
 
 
@@ -153,6 +173,24 @@ _ABS_DIRS = re.compile(r"(?<![\w.~])(?:[A-Za-z]:)?[/\\](?:[^\s/\\'\"`<>()|,;:*?]
 _CLI_ADVICE = re.compile(r"max_pixels|--[a-z]|pip install|\bPYTHONPATH\b|\bconfig\b|\bPATH\b|environment variable")
 
 
+_UNEXPECTED_PHOTO = "something went wrong on the server with this photo; try it again alone, or another photo."
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """File names whose stems are made unique in order: a second ``a.jpg`` (or ``a.png``) becomes ``a-2.jpg``."""
+    seen: set[str] = set()
+    out = []
+    for n in names:
+        stem, suffix = Path(n).stem, Path(n).suffix
+        candidate, k = stem, 2
+        while candidate.lower() in seen:
+            candidate = f"{stem}-{k}"
+            k += 1
+        seen.add(candidate.lower())
+        out.append(candidate + suffix)
+    return out
+
+
 def plain_error(error: BaseException | str, *, names: dict[str, str] | None = None) -> str:
     """An error message a browser user can act on.
 
@@ -195,10 +233,14 @@ class WebBackend:
             :class:`~dhr.errors.ImageError` (default :data:`dhr.io.image.DEFAULT_MAX_PIXELS`).
         max_work_bytes: Size cap of ``workdir``: after each edit the oldest edit folders (of any
             session) are deleted until the folder is under it (default :data:`DEFAULT_MAX_WORK_BYTES`).
+        max_batch: Most photos :meth:`batch` takes at once (default :data:`DEFAULT_MAX_BATCH`).
+        batch_size: Photos :meth:`batch` inverts together (one :meth:`dhr.pipeline.Pipeline.invert_many`
+            call); more photos are done in groups of this size.
     """
 
     def __init__(self, pipe: Pipeline, workdir: str | Path | None = None, max_pixels: int | None = None,
-                 max_work_bytes: int = DEFAULT_MAX_WORK_BYTES) -> None:
+                 max_work_bytes: int = DEFAULT_MAX_WORK_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
+                 batch_size: int = 4) -> None:
         from dhr.errors import ConfigError
         from dhr.io.image import DEFAULT_MAX_PIXELS
 
@@ -206,8 +248,11 @@ class WebBackend:
             max_pixels = DEFAULT_MAX_PIXELS
         if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels <= 0:
             raise ConfigError(f"max_pixels must be a positive integer, got {max_pixels!r}")
-        if isinstance(max_work_bytes, bool) or not isinstance(max_work_bytes, int) or max_work_bytes <= 0:
-            raise ConfigError(f"max_work_bytes must be a positive integer, got {max_work_bytes!r}")
+        for name, value in (("max_work_bytes", max_work_bytes), ("max_batch", max_batch), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        self.max_batch = max_batch
+        self.batch_size = batch_size
         self.max_pixels = max_pixels
         self.max_work_bytes = max_work_bytes
         self.pipe = pipe
@@ -387,6 +432,114 @@ class WebBackend:
         what = "no edit (all sliders at 0)" if not active else ", ".join(f"{k} {v:+g}" for k, v in active.items())
         status = f"Edited: {what}." + ("" if res.pasted is not None else " (No photo to paste into.)")
         return EditView(crop=_upscale(res.crop), pasted=res.pasted, files=files, status=status)
+
+    def batch(self, paths: list[str | Path] | None, strengths: dict[str, float], method: str = "dhr",
+              whole_image: bool = True, session: str | None = None,
+              progress: Callable[[str, int, int, dict], None] | None = None) -> BatchView:
+        """Inverts the largest face of each uploaded photo, applies the same edit to all, zips the files.
+
+        The photos are inverted ``batch_size`` at a time (:meth:`dhr.pipeline.Pipeline.invert_many`:
+        each photo's result is what :meth:`invert` gives for it alone). A photo that cannot be read,
+        has no face or fails in any other way is listed with the reason; the others are kept.
+
+        Args:
+            paths: The uploaded files (at most ``max_batch``).
+            strengths: Direction name -> strength (zeros are left out; all zero keeps the reconstruction).
+            method: Inversion method.
+            whole_image: Use the whole image of a photo where no face is found.
+            session: gradio's session hash (the files go to that session's folder).
+            progress: ``progress(stage, step, total, info)`` after each photo, stage ``"photos"``.
+
+        Returns:
+            The :class:`BatchView`.
+
+        Raises:
+            DHRError: No photos, more than ``max_batch``, an unknown direction or method (before any
+                work); messages are :func:`plain_error`'s.
+        """
+        import zipfile
+
+        from dhr.checks import check_choice
+        from dhr.config import METHODS
+        from dhr.errors import ImageError
+
+        paths = [Path(str(p)) for p in (paths or []) if p]
+        if not paths:
+            raise ImageError("Upload one or more photos first.")
+        if len(paths) > self.max_batch:
+            raise ImageError(f"{len(paths)} photos uploaded; this page takes up to {self.max_batch} at a time. "
+                             "Upload fewer and press the button again.")
+        active = {k: float(v) for k, v in strengths.items() if float(v) != 0.0}
+        try:
+            self.pipe.validate_edits(active)
+            check_choice(method, METHODS, "method")
+        except DHRError as e:
+            raise type(e)(plain_error(e)) from None
+        shown = _unique_names([p.name for p in paths])
+        outcome: list[str | None] = [None] * len(paths)  # an error message per failed photo
+        photos: list[tuple[int, object]] = []
+        for i, p in enumerate(paths):
+            try:
+                photos.append((i, self.load(p)))
+            except DHRError as e:
+                outcome[i] = plain_error(e, names={str(p): shown[i], p.name: shown[i]})
+        folder = self.session_dir(session) / f"{time.time_ns():x}-{uuid.uuid4().hex[:6]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        gallery: list[tuple[Image.Image, str]] = []
+        written: list[Path] = []
+        done = sum(o is not None for o in outcome)
+        if progress is not None:
+            progress("photos", done, len(paths), {})
+        for start in range(0, len(photos), self.batch_size):
+            group = photos[start:start + self.batch_size]
+            try:
+                results = self.pipe.invert_many([ph for _, ph in group], method=method, face_index=0,
+                                                whole_image=bool(whole_image))
+            except DHRError as e:  # before any work: the same for every photo of the group
+                results = [e] * len(group)
+            for (i, _), res in zip(group, results):
+                names = {str(paths[i]): shown[i], paths[i].name: shown[i]}
+                try:
+                    if isinstance(res, Exception):
+                        raise res
+                    gallery.append(self._batch_item(res[0], active, folder, shown[i], written))
+                except DHRError as e:
+                    outcome[i] = plain_error(e, names=names)
+                except Exception:  # noqa: BLE001 - this photo only; logged, plain words in the page
+                    logger.exception("batch: %s failed", paths[i])
+                    outcome[i] = _UNEXPECTED_PHOTO
+                done += 1
+                if progress is not None:
+                    progress("photos", done, len(paths), {})
+        archive = None
+        if written:
+            archive = folder / f"dhr-{len(gallery)}-photos.zip"
+            with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+                for f in written:
+                    z.write(f, f.relative_to(folder).as_posix())
+        self.enforce_cap(keep=folder)
+        what = "no edit (all sliders at 0)" if not active else ", ".join(f"{k} {v:+g}" for k, v in active.items())
+        ok = sum(o is None for o in outcome)
+        lines = [f"{ok} of {len(paths)} photos inverted with `{method}` and edited: {what}."
+                 + (" Download them all as one .zip below." if archive else "")]
+        lines += [f"- **{shown[i]}**: " + ("done." if o is None else o) for i, o in enumerate(outcome)]
+        return BatchView(gallery=gallery, archive=None if archive is None else str(archive), status="  \n".join(lines))
+
+    def _batch_item(self, inv: PhotoInversion, active: dict[str, float], folder: Path, name: str,
+                    written: list[Path]) -> tuple[Image.Image, str]:
+        """Edits one inversion of :meth:`batch`, writes its files under ``folder/<name's stem>/``."""
+        res = self.pipe.edit(inv, active)
+        sub = folder / Path(name).stem
+        sub.mkdir(parents=True, exist_ok=True)
+        files = [sub / f"{inv.stem}_{res.name}_crop.png"]
+        res.crop.save(files[0])
+        if res.pasted is not None:
+            files.insert(0, sub / f"{inv.stem}_{res.name}.png")
+            res.pasted.save(files[0])
+        files += list(self.pipe.save_bundle(inv, sub / inv.stem))
+        written += files
+        caption = name + ("" if res.pasted is not None else " (face only)")
+        return (res.pasted if res.pasted is not None else _upscale(res.crop)), caption
 
     # -- cleanup --------------------------------------------------------------------------
 
