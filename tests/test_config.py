@@ -81,3 +81,10 @@ def test_overrides_from_the_command_line():
         apply_overrides(base, ["refine.stepz=1"])
     with pytest.raises(ConfigError, match="steps"):
         apply_overrides(base, ["refine.steps=many"])
+    # Scientific notation is a number (YAML 1.1 alone would read 1e-3 as a string), for floats only.
+    cfg = apply_overrides(base, ["refine.feature_lr=1e-3", "coarse.lr=2.5E+1", "segment.theta_skin=+5e-1"])
+    assert (cfg.refine.feature_lr, cfg.coarse.lr, cfg.segment.theta_skin) == (0.001, 25.0, 0.5)
+    with pytest.raises(ConfigError, match="must be an integer"):
+        apply_overrides(base, ["refine.steps=1e3"])
+    with pytest.raises(ConfigError, match="must be a number"):
+        apply_overrides(base, ["refine.feature_lr=1e-3x"])

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -133,6 +134,9 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+_SCIENTIFIC = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
 def _coerce(value: Any, hint: Any, path: str) -> Any:
     """Checks ``value`` against the type hint ``hint``; returns it (lists -> tuples, ints -> floats)."""
     origin = typing.get_origin(hint)
@@ -169,6 +173,8 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
             raise ConfigError(f"{path}={value!r} must be an integer")
         return value
     if hint is float:
+        if isinstance(value, str) and _SCIENTIFIC.match(value.strip()):  # YAML 1.1 reads 1e-3 as a string
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}={value!r} must be a number")
         return float(value)
@@ -285,7 +291,12 @@ def load_config(path: str | Path, *, base: InvertConfig | None = None) -> Invert
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"configuration file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"configuration file {path} is not UTF-8 text; give a .toml, .yaml or .json file") from None
+    except OSError as e:
+        raise ConfigError(f"configuration file {path} cannot be read ({e.strerror or e})") from None
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":

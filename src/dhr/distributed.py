@@ -326,6 +326,22 @@ def _client(scheduler: str | None, n_workers: int | None, torch_threads: int, pr
     return Client(cluster), cluster
 
 
+def _check_memory_limit(limit: str | None) -> None:
+    """Refuses a worker memory limit dask cannot read, before any cluster starts."""
+    if limit is None or str(limit).strip().lower() == "auto":
+        return
+    try:
+        from dask.utils import parse_bytes
+
+        ok = parse_bytes(str(limit)) > 0
+    except ImportError:
+        return  # _client says dask is missing
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"memory limit {limit!r} is not a size; give e.g. 4GB, 512MiB or auto")
+
+
 def run_distributed(items: Sequence[str | os.PathLike], out: str | os.PathLike, spec: PipelineSpec,
                     job: PhotoJob, *, scheduler: str | None = None, n_workers: int | None = None,
                     processes: bool = True, memory_limit: str | None = None,
@@ -374,6 +390,7 @@ def run_distributed(items: Sequence[str | os.PathLike], out: str | os.PathLike, 
         raise ConfigError(f"batch={batch!r} must be an integer >= 1")
     if batch > 1 and (job.ood_mask is not None or job.align_only):
         raise ConfigError("an ood_mask or align-only job runs one photo per task; use batch=1")
+    _check_memory_limit(memory_limit)
     out = check_output_folder(out)
     with FolderLock(out, "dhr dist"):
         return _run_locked(items, out, spec, job, scheduler=scheduler, n_workers=n_workers, processes=processes,

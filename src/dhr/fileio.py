@@ -103,6 +103,8 @@ def read_json(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> 
         raise ValueError(f"{p}: not UTF-8 text ({e})") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{p}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{p}: JSON nested too deeply to read") from None
 
 
 def write_json_atomic(path: str | os.PathLike[str], doc: Any, *, indent: int | None = 2,

@@ -58,6 +58,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():  # os.replace would fail only after the work, with an errno
+        raise ConfigError(f"cannot write {path}: a folder has that name; move it away or choose another output")
     tmp = path.with_name(f".{path.stem[:100]}{TMP_MARK}{os.getpid()}-{next(_counter)}{path.suffix}")
     try:
         yield tmp

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from dhr.bench.report import summarize, verdicts, write_report
 from dhr.errors import ConfigError
+from dhr.fileio import read_json
 
 __all__ = ["merge_results"]
 
@@ -32,10 +32,13 @@ def merge_results(folders: Sequence[str | Path], out: str | Path) -> dict:
     for f in folders:
         path = Path(f) / "results.json"
         try:
-            loaded.append((Path(f), json.loads(path.read_text(encoding="utf-8"))))
-        except (OSError, json.JSONDecodeError) as e:
+            loaded.append((Path(f), read_json(path)))
+        except (OSError, ValueError) as e:
             raise ConfigError(f"{path}: cannot read a benchmark result ({e}); run dhr bench --shard I/K into that "
                               "folder first") from None
+        if not isinstance(loaded[-1][1], dict) or not isinstance(loaded[-1][1].get("benchmark"), dict):
+            raise ConfigError(f"{path} is not a dhr bench result (no 'benchmark' section); give the output folders "
+                              "of dhr bench --shard I/K runs")
     if not loaded:
         raise ConfigError("nothing to merge: give the output folders of the shards")
 

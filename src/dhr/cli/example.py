@@ -43,6 +43,16 @@ def register(app: typer.Typer) -> None:
         except DHRError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
-        out.parent.mkdir(parents=True, exist_ok=True)
-        img.save(out)
+        from PIL import Image
+
+        Image.init()
+        if out.is_dir() or out.suffix.lower() not in Image.EXTENSION:
+            typer.echo(f"error: {out}: give a file name ending in an image suffix, e.g. {out / 'example.png' if out.is_dir() else out.with_suffix('.png')}", err=True)
+            raise typer.Exit(2)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            img.save(out)
+        except OSError as e:
+            typer.echo(f"error: cannot write {out} ({e.strerror or e}); choose another path", err=True)
+            raise typer.Exit(2) from None
         typer.echo(f"wrote {out} ({img.width}x{img.height}): {_EXAMPLES[name]}")

@@ -370,10 +370,12 @@ class DirectionSet(Mapping[str, Direction]):
         for p in (jpath, tpath):
             if not p.is_file():
                 raise CheckpointError(f"direction set {folder}: missing {p.name} (write one with DirectionSet.save)")
+        from dhr.fileio import read_json
+
         try:
-            meta = json.loads(jpath.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{jpath} is not valid JSON: {e}") from e
+            meta = read_json(jpath, max_bytes=64 << 20)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"direction set {folder}: {e}; re-export it (DirectionSet.save)") from None
         if not isinstance(meta, dict) or meta.get("format") != _SET_FORMAT:
             raise CheckpointError(f"{jpath} is not a dhr direction set (format must be {_SET_FORMAT!r})")
         if meta.get("version") != _SET_VERSION:

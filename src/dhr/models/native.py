@@ -398,7 +398,7 @@ def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         try:
             header = json.loads(f.read(n))
             return {k: tuple(int(x) for x in v["shape"]) for k, v in header.items() if k != "__metadata__"}
-        except (ValueError, TypeError, KeyError, AttributeError) as e:
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
             raise CheckpointError(f"{path}: unreadable safetensors header ({type(e).__name__}); the file is "
                                   "corrupt") from None
 
