@@ -61,6 +61,15 @@ def test_load_toml_yaml_json(tmp_path):
         load_config(tmp_path / "nope.toml")
 
 
+def test_config_file_that_is_not_text(tmp_path):
+    from dhr.config import load_config
+
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"\xee\x00\x82 random bytes")
+    with pytest.raises(ConfigError, match="c.toml is not UTF-8 text"):
+        load_config(path)
+
+
 def test_overrides_from_the_command_line():
     from dhr.config import apply_overrides, parse_overrides
 

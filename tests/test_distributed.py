@@ -117,6 +117,9 @@ def test_batched_tasks_give_the_same_files_and_per_photo_records(env, tmp_path, 
     assert json.loads((out / "run.json").read_text())["options"]["engine"]["batch"] == 3
     with pytest.raises(ConfigError, match="batch"):
         run_distributed(items, tmp_path / "bad", spec, job, n_workers=1, processes=False, batch=0)
+    with pytest.raises(ConfigError, match="memory limit 'lots' is not a size"):  # before a cluster starts
+        run_distributed(items, tmp_path / "bad", spec, job, n_workers=1, processes=False, memory_limit="lots")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_resume_skips_finished_photos_and_redoes_changed_ones(env, tmp_path):

@@ -65,3 +65,10 @@ def test_json_round_trip_is_atomic_and_read_errors_name_the_file(tmp_path):
         read_json(path, max_bytes=1)
     with pytest.raises(FileNotFoundError):
         read_json(tmp_path / "missing.json")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    with pytest.raises(ValueError, match="deep.json: JSON nested too deeply"):
+        read_json(deep)
+    deep.write_bytes(b"\xee\x82")
+    with pytest.raises(ValueError, match="deep.json: not UTF-8"):
+        read_json(deep)

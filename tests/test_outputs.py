@@ -91,6 +91,14 @@ def test_save_image_is_atomic(tmp_path, monkeypatch):
     assert target.read_bytes() == before
 
 
+def test_atomic_path_refuses_a_folder_in_the_way(tmp_path):
+    (tmp_path / "a.png").mkdir()
+    with pytest.raises(ConfigError, match="a folder has that name"):
+        with atomic_path(tmp_path / "a.png") as tmp:
+            tmp.write_bytes(b"x")
+    assert (tmp_path / "a.png").is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
 def test_clean_stale_temps(tmp_path):
     stale = tmp_path / "edits" / f".a{TMP_MARK}123-0.png"
     stale.parent.mkdir(parents=True)
@@ -116,7 +124,12 @@ def test_verify_outputs_catches_missing_empty_and_garbled_files(tmp_path):
     img.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     assert "does not read back" in verify_outputs(faces)
     _png(img)
-    st.write_bytes(st.read_bytes()[:10])
+    whole = st.read_bytes()
+    st.write_bytes(whole[:-4])  # the header is intact, the last tensor's bytes are cut off
+    assert "not a complete safetensors file" in verify_outputs(faces)
+    st.write_bytes(whole)
+    assert verify_outputs(faces) is None
+    st.write_bytes(whole[:10])
     assert "safetensors" in verify_outputs(faces)
     assert verify_outputs([]) is not None
 
@@ -137,9 +150,12 @@ def test_folder_lock_names_the_holder(tmp_path):
 # 8. output folder
 
 
-@pytest.mark.parametrize("case", ["file", "devnull", "long"])
+@pytest.mark.parametrize("case", ["file", "devnull", "long", "record-is-a-folder"])
 def test_bad_output_folders(tmp_path, case):
-    if case == "file":
+    if case == "record-is-a-folder":  # found before any work, not when the record is first written
+        out, match = tmp_path / "out", "run.json is a folder"
+        (out / "run.json").mkdir(parents=True)
+    elif case == "file":
         out = tmp_path / "taken"
         out.write_text("x")
         match = "is a file"

@@ -125,6 +125,9 @@ def check_output_folder(out: str | os.PathLike) -> Path:
     except OSError as e:
         raise ConfigError(f"output folder {out} cannot be written ({e.strerror or e}); choose another --out "
                           "or fix its permissions") from None
+    record = out / "run.json"  # dhr.records.RUN_JSON, written before and after the work
+    if record.is_dir():
+        raise ConfigError(f"{record} is a folder, where the run's record goes; move it away or choose another --out")
     return out
 
 
@@ -293,7 +296,10 @@ def _readable(path: Path) -> str | None:
                 n = int.from_bytes(head, "little") if len(head) == 8 else -1
                 if not 0 < n <= st.st_size - 8:
                     return f"{path} is not a complete safetensors file"
-                json.loads(f.read(n))
+                header = json.loads(f.read(n))
+                end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+                if 8 + n + end != st.st_size:  # the tensors' bytes are cut off (or followed by junk)
+                    return f"{path} is not a complete safetensors file ({st.st_size:,} bytes, header says {8 + n + end:,})"
     except Exception as e:  # noqa: BLE001 - any failure to parse means "not readable"
         return f"{path} does not read back ({type(e).__name__})"
     return None

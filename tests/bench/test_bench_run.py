@@ -274,6 +274,11 @@ def test_shards_merge_to_the_unsharded_result(env, result, tmp_path):
         merge_results([tmp_path / "s0"], tmp_path / "m2")
     with pytest.raises(ConfigError, match="twice"):
         merge_results([tmp_path / "s0", tmp_path / "s0"], tmp_path / "m3")
+    for i, junk in enumerate((b"\x82\xff random", b"[1, 2]")):  # not UTF-8; JSON but not a bench result
+        (tmp_path / f"junk{i}").mkdir()
+        (tmp_path / f"junk{i}" / "results.json").write_bytes(junk)
+        with pytest.raises(ConfigError, match=f"junk{i}/results.json"):
+            merge_results([tmp_path / f"junk{i}", tmp_path / "s1"], tmp_path / "m5")
     with pytest.raises(ConfigError, match="unsharded"):
         merge_results([env["root"] / "out", tmp_path / "s1"], tmp_path / "m4")
     with pytest.raises(ConfigError, match="shard="):
