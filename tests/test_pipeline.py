@@ -137,6 +137,33 @@ def test_invert_many_falls_back_to_one_at_a_time_when_the_batch_fails(setup, tmp
         pipe.invert_many([photo], method="nope")
 
 
+def test_a_diverged_inversion_or_render_is_an_error_not_a_result(setup, tmp_path, monkeypatch):
+    """NaN results are failures with advice (they used to count as successes: black images, exit 0)."""
+    import dataclasses
+
+    from dhr.errors import DivergedError
+
+    pipe, invs, photo, _ = setup
+    other = synthetic_photo(tmp_path / "other.png", seed=4)
+    real = Pipeline._engine
+
+    def engine(self, config, preps, progress):  # the second photo's optimisation blows up
+        out = real(self, config, preps, progress)
+        return [dataclasses.replace(inv, image=inv.image * float("nan")) if p.photo.sha256 != invs[0].photo.sha256
+                else inv for p, inv in zip(preps, out)]
+
+    monkeypatch.setattr(Pipeline, "_engine", engine)
+    many = pipe.invert_many([photo, other], whole_image=True)
+    assert _same(many[0][0], invs[0]) and isinstance(many[1], DivergedError)
+    assert "other.png" in str(many[1]) and "lower the learning rates" in str(many[1])
+    with pytest.raises(DivergedError, match="NaN"):
+        pipe.invert(other, whole_image=True)
+    broken = dataclasses.replace(invs[0], inversion=dataclasses.replace(
+        invs[0].inversion, ws=invs[0].inversion.ws * float("nan")))
+    with pytest.raises(DivergedError, match="invert the photo again"):
+        pipe.edit(broken, age=1.0)
+
+
 def test_edit_renders_without_optimising(setup):
     pipe, invs, _, _ = setup
     inv = invs[0]

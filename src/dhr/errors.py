@@ -15,6 +15,7 @@ __all__ = [
     "FaceNotFoundError",
     "ImageError",
     "EditError",
+    "DivergedError",
     "PROGRAMMING_ERRORS",
 ]
 
@@ -49,6 +50,10 @@ class ImageError(DHRError):
 
 class EditError(DHRError, ValueError):
     """An edit direction or strength cannot be applied to the model."""
+
+
+class DivergedError(DHRError):
+    """An optimisation or a render gave NaN or infinite values (learning rates too high, broken inputs)."""
 
 
 PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (TypeError, NameError)

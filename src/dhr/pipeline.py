@@ -41,7 +41,16 @@ from dhr.editing import apply_edits, sweep_codes, sweep_grid
 from dhr.editing.directions import DirectionSet, check_strength
 from dhr.engine import invert as engine_invert
 from dhr.engine import render, resolve_embed
-from dhr.errors import PROGRAMMING_ERRORS, ConfigError, EditError, FaceNotFoundError, ImageError, WeightsError
+from dhr.errors import (
+    PROGRAMMING_ERRORS,
+    ConfigError,
+    DHRError,
+    DivergedError,
+    EditError,
+    FaceNotFoundError,
+    ImageError,
+    WeightsError,
+)
 from dhr.faces.align import AlignedFace, AlignTemplate, align_face, align_whole_image, user_mask_to_crop
 from dhr.faces.detect import detect_faces_retrying
 from dhr.faces.parsing import PARSER_NAMES, load_parser
@@ -384,6 +393,7 @@ class Pipeline:
 
         Raises:
             FaceNotFoundError, ImageError, ConfigError: See :meth:`align` and :func:`dhr.engine.invert`.
+            DivergedError: The result holds NaN or infinite values (learning rates far too high, broken weights).
         """
         config = self._config_for(method)
         prep = self._prepare(image, config, face_index, whole_image, ood_mask)
@@ -457,7 +467,10 @@ class Pipeline:
             return out
         start = 0
         for i, p in preps:
-            out[i] = self._results(p, invs[start:start + len(p.faces)])
+            try:
+                out[i] = self._results(p, invs[start:start + len(p.faces)])
+            except DHRError as e:  # this photo diverged; the others are kept
+                out[i] = e
             start += len(p.faces)
         return out
 
@@ -534,6 +547,10 @@ class Pipeline:
             meta.update({"alignment": alignment_record(a, photo), "model_name": self.model.name,
                          "seed": self.seed, "notes": n, "parser": self.parser})
             stem = f"{base}_whole" if a.whole_image else f"{base}_face{max(a.face_index, 0)}"
+            if not (bool(torch.isfinite(inv.image).all()) and bool(torch.isfinite(inv.ws).all())):
+                raise DivergedError(f"{a.source or base}: the inversion diverged (its image or code holds NaN or "
+                                    "infinite values); lower the learning rates (coarse.lr, refine.feature_lr, "
+                                    "refine.weight_lr) or check the model's weights")
             timings = {"align_s": prep.align_s / len(faces), "parse_s": prep.parse_s / len(faces),
                        **{k: v for k, v in meta.get("timings", {}).items() if k.endswith("_s")}}
             out.append(PhotoInversion(inversion=dataclasses.replace(inv, meta=meta), aligned=a, photo=photo,
@@ -578,6 +595,7 @@ class Pipeline:
         Raises:
             EditError: Unknown direction (the message lists the known ones) or bad strength.
             ConfigError: Unknown paste mode.
+            DivergedError: The render holds NaN or infinite values (a broken bundle or model).
         """
         strengths = self._resolve_edits(edits, more)
         mode = self._paste_mode(paste_mode)
@@ -588,6 +606,10 @@ class Pipeline:
             ws = apply_edits(base[None], [(self.directions[k], v) for k, v in strengths.items()])[0]
         with torch.no_grad():
             img = render(G, inv.inversion, ws).detach().to("cpu", torch.float32)
+        if not bool(torch.isfinite(img).all()):
+            raise DivergedError(f"{inv.stem}: the edited render holds NaN or infinite values; the stored result "
+                                "(code, weight offsets or feature) or the model's weights are broken: invert the "
+                                "photo again")
         pasted = mask = used = None
         if paste and inv.photo is not None and inv.aligned is not None:
             # The unedited render is the delta's zero: reuse this very tensor when nothing moved.

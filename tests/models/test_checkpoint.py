@@ -168,6 +168,9 @@ def test_missing_unexpected_and_misshapen_tensors(saved):
     _rewrite_weights(folder, lambda s: (s.pop("junk"), s.update({"synthesis.b8.conv1.bias": torch.zeros(7)})))
     with pytest.raises(CheckpointError, match=r"'synthesis\.b8\.conv1\.bias' has shape \[7\], expected \[32\]"):
         load_generator(folder, verify=False)
+    _rewrite_weights(folder, lambda s: s.update({"synthesis.b8.conv1.bias": torch.full((32,), float("nan"))}))
+    with pytest.raises(CheckpointError, match=r"1 tensor\(s\) hold NaN or infinite values \(synthesis\.b8\.conv1\.bias\)"):
+        load_generator(folder, verify=False)
 
 
 def test_truncated_and_corrupt_files(saved):

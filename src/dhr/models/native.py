@@ -450,6 +450,11 @@ def load_pretrained(folder: str | os.PathLike, *, expected_class: str | None = N
     module_cls, _ = _REGISTRY[name]
     _precheck_shapes(module_cls, config, weights)
     state = load_state_file(weights)
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"{weights}: {len(broken)} tensor(s) hold NaN or infinite values ({', '.join(broken[:3])}"
+                              f"{', ...' if len(broken) > 3 else ''}); the weights are broken (a diverged training "
+                              "run or a corrupt file): re-export or re-convert the model")
     module = module_cls(config)
     check_state_dict(module, state, str(weights))
     module.load_state_dict(state, strict=True)
