@@ -420,7 +420,13 @@ def test_crafted_bundles_give_checkpoint_errors(tmp_path, tiny_generator):
                                {**side, "delta": {"nope": {"format": "fp32", "shape": [4]}}}),
         "str_resolution": craft("str_resolution", good_t, {**side, "resolution": "32"}),
         "delta_as_list": craft("delta_as_list", good_t, {**side, "delta": []}),
+        "str_version": craft("str_version", good_t, {**side, "bundle_version": "three"}),
     }
     for name, stem in cases.items():
         with pytest.raises(CheckpointError, match="bundle"):
             load_bundle(stem, model=G)
+    newer = craft("newer", good_t, {**side, "bundle_version": side["bundle_version"] + 1})
+    with pytest.raises(CheckpointError, match="written by a newer dhr.*upgrade dhr"):
+        load_bundle(newer, model=G)
+    legacy = {k: v for k, v in side.items() if k != "bundle_version"}  # the first bundles did not record it
+    load_bundle(craft("legacy", good_t, legacy), model=G)

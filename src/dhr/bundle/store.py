@@ -326,6 +326,12 @@ def validate_bundle(side: Any, tensors: dict[str, torch.Tensor], *, name: str,
 
     if not isinstance(side, dict) or side.get("library") != "dhr" or not isinstance(side.get("delta"), dict):
         raise bad("its .json is not a dhr result bundle sidecar (needs library='dhr' and a 'delta' mapping)")
+    version = side.get("bundle_version", 1)  # the first bundles did not record it
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise bad(f"sidecar key 'bundle_version' must be a positive integer, got {version!r:.60}")
+    if version > _BUNDLE_VERSION:
+        raise CheckpointError(f"bundle {name} is version {version}, written by a newer dhr; this dhr reads versions "
+                              f"up to {_BUNDLE_VERSION}: upgrade dhr (pip install -U dhr) to load it")
     for key, typ in (("method", str), ("resolution", int), ("delta_format", str)):
         if not isinstance(side.get(key), typ) or isinstance(side.get(key), bool):
             raise bad(f"sidecar key {key!r} must be a {typ.__name__}, got {side.get(key)!r:.60}")
