@@ -64,6 +64,42 @@ def test_record_statuses_and_exit_codes(tmp_path):
     assert data["options"]["out"] == str(tmp_path)
     assert "align_s" in data["timings"] and data["environment"]["dhr"]
     assert not (tmp_path / "out" / "run.json.tmp").exists()
+    # An input not run (an interrupted run): the record says so instead of "ok"
+    a.status = "ok"
+    rec.add_input(tmp_path / "later.png")
+    data = json.loads(rec.write().read_text())
+    assert data["status"] == "incomplete"
+    assert data["counts"] == {"total": 3, "ok": 1, "failed": 1, "pending": 1}
+
+
+def test_sigterm_unwinds_like_ctrl_c():
+    import os
+    import signal
+
+    import pytest
+
+    from dhr.cli import EXIT_TERMINATED, install_sigterm_exit
+
+    old = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        install_sigterm_exit()
+        unwound = []
+        with pytest.raises(SystemExit) as e:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                signal.sigtimedwait([], 0.5) if hasattr(signal, "sigtimedwait") else None
+            finally:
+                unwound.append(True)  # where a batch writes run.json
+        assert e.value.code == EXIT_TERMINATED == 143 and unwound == [True]
+        # an embedding program's own handler is left alone
+        def mine(*args):
+            pass
+
+        signal.signal(signal.SIGTERM, mine)
+        install_sigterm_exit()
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def test_output_tree(tmp_path):

@@ -202,7 +202,9 @@ class RichReporter(Reporter):
         where = summary.get("record")
         skipped = summary.get("skipped") or []
         resumed = summary.get("resumed", 0)
+        pending = summary.get("pending", 0)
         self.console.print(f"{ok} ok, {failed} failed" + (f" ({resumed} finished earlier)" if resumed else "")
+                           + (f", {pending} not run (rerun the same command to resume)" if pending else "")
                            + (f", {len(skipped)} folder entries skipped" if skipped else "")
                            + (f"; run record: {where}" if where else ""))
         for entry in skipped[:20]:

@@ -290,7 +290,11 @@ class RunRecord:
     def counts(self) -> dict[str, int]:
         ok = sum(r.status == "ok" for r in self.inputs)
         failed = sum(r.status == "failed" for r in self.inputs)
-        return {"total": len(self.inputs), "ok": ok, "failed": failed}
+        counts = {"total": len(self.inputs), "ok": ok, "failed": failed}
+        pending = len(self.inputs) - ok - failed
+        if pending:  # not run (yet, or the run was interrupted)
+            counts["pending"] = pending
+        return counts
 
     def exit_code(self) -> int:
         """0 all ok, 1 some failed (partial), 3 nothing succeeded (also when there were no inputs).
@@ -310,7 +314,8 @@ class RunRecord:
             "options": self.options,
             "started": self.started.isoformat(timespec="seconds"),
             "seconds": round(time.perf_counter() - self._t0, 3),
-            "status": {0: "ok", 1: "partial", 3: "failed"}[self.exit_code()],
+            "status": "incomplete" if self.counts.get("pending") else {0: "ok", 1: "partial", 3: "failed"}[
+                self.exit_code()],
             "counts": self.counts,
             "model": self.model,
             "config": self.config,

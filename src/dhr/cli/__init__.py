@@ -81,6 +81,25 @@ def build_app() -> typer.Typer:
 EXIT_CRASH = 4
 """Exit code of an uncaught error inside dhr (a bug), distinct from 1 = "some inputs failed"."""
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+"""Exit code after SIGTERM (128 + 15), once the run's record is written."""
+
+
+def install_sigterm_exit() -> None:
+    """Makes SIGTERM unwind like Ctrl-C does: ``finally`` blocks write ``run.json`` (finished inputs
+    kept, the rest ``pending``), then the process exits with :data:`EXIT_TERMINATED`.
+
+    Only when SIGTERM has its default action (an embedding program's own handler is left alone).
+    """
+    import signal
+    import sys
+
+    def terminated(signum, frame):  # noqa: ARG001
+        print("dhr: terminated; finished results are kept (rerun the same command to resume)", file=sys.stderr)
+        raise SystemExit(EXIT_TERMINATED)
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, terminated)
 
 
 def main() -> None:
@@ -94,6 +113,7 @@ def main() -> None:
     import traceback
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    install_sigterm_exit()
     try:
         build_app()(standalone_mode=True)
     except SystemExit:
