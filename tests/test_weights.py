@@ -331,7 +331,8 @@ def test_offline_error_message(monkeypatch, how):
         reg.resolve("off", download=(how != "arg"))
     msg = str(info.value)
     assert "off.bin" in msg and url in msg
-    assert "--weights" in msg and "DHR_WEIGHTS_PATH" in msg and "dhr weights add off" in msg
+    assert "DHR_WEIGHTS_PATH" in msg and "dhr weights add off" in msg and "dhr weights fetch off" in msg
+    assert "--weights" not in msg  # no command has such an option: the advice must be one the user can follow
     assert ("DHR_OFFLINE" in msg) == (how == "env")
     assert str(_cache()) in msg
 

@@ -227,7 +227,8 @@ def download_entry(entry: WeightsEntry, dest_dir: Path, *, progress: bool | None
                 except _TransferError as exc:
                     attempt += 1
                     if attempt > retries:
-                        failures.append(f"{url}: {exc} (gave up after {attempt} attempts; partial file kept for resume: {part})")
+                        kept = f"; partial file kept for resume: {part}" if locked and part.exists() else ""
+                        failures.append(f"{url}: {exc} (gave up after {attempt} attempts{kept})")
                         break
                     logger.warning("%s: %s; retrying (%d/%d)", url, exc, attempt, retries)
                 except _UrlFailed as exc:
@@ -245,10 +246,10 @@ def supply_hint(entry: WeightsEntry) -> str:
     return (
         f"Download URL(s):\n{urls}\n"
         f"Supply the file ({entry.filename}, {entry.checksum}) in one of three ways:\n"
-        f"  1. pass its path explicitly (--weights /path/to/{entry.filename}, or path=... in the API);\n"
+        f"  1. run `dhr weights add {entry.name} /path/to/{entry.filename}` to check it and copy it into {cache_dir()};\n"
         f"  2. put it in a folder listed in DHR_WEIGHTS_PATH (searched recursively; separate folders with {os.pathsep!r});\n"
-        f"  3. run `dhr weights add {entry.name} /path/to/{entry.filename}` to check it and copy it into {cache_dir()}, "
-        f"or `dhr weights fetch {entry.name}` with network access (DHR_HOME={weights_home()})."
+        f"  3. run `dhr weights fetch {entry.name}` on a machine with network access (DHR_HOME={weights_home()}) "
+        f"and copy the file over (from Python: dhr.weights.resolve('{entry.name}', path=...) checks a file you have)."
     )
 
 
