@@ -426,3 +426,19 @@ def test_paste_option_is_used_and_recorded(env, tmp_path):
     assert rec["options"]["paste"] == "crop" and rec["inputs"][0]["faces"][0]["paste_mode"] == "crop"
     r = _invoke("run", env["inputs"] / "a.png", "--paste", "blend", "-o", tmp_path / "bad", *_common(env))
     assert r.exit_code == 2 and "paste_mode" in r.output
+
+
+def test_missing_perceptual_weights_and_negative_face_index_fail_once_before_the_batch(env, tmp_path, monkeypatch):
+    """Missing weights used to fail (and retry the download for) every photo; now one usage error."""
+    monkeypatch.setenv("DHR_OFFLINE", "1")
+    monkeypatch.setenv("DHR_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DHR_WEIGHTS_PATH", raising=False)
+    for cmd in ("run", "invert"):
+        out = tmp_path / cmd
+        r = _invoke(cmd, env["inputs"], "-o", out, "--whole-image", "--quiet", "--perceptual", "vgg", *_common(env))
+        assert r.exit_code == 2, r.output
+        assert "vgg16" in r.output and "dhr weights add vgg16" in r.output, r.output
+        assert not (out / "run.json").exists()  # nothing ran
+    monkeypatch.delenv("DHR_OFFLINE")
+    r = _invoke("run", env["inputs"], "-o", tmp_path / "neg", "--face-index", "-1", *_common(env))
+    assert r.exit_code == 2 and "--face-index -1 must be >= 0" in r.output, r.output

@@ -90,6 +90,26 @@ def _build_pipeline(model: str, device: str, config: Path | None, seed: int, met
     return pipe
 
 
+def _check_inversion_weights(pipe, ood_mask: Path | None = None) -> None:
+    """Builds the networks an inversion will need now, so that missing weights are one usage error
+    (exit 2) before the batch instead of the same failure (and download retries) for every photo."""
+    from dhr.engine import resolve_embed
+
+    try:
+        pipe.perceptual
+        if (pipe.config.method == "dhr" and ood_mask is None) or resolve_embed(pipe.config, pipe.model.encoder) == "optim":
+            pipe.coarse_perceptual
+    except DHRError as e:
+        raise usage_error(str(e)) from None
+
+
+def _check_face_index(face_index: int | None, all_faces: bool) -> None:
+    if face_index is not None and all_faces:
+        raise usage_error("--face-index and --all-faces exclude each other")
+    if face_index is not None and face_index < 0:
+        raise usage_error(f"--face-index {face_index} must be >= 0 (0 = the largest face)")
+
+
 def _check_edits(pipe, edit_specs: list[str]) -> list[dict[str, float]]:
     try:
         edits = parse_edit_options(edit_specs)
@@ -174,8 +194,7 @@ def prepare_photo_command(photos: list[str], edit: list[str], sweep: list[str], 
     Returns:
         ``(progress mode, pipeline, edit dicts, sweeps, expanded input paths, skipped folder entries)``.
     """
-    if face_index is not None and all_faces:
-        raise usage_error("--face-index and --all-faces exclude each other")
+    _check_face_index(face_index, all_faces)
     _check_out(out)
     mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json, sets, parser, trust_parser,
                          paste_mode)
@@ -187,6 +206,7 @@ def prepare_photo_command(photos: list[str], edit: list[str], sweep: list[str], 
                                            "; ".join(f"{e['path']}: {e['reason']}" for e in skipped[:5]) + ")"
                                            if skipped else ""))
     _check_ood_mask(ood_mask, items, pipe)
+    _check_inversion_weights(pipe, ood_mask)
     return mode, pipe, edits, sweeps, items, skipped
 
 
@@ -358,13 +378,13 @@ def register(app: typer.Typer) -> None:
 
           dhr invert shots/ --method pti --config pti.toml --seed 3
         """
-        if face_index is not None and all_faces:
-            raise usage_error("--face-index and --all-faces exclude each other")
+        _check_face_index(face_index, all_faces)
         _check_out(out)
         mode, pipe = _common(model, method, device, seed, config, perceptual, quiet, as_json, set_, parser,
                              trust_parser)
         items, skipped = expand_inputs_report(photos)
         _check_ood_mask(ood_mask, items, pipe)
+        _check_inversion_weights(pipe, ood_mask)
         from dhr.records import OutputTree
 
         tree = OutputTree(out)
