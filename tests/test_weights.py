@@ -456,3 +456,12 @@ def test_html_page_is_never_stored_as_weights(server):
     with pytest.raises(WeightsError, match="HTML page"):
         reg.resolve("h", progress=False)
     assert not list(_cache().glob("h.bin*"))
+
+
+def test_dhr_home_that_is_a_file_is_a_weights_error(tmp_path, monkeypatch):
+    home = tmp_path / "afile"
+    home.write_text("not a folder")
+    monkeypatch.setenv("DHR_HOME", str(home))
+    reg = W.WeightsRegistry([_entry("h", b"abc", ["http://127.0.0.1:9/h.bin"], filename="h.bin")])
+    with pytest.raises(WeightsError, match=r"cannot create the weights cache .*afile/weights.*set DHR_HOME"):
+        reg.resolve("h", progress=False)

@@ -170,6 +170,15 @@ def test_serve_passes_max_pixels(monkeypatch):
     assert seen["parser"] == "none" and seen["paste_mode"] == "crop" and seen["trust_parser"] is False
     r = CliRunner().invoke(app, ["serve", "--max-batch", "4"])
     assert r.exit_code == 0 and seen["max_batch"] == 4, r.output
+    r = CliRunner().invoke(app, ["serve", "--port", "99999"])
+    assert r.exit_code == 2 and "port" in r.output.lower()
+
+    def unbindable(model, **kw):
+        raise OSError("Cannot find empty port in range: 7861-7861")
+
+    monkeypatch.setattr(web, "serve", unbindable)
+    r = CliRunner().invoke(app, ["serve", "--host", "256.0.0.1", "--port", "7861"])
+    assert r.exit_code == 2 and "cannot start the web server on 256.0.0.1:7861" in r.output, r.output
 
 
 def test_serve_builds_the_pipeline_with_the_chosen_parser(monkeypatch, tmp_path):

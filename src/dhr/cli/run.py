@@ -462,7 +462,7 @@ def register(app: typer.Typer) -> None:
     def serve_cmd(
         model: str = OPT_MODEL,
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (default: this machine only)."),
-        port: int = typer.Option(7860, "--port", help="TCP port."),
+        port: int = typer.Option(7860, "--port", min=1, max=65535, help="TCP port (1-65535)."),
         device: str = OPT_DEVICE,
         config: Path | None = OPT_CONFIG,
         seed: int = OPT_SEED,
@@ -496,6 +496,9 @@ def register(app: typer.Typer) -> None:
             raise usage_error(str(e)) from None
         except DHRError as e:
             raise usage_error(str(e)) from None
+        except (OSError, OverflowError) as e:  # gradio: no such address here, port taken or not allowed
+            raise usage_error(f"cannot start the web server on {host}:{port} ({e}); give --host an address of this "
+                              "machine (default 127.0.0.1) and --port a free port") from None
 
     app.add_typer(models_app, name="models", help="List the bundled models and show one.")
 

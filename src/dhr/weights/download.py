@@ -204,7 +204,11 @@ def _finish(entry: WeightsEntry, part: Path, dest: Path, url: str) -> None:
 def download_entry(entry: WeightsEntry, dest_dir: Path, *, progress: bool | None, retries: int, timeout: float) -> Path:
     if not entry.urls:
         raise WeightsError(f"{entry.filename!r} ({entry.name}) has no registered download URL.\n{supply_hint(entry)}")
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WeightsError(f"cannot create the weights cache {dest_dir} to download {entry.filename!r} into "
+                           f"({e.strerror or e}); set DHR_HOME to a writable folder (now {weights_home()})") from None
     dest = dest_dir / entry.filename
     show = sys.stderr.isatty() if progress is None else progress
     lock_dir = dest_dir / ".locks"
