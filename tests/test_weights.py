@@ -465,3 +465,15 @@ def test_dhr_home_that_is_a_file_is_a_weights_error(tmp_path, monkeypatch):
     reg = W.WeightsRegistry([_entry("h", b"abc", ["http://127.0.0.1:9/h.bin"], filename="h.bin")])
     with pytest.raises(WeightsError, match=r"cannot create the weights cache .*afile/weights.*set DHR_HOME"):
         reg.resolve("h", progress=False)
+
+
+def test_unverified_file_from_the_search_path_is_used_with_a_warning(tmp_path, monkeypatch, caplog):
+    found = tmp_path / "shelf" / "u.bin"
+    found.parent.mkdir()
+    found.write_bytes(b"whatever")
+    monkeypatch.setenv("DHR_WEIGHTS_PATH", str(found.parent))
+    reg = W.WeightsRegistry([_entry("u", None, [], filename="u.bin", verified=False)])
+    with caplog.at_level(logging.WARNING, logger="dhr.weights"):
+        assert reg.resolve("u", progress=False) == found
+    assert f"using {found} for u from DHR_WEIGHTS_PATH without checking it" in caplog.text
+    assert "dhr weights add u" in caplog.text

@@ -138,6 +138,10 @@ class WeightsRegistry:
                 return Location(entry.name, candidate, source), bad
             result = check_file(entry, candidate, source)
             if result.ok:
+                if result.status == "unverified" and source != "cache":  # the cache recorded its hash when added
+                    logger.warning("using %s for %s from %s without checking it: no sha256 is registered for %s; "
+                                   "run `dhr weights add %s %s` to record its hash once you trust it",
+                                   candidate, entry.name, source, entry.filename, entry.name, candidate)
                 return Location(entry.name, candidate, source), bad
             if source == "cache":
                 logger.warning("deleting bad cached weights: %s", result.message)
