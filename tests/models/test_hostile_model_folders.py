@@ -48,6 +48,7 @@ def _edit_gen_config(model: Path, **changes) -> None:
     ({"name": 5}, "'name' must be a string"),
     ({"config": [1, 2]}, "'config' must be a mapping"),
     ({"sha256": {"generator/model.safetensors": "00"}}, "64 hex digits"),
+    ({"resolution": 1024}, "'resolution' is 1024 but the generator makes 32 px images"),
 ])
 def test_bad_manifest_values(model, changes, match):
     _edit_json(model / "model.json", **changes)

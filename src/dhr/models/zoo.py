@@ -199,6 +199,10 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, device: torch.device
                 loaded[key] = load_official_encoder(sub).requires_grad_(False)
             else:
                 loaded[key] = load_pretrained(sub).eval().requires_grad_(False)
+    gen_res = getattr(getattr(loaded.get("generator"), "config", None), "resolution", None)
+    if manifest.get("resolution") is not None and gen_res is not None and int(gen_res) != manifest["resolution"]:
+        raise ConfigError(f"{mpath}: 'resolution' is {manifest['resolution']} but the generator makes {int(gen_res)} "
+                          "px images; correct model.json (or the generator folder it names)")
     if "directions" in comps:
         from dhr.editing import DirectionSet
 
