@@ -70,3 +70,16 @@ def test_make_reporter():
     assert isinstance(make_reporter("rich"), RichReporter)
     with pytest.raises(ConfigError):
         make_reporter("loud")
+
+
+def test_quiet_reporter_prints_only_failures():
+    out = io.StringIO()
+    rep = QuietReporter(out)
+    rep.start_batch(2)
+    rep.start_item("a.png", 0)
+    rep("coarse", 1, 40, {"lpips": 0.25})
+    rep.note("warning", "a.png: something")
+    rep.end_item("a.png", "ok")
+    rep.end_item("b.png", "failed", "b.png is not a readable image")
+    rep.finish({"ok": 1, "failed": 1})
+    assert out.getvalue() == "b.png: failed: b.png is not a readable image\n"

@@ -9,7 +9,7 @@ A :class:`Reporter` receives the events of a run:
   callback, so a reporter can be passed to :func:`dhr.engine.invert` directly);
 - ``note(kind, message)``: a warning or remark; ``finish(summary)``: the end of the run.
 
-Three implementations: :class:`QuietReporter` (nothing), :class:`RichReporter` (a bar for the batch
+Three implementations: :class:`QuietReporter` (failures only, on stderr), :class:`RichReporter` (a bar for the batch
 and one per optimisation stage, each with its own ETA; on stderr) and :class:`JsonLinesReporter`
 (one JSON object per event, one per line, on stdout). :func:`make_reporter` picks one by name.
 """
@@ -72,7 +72,19 @@ class Reporter:
 
 
 class QuietReporter(Reporter):
-    """Shows nothing (``--quiet``)."""
+    """Shows no progress, only a line on stderr per failed input (``--quiet``: a script still learns
+    which inputs failed and why without opening ``run.json``).
+
+    Args:
+        stream: Where failures go (default: ``sys.stderr`` at the time of the failure).
+    """
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self._stream = stream
+
+    def end_item(self, name: str, status: str, error: str | None = None) -> None:
+        if status == "failed":
+            print(f"{name}: failed: {error or 'unknown error'}", file=self._stream or sys.stderr, flush=True)
 
 
 class JsonLinesReporter(Reporter):
@@ -219,7 +231,8 @@ class RichReporter(Reporter):
 
 
 def make_reporter(mode: str = "rich", *, stream: IO[str] | None = None) -> Reporter:
-    """A reporter by name: ``rich`` (bars on stderr), ``quiet`` (nothing) or ``json`` (JSON lines on stdout).
+    """A reporter by name: ``rich`` (bars on stderr), ``quiet`` (failures only, on stderr) or ``json`` (JSON lines
+    on stdout).
 
     Raises:
         ConfigError: Unknown mode.

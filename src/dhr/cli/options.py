@@ -146,7 +146,7 @@ OPT_PASTE = typer.Option("auto", "--paste", help=_PASTE_HELP)
 OPT_PERCEPTUAL = typer.Option("model", "--perceptual", help="model (its own metric), alex, vgg or squeeze.")
 
 
-OPT_QUIET = typer.Option(False, "--quiet", "-q", help="No progress output.")
+OPT_QUIET = typer.Option(False, "--quiet", "-q", help="No progress output (failed inputs still get a line each on stderr).")
 
 
 OPT_SEED = typer.Option(0, "--seed", help="Random seed (runs are reproducible).")
