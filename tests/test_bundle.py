@@ -179,3 +179,15 @@ def test_bad_render_section_is_a_checkpoint_error(setup, tmp_path):
         load_bundle(tmp_path / "bad", model=G)
     with pytest.raises(ConfigError, match="delta_format"):
         RenderSpec(delta_format="int3")
+
+
+def test_a_photo_given_as_a_bundle_says_to_invert_it_first(tmp_path):
+    from PIL import Image
+
+    from dhr.bundle import load_bundle
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "face.png")
+    with pytest.raises(CheckpointError, match=r"face.png is not a result bundle \(a photo\?\): invert it first"):
+        load_bundle(tmp_path / "face.png")
+    with pytest.raises(CheckpointError, match="bundle file not found"):
+        load_bundle(tmp_path / "nothing")

@@ -68,6 +68,8 @@ def test_config_file_that_is_not_text(tmp_path):
     path.write_bytes(b"\xee\x00\x82 random bytes")
     with pytest.raises(ConfigError, match="c.toml is not UTF-8 text"):
         load_config(path)
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)
 
 
 def test_overrides_from_the_command_line():

@@ -91,6 +91,18 @@ def test_save_image_is_atomic(tmp_path, monkeypatch):
     assert target.read_bytes() == before
 
 
+def test_atomic_files_get_the_usual_mode(tmp_path):
+    import os
+
+    from safetensors.numpy import save_file
+
+    with atomic_path(tmp_path / "b.safetensors") as tmp:
+        save_file({"a": np.zeros(2, np.float32)}, str(tmp))  # safetensors creates 0600 files
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (tmp_path / "b.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_atomic_path_refuses_a_folder_in_the_way(tmp_path):
     (tmp_path / "a.png").mkdir()
     with pytest.raises(ConfigError, match="a folder has that name"):

@@ -289,6 +289,8 @@ def load_config(path: str | Path, *, base: InvertConfig | None = None) -> Invert
         ConfigError: Unreadable file, unknown suffix, syntax errors, unknown keys or bad values.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"configuration file {path} is a folder; give a .toml, .yaml or .json file")
     if not path.is_file():
         raise ConfigError(f"configuration file not found: {path}")
     try:

@@ -45,6 +45,13 @@ _STEM_MAX = 120  # bytes of an input stem kept in output names (suffixes like _f
 _counter = iter(range(1 << 62))
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside ``path``; on success it is renamed over ``path``.
@@ -67,6 +74,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             raise OSError(f"nothing was written to {tmp} for {path}")
         with open(tmp, "rb+") as f:  # the data reaches the disk before the name does
             os.fsync(f.fileno())
+        # Writers that create private files (safetensors: 0600) get the usual mode (0666 less the umask).
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -194,6 +194,10 @@ def load_bundle(stem: str | Path, *, model: torch.nn.Module | None = None,
             and no ``model`` to render it.
     """
     st_path, json_path = bundle_paths(stem)
+    given = Path(stem)
+    if given.is_file() and given.suffix.lower() not in (".safetensors", ".json") and not st_path.is_file():
+        raise CheckpointError(f"{given} is not a result bundle (a photo?): invert it first (dhr invert {given} -o OUT, "
+                              "or dhr run), then edit the bundle it writes (OUT/bundles/<name>.safetensors)")
     for p, limit in ((st_path, MAX_BUNDLE_BYTES), (json_path, MAX_SIDECAR_BYTES)):
         if not p.is_file():
             raise CheckpointError(f"bundle file not found: {p} (a bundle is <stem>.safetensors + <stem>.json)")
