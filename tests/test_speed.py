@@ -83,3 +83,20 @@ def test_warmup_run_is_untimed_and_leaves_the_results_unchanged():
     cold, warm = measure("faces-64", "fast", s), measure("faces-64", "fast", dataclasses.replace(s, warmup=True))
     assert warm["settings"]["warmup"] is True and set(warm["seconds"]) == {"coarse", "mask", "refine"}
     assert warm["final"] == cold["final"]  # the untimed tiny run must not leak state into the timed one
+
+
+def test_bench_speed_refuses_a_timeout_that_is_not_positive():
+    import typer
+    from typer.testing import CliRunner
+
+    from dhr.cli.speed import register
+
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")  # a second command keeps typer from folding the app into bench-speed
+    def noop() -> None:
+        pass
+
+    r = CliRunner().invoke(app, ["bench-speed", "--timeout", "-1"])
+    assert r.exit_code == 2 and "--timeout" in r.output, r.output

@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(1, "--bench-threads", min=1, help="Torch threads of each measuring process."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
         autocast: str = typer.Option("fp32", "--autocast", help="fp32 or bf16 (fast path only)."),
-        timeout: float = typer.Option(None, "--timeout", help="Seconds allowed per measurement."),
+        timeout: float = typer.Option(None, "--timeout", min=1e-3, help="Seconds allowed per measurement (> 0)."),
         json_path: Path = typer.Option(None, "--json", help="Also write the full report (every run) here."),
         warmup: bool = typer.Option(None, "--warmup/--no-warmup", help="Run each measurement once, untimed, at a "
                                     "tiny budget first (default: on for cuda, off for cpu)."),
