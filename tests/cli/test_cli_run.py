@@ -442,3 +442,23 @@ def test_missing_perceptual_weights_and_negative_face_index_fail_once_before_the
     monkeypatch.delenv("DHR_OFFLINE")
     r = _invoke("run", env["inputs"], "-o", tmp_path / "neg", "--face-index", "-1", *_common(env))
     assert r.exit_code == 2 and "--face-index -1 must be >= 0" in r.output, r.output
+
+
+def test_edit_warns_when_the_source_photo_is_gone(env, tmp_path):
+    import shutil
+
+    photo = tmp_path / "src" / "a.png"
+    photo.parent.mkdir()
+    shutil.copy(env["inputs"] / "a.png", photo)
+    r = _invoke("invert", photo, "-o", tmp_path / "inv", "--whole-image", "--method", "encoder", "--quiet",
+                *_common(env))
+    assert r.exit_code == 0, r.output
+    photo.unlink()
+    r = _invoke("edit", tmp_path / "inv" / "bundles", "--edit", "age=1", "-o", tmp_path / "ed", "--model",
+                env["model"], "--device", "cpu", "--quiet")
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "ed" / "run.json").read_text())
+    (warning,) = [w for w in rec["inputs"][0]["warnings"] if "pasting unavailable" in w]
+    assert str(photo) in warning and "not found" in warning
+    assert (tmp_path / "ed" / "edits" / "age+1" / "a_whole.png").is_file()
+    assert not (tmp_path / "ed" / "pasted").exists()

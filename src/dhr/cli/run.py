@@ -446,6 +446,10 @@ def register(app: typer.Typer) -> None:
             pi = pipe.load_bundle(item)
             pi = dataclasses.replace(pi, stem=rec.name)
             rec.notes.extend(pi.notes)
+            for n in pi.notes:  # the edited crops are written, but not the pasted photos the user expects
+                if "pasting unavailable" in n:
+                    log.warning("%s: %s (give the photo again with dhr.Pipeline.load_bundle(..., photo=...) or "
+                                "restore the file)", Path(item).name, n)
             face = {"stem": pi.stem, "method": pi.inversion.method, "whole_image": pi.whole_image,
                     "photo": None if pi.photo is None else str(pi.photo.path)}
             rec.faces.append(face)
