@@ -167,3 +167,18 @@ def test_capturing_collectors_nest_innermost_owns_the_messages():
 
 def test_final_losses():
     assert final_losses({"a": [3.0, 1.0], "b": [], "c": [2]}) == {"a": 1.0, "c": 2.0}
+
+
+def test_a_newer_record_is_moved_aside_not_resumed(tmp_path):
+    out = tmp_path / "out"
+    first = RunRecord(out, "run", {})
+    (tmp_path / "a.png").write_bytes(b"x")
+    first.add_input(tmp_path / "a.png").status = "ok"
+    doc = json.loads(first.write().read_text())
+    assert RunRecord(out, "run", {}).load_earlier()[0]["status"] == "ok"  # this dhr's record resumes
+    doc["record_version"] = 99
+    (out / RUN_JSON).write_text(json.dumps(doc))
+    again = RunRecord(out, "run", {})
+    assert again.load_earlier() == []
+    assert "record_version 99" in again.warnings[0] and "moved to run.json.unreadable-" in again.warnings[0]
+    assert len(list(out.glob("run.json.unreadable-*"))) == 1

@@ -228,6 +228,10 @@ class RunRecord:
             return self.earlier
         try:
             doc = read_json(path)
+            version = doc.get("record_version", _RECORD_VERSION)
+            if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= _RECORD_VERSION:
+                raise ValueError(f"record_version {version!r:.40} is not one this dhr writes (1..{_RECORD_VERSION}); "
+                                 "a newer dhr's record is not resumed")
             entries = [*doc.get("inputs", []), *doc.get("earlier_inputs", [])]
             if not all(isinstance(e, dict) and isinstance(e.get("path"), str) for e in entries):
                 raise ValueError("inputs must be objects with a path")
