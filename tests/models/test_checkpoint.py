@@ -147,6 +147,12 @@ def test_unknown_config_keys(saved):
     _edit_config(folder, lambda d: (d.pop("extra"), d.update({"class": "Nope"})))
     with pytest.raises(ConfigError, match="Nope"):
         load_generator(folder)
+    _edit_config(folder, lambda d: d.update({"class": "Generator", "format_version": "one"}))
+    with pytest.raises(ConfigError, match="format_version must be a positive integer"):
+        load_generator(folder)
+    _edit_config(folder, lambda d: d.update(format_version=1, dtype="int8"))
+    with pytest.raises(ConfigError, match="dtype 'int8' is not a storage type"):
+        load_generator(folder)
 
 
 def _rewrite_weights(folder: Path, fn) -> None:

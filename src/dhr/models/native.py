@@ -311,7 +311,13 @@ def _read_config_json(folder: Path) -> dict:
     for key in ("class", "config"):
         if key not in doc:
             raise ConfigError(f"{path}: missing key '{key}'")
-    if doc.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+    version = doc.get("format_version", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigError(f"{path}: format_version must be a positive integer, got {version!r:.40}")
+    if doc.get("dtype", "float32") not in _DTYPES:
+        raise ConfigError(f"{path}: dtype {doc.get('dtype')!r:.40} is not a storage type dhr writes; "
+                          f"one of {sorted(_DTYPES)}")
+    if version > FORMAT_VERSION:
         raise ConfigError(f"{path}: format_version {doc['format_version']} is newer than this dhr "
                           f"understands ({FORMAT_VERSION}); upgrade dhr")
     return doc
