@@ -120,6 +120,24 @@ def test_whole_image_fallback() -> None:
     assert align_whole_image(photo).size == 1024
 
 
+@pytest.mark.parametrize("shape", [(1, 12_000), (12_000, 2), (3, 60_000)])
+def test_whole_image_of_a_sliver_stays_small_and_keeps_its_content(shape) -> None:
+    """A 1 x 12000 photo used to be padded to a full-resolution square (13.6 GB for 12000 px)."""
+    import resource
+
+    h, w = shape
+    ramp = np.linspace(0, 255, max(h, w))
+    pixels = np.zeros((h, w, 3), np.uint8)
+    pixels[..., 0] = (ramp[None, :w] if w > h else ramp[:h, None]).round().astype(np.uint8)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    crop = align_whole_image(Photo(pixels=pixels, original_size=(w, h), path=Path("sliver.png")),
+                             AlignTemplate.ffhq(64)).crop
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: far below a padded square
+    line = crop[32, :, 0].astype(int) if w > h else crop[:, 32, 0].astype(int)
+    assert line[0] < 10 and line[-1] > 245 and (np.diff(line) >= 0).all()  # the ramp, end to end
+    np.testing.assert_allclose(line[1:-1], np.linspace(0, 255, 64)[1:-1], atol=6)
+
+
 def test_real_photo_alignment(photos: Path) -> None:
     photo = load_image(photos / "img12.jpg")
     face = detect_faces(photo)[0]

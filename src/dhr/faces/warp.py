@@ -139,16 +139,34 @@ def warp_to_crop(pixels: np.ndarray, matrix: np.ndarray, size: int, *, pad: bool
     hi = np.ceil(corners.max(0)).astype(int) + border + 1
     cx0, cy0 = max(lo[0], 0), max(lo[1], 0)
     cx1, cy1 = min(hi[0], w), min(hi[1], h)
-    if cx1 - cx0 < shrink or cy1 - cy0 < shrink:
+    if cx1 <= cx0 or cy1 <= cy0:
         # The square does not overlap the photo at all: sample the nearest edge.
         cx0, cy0 = min(max(cx0, 0), w - 1), min(max(cy0, 0), h - 1)
         cx1, cy1 = cx0 + 1, cy0 + 1
-        shrink = 1
-    nw, nh = (cx1 - cx0) // shrink, (cy1 - cy0) // shrink
-    region = torch.from_numpy(np.array(pixels[cy0 : cy0 + nh * shrink, cx0 : cx0 + nw * shrink]))
-    img = region.permute(2, 0, 1).to(torch.float32)
-    if shrink > 1:
-        img = F.avg_pool2d(img[None], shrink)[0]
+    tile = pixels[cy0:cy1, cx0:cx1]
+    ex, ey = max(0, shrink - tile.shape[1]), max(0, shrink - tile.shape[0])
+    if ex or ey:
+        # Thinner than one shrunk pixel (a 1 x 12000 photo): its edge is repeated up to one, so
+        # the shrink (and the padding, whose size follows the shrunk crop) stays what the scale
+        # asks for instead of padding a full-resolution square (gigabytes). Pooling the long side
+        # first and repeating the thin side after is the same average, without materialising it.
+        left, top = ex // 2, ey // 2
+        img = torch.from_numpy(np.array(tile)).permute(2, 0, 1).to(torch.float32)
+        if not ex:
+            img = F.avg_pool2d(img[None, :, :, : tile.shape[1] // shrink * shrink], (1, shrink))[0]
+        if not ey:
+            img = F.avg_pool2d(img[None, :, : tile.shape[0] // shrink * shrink], (shrink, 1))[0]
+        img = F.pad(img[None], (left if ex else 0, ex - left if ex else 0, top if ey else 0, ey - top if ey else 0),
+                    mode="replicate")[0]
+        img = F.avg_pool2d(img[None], (shrink if ey else 1, shrink if ex else 1))[0]
+        cx0, cy0 = cx0 - left, cy0 - top
+        nh, nw = img.shape[1:]
+    else:
+        nw, nh = tile.shape[1] // shrink, tile.shape[0] // shrink
+        region = torch.from_numpy(np.array(tile[: nh * shrink, : nw * shrink]))
+        img = region.permute(2, 0, 1).to(torch.float32)
+        if shrink > 1:
+            img = F.avg_pool2d(img[None], shrink)[0]
 
     # photo coords -> region-shrunk coords
     to_small = np.array(
