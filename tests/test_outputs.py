@@ -343,6 +343,13 @@ def test_edit_strength_bounds(spec):
         parse_edit_options([spec])
 
 
+def test_edit_strength_too_large_for_a_float():
+    from dhr.editing.directions import check_strength
+
+    with pytest.raises(EditError, match="between -100 and \\+100"):
+        check_strength(10**400, "edit 'age'")
+
+
 def test_empty_edit_is_an_error():
     from dhr.cli.run import parse_edit_options, parse_sweep_option
 

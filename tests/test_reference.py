@@ -128,6 +128,26 @@ def test_cli_writes_records_and_exit_code(setup, tmp_path, monkeypatch):
     assert summary["images"][0]["error"] is None and "no in-domain pixel" in summary["images"][1]["error"]
     rec = json.loads((tmp_path / "out" / "face0.json").read_text())
     assert len(rec["losses"]["lpips_out"]) == 2 and "image" in rec["tensors"]
+    # Bad options and files are usage errors before any work, not crashes after it.
+    (tmp_path / "taken").write_text("a file")
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    common = [*paths, "-g", str(tmp_path / "gen"), "--coarse-lpips", "squeeze", "--set", "refine.steps=2"]
+    for extra, words in ((["--lpips", "nope", "--mask", masks[1], "--mask", masks[3]], "LPIPS network 'nope'"),
+                         (["--lpips", "squeeze", "--mask", str(tmp_path / "junk.png"), "--mask", masks[3]],
+                          "junk.png"),
+                         (["--lpips", "squeeze", "-o", str(tmp_path / "taken")], "is a file")):
+        res = CliRunner().invoke(build_app(), ["reference", *common, *extra])
+        assert res.exit_code == 2 and words in res.output, (extra, res.output)
+
+
+def test_a_diverged_refinement_is_the_image_error(setup):
+    G, lp, x = setup
+    masks = torch.zeros(1, 1, 32, 32)
+    masks[0, :, 4:28, 4:28] = 1
+    cfg = reference_config(refine=RefineConfig(steps=3, weight_steps=2, feature_lr=1e12, weight_lr=1e12,
+                                               delta_format="fp32", feature_format="fp32"))
+    run = run_reference(G, x[:1], start="mean", perceptual=lp, coarse_perceptual=lp, masks=masks, config=cfg)[0]
+    assert run.error is not None and "diverged" in run.error
 
 
 def test_rosinality_64_fixture_mean_start():

@@ -100,3 +100,7 @@ def test_bench_speed_refuses_a_timeout_that_is_not_positive():
 
     r = CliRunner().invoke(app, ["bench-speed", "--timeout", "-1"])
     assert r.exit_code == 2 and "--timeout" in r.output, r.output
+    for args, words in ((["--timeout", "inf"], "--timeout inf"), (["--paths", ""], "at least one value"),
+                        (["--json", "/"], "is a folder")):
+        r = CliRunner().invoke(app, ["bench-speed", *args])
+        assert r.exit_code == 2 and words in r.output, (args, r.output)

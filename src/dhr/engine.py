@@ -33,7 +33,7 @@ from dhr.checks import check_shape
 from dhr.config import InvertConfig
 from dhr.devices import autocast
 from dhr.embed.optimize import OptimConfig
-from dhr.errors import ConfigError, ShapeError
+from dhr.errors import ConfigError, DivergedError, ShapeError
 from dhr.models.stylegan2 import Generator
 from dhr.refinement.baselines import embedding_only, refine_feature, refine_pti
 from dhr.refinement.hybrid import (
@@ -48,9 +48,25 @@ from dhr.refinement.render import render, render_many
 from dhr.seeding import image_keys
 from dhr.types import DomainMask, Inversion
 
-__all__ = ["invert", "render", "render_many", "resolve_embed", "net_name", "for_each_image"]
+__all__ = ["invert", "render", "render_many", "resolve_embed", "net_name", "for_each_image", "require_finite"]
 
 logger = logging.getLogger(__name__)
+
+
+def require_finite(inversion: Inversion, name: str) -> Inversion:
+    """``inversion`` itself when its image and code are finite.
+
+    :func:`invert` returns what the optimisation gave, NaN included (a batch is not failed for one
+    image); callers that report results check each one with this.
+
+    Raises:
+        DivergedError: NaN or infinite values in the image or the W+ code, naming ``name``.
+    """
+    if not (bool(torch.isfinite(inversion.image).all()) and bool(torch.isfinite(inversion.ws).all())):
+        raise DivergedError(f"{name}: the inversion diverged (its image or code holds NaN or infinite values); "
+                            "lower the learning rates (coarse.lr, refine.feature_lr, refine.weight_lr) or check "
+                            "the model's weights and the input")
+    return inversion
 
 
 def net_name(net: object) -> str:

@@ -40,7 +40,7 @@ from dhr.devices import DEVICES, resolve_device
 from dhr.editing import apply_edits, sweep_codes, sweep_grid
 from dhr.editing.directions import DirectionSet, check_strength
 from dhr.engine import invert as engine_invert
-from dhr.engine import render, resolve_embed
+from dhr.engine import render, require_finite, resolve_embed
 from dhr.errors import (
     PROGRAMMING_ERRORS,
     ConfigError,
@@ -547,10 +547,7 @@ class Pipeline:
             meta.update({"alignment": alignment_record(a, photo), "model_name": self.model.name,
                          "seed": self.seed, "notes": n, "parser": self.parser})
             stem = f"{base}_whole" if a.whole_image else f"{base}_face{max(a.face_index, 0)}"
-            if not (bool(torch.isfinite(inv.image).all()) and bool(torch.isfinite(inv.ws).all())):
-                raise DivergedError(f"{a.source or base}: the inversion diverged (its image or code holds NaN or "
-                                    "infinite values); lower the learning rates (coarse.lr, refine.feature_lr, "
-                                    "refine.weight_lr) or check the model's weights")
+            require_finite(inv, a.source or base)
             timings = {"align_s": prep.align_s / len(faces), "parse_s": prep.parse_s / len(faces),
                        **{k: v for k, v in meta.get("timings", {}).items() if k.endswith("_s")}}
             out.append(PhotoInversion(inversion=dataclasses.replace(inv, meta=meta), aligned=a, photo=photo,

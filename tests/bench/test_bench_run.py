@@ -283,6 +283,24 @@ def test_shards_merge_to_the_unsharded_result(env, result, tmp_path):
         merge_results([env["root"] / "out", tmp_path / "s1"], tmp_path / "m4")
     with pytest.raises(ConfigError, match="shard="):
         BenchConfig(data=env["data"], out=tmp_path, shard=(2, 2))
+    # Checked when configured, not when the report is written after every image has run.
+    for bad, match in (({"seed": -1}, "seed=-1"), ({"edit_strength": 1e300}, "within"),
+                       ({"edits": ("age", "age")}, "each once"), ({"qualitative": -1}, "qualitative=-1")):
+        with pytest.raises(ConfigError, match=match):
+            BenchConfig(data=env["data"], out=tmp_path, **bad)
+
+
+def test_bench_cli_refuses_an_output_file_before_running(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from dhr.cli.bench import register
+
+    app = typer.Typer()
+    register(app)
+    (tmp_path / "taken").write_text("x")
+    r = CliRunner().invoke(app, ["bench", "--data", str(tmp_path), "-o", str(tmp_path / "taken")])
+    assert r.exit_code == 2 and "is a file" in r.output, r.output
 
 
 def test_list_images_first_or_spread(tmp_path):

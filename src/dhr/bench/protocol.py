@@ -48,6 +48,7 @@ from pathlib import Path
 
 from dhr.checks import check_choice
 from dhr.config import InvertConfig, parse_overrides
+from dhr.editing.directions import MAX_STRENGTH
 from dhr.errors import ConfigError
 
 __all__ = [
@@ -167,8 +168,16 @@ class BenchConfig:
             raise ConfigError(f"n={self.n} must be >= 1")
         if not (math.isfinite(self.steps_scale) and self.steps_scale > 0):
             raise ConfigError(f"steps_scale={self.steps_scale} must be a finite number > 0")
-        if not math.isfinite(self.edit_strength) or self.edit_strength == 0:
-            raise ConfigError(f"edit_strength={self.edit_strength} must be finite and non-zero")
+        if not math.isfinite(self.edit_strength) or self.edit_strength == 0 or abs(self.edit_strength) > MAX_STRENGTH:
+            raise ConfigError(f"edit_strength={self.edit_strength} must be non-zero and within ±{MAX_STRENGTH:g}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed={self.seed!r} must be an integer >= 0")
+        if isinstance(self.qualitative, bool) or not isinstance(self.qualitative, int) or self.qualitative < 0:
+            raise ConfigError(f"qualitative={self.qualitative!r} must be an integer >= 0 (images with a sheet)")
+        if self.edits is not None:
+            object.__setattr__(self, "edits", tuple(self.edits))
+            if not self.edits or len(set(self.edits)) != len(self.edits):
+                raise ConfigError(f"edits {list(self.edits)} must name directions, each once")
         check_choice(self.lpips, LPIPS_CHOICES, "lpips")
         check_choice(self.identity, IDENTITY_CHOICES, "identity")
         check_choice(self.parser, PARSER_CHOICES, "parser")

@@ -68,7 +68,7 @@ from dhr.config import InvertConfig, apply_overrides
 from dhr.devices import resolve_device
 from dhr.threads import fit_threads_to_model
 from dhr.embed.optimize import optimize_latent
-from dhr.engine import invert, net_name
+from dhr.engine import invert, net_name, require_finite
 from dhr.errors import DHRError
 from dhr.faces.parsing import load_parser
 from dhr.io.image import uint8_to_tensor
@@ -255,6 +255,7 @@ def _invert_all(run: _Setup, t: _Target, rec: dict, progress: ProgressFn | None,
                 inv = invert(run.model.generator, t.on_device, config=mcfg, perceptual=run.perceptual,
                              coarse_perceptual=run.coarse_perceptual, encoder=run.model.encoder, parsing=parsing)[0]
                 elapsed = time.perf_counter() - t0
+            require_finite(inv, t.item.name)
         except IMAGE_FAILURES as e:
             run.fail(t.item.name, spec.label, "invert", e)
             continue

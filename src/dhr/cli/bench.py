@@ -59,6 +59,9 @@ def register(app: typer.Typer) -> None:
         from dhr.errors import DHRError
 
         try:
+            from dhr.outputs import check_output_folder
+
+            check_output_folder(out)  # before the images run (the report is written at the end)
             base = None
             if config is not None:
                 from dhr.config import load_config

@@ -60,7 +60,10 @@ def register(app: typer.Typer) -> None:
         from dhr.models.checkpoint import load_generator
         from dhr.reference import reference_config, run_reference, save_reference_run
 
+        from dhr.outputs import check_output_folder
+
         try:
+            check_output_folder(out)
             G = load_generator(generator).eval()
             R = G.resolution
             target = []
@@ -75,8 +78,8 @@ def register(app: typer.Typer) -> None:
                 if len(mask) != len(images):
                     raise usage_error(f"--mask given {len(mask)} times for {len(images)} images; give one per image")
                 masks = torch.stack([torch.from_numpy(
-                    (np.asarray(Image.open(m).convert("L").resize((R, R), Image.NEAREST)) > 127).astype(np.float32)
-                )[None] for m in mask])
+                    (np.asarray(Image.fromarray(load_image(m).pixels).convert("L").resize((R, R), Image.NEAREST)) > 127)
+                    .astype(np.float32))[None] for m in mask])
             cfg = apply_overrides(reference_config(), list(set_))
             cfg = dataclasses.replace(cfg, coarse=dataclasses.replace(cfg.coarse, seed=seed))
             face_parser = load_parser(parser, trust=trust_parser) if parser != "none" else None

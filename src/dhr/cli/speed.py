@@ -7,6 +7,8 @@ Exit codes: 0 done and every fast path's final losses within the tolerance of th
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
 
 import typer
@@ -67,6 +69,19 @@ def register(app: typer.Typer) -> None:
             raise usage_error(f"--batch {batch!r}: give integers, e.g. 1 or 1,2,4,8") from None
         case_list = [c.strip() for c in cases.split(",") if c.strip()]
         path_list = [p.strip() for p in paths.split(",") if p.strip()]
+        if not sizes or not case_list or not path_list:
+            raise usage_error("--batch, --cases and --paths each need at least one value")
+        if timeout is not None and not math.isfinite(timeout):
+            raise usage_error(f"--timeout {timeout}: give a number of seconds (or leave it out for no limit)")
+        if json_path is not None:  # checked before the measurements, which take minutes
+            if json_path.is_dir():
+                raise usage_error(f"--json {json_path} is a folder; give a file name, e.g. {json_path / 'speed.json'}")
+            try:
+                json_path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise usage_error(f"--json {json_path}: cannot create its folder ({e.strerror or e})") from None
+            if not os.access(json_path.parent, os.W_OK):
+                raise usage_error(f"--json {json_path}: its folder is not writable")
         reports = {}
         try:
             for b in sizes:

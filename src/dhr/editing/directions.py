@@ -362,6 +362,9 @@ def check_strength(strength: float, what: str = "strength") -> float:
     """
     try:
         strength = float(strength)
+    except OverflowError:  # an int too large for a float
+        raise EditError(f"{what}: strength {strength!r:.40} must be a finite number between -{MAX_STRENGTH:g} and "
+                        f"+{MAX_STRENGTH:g}") from None
     except (TypeError, ValueError):
         raise EditError(f"{what}: strength {strength!r} is not a number") from None
     if not math.isfinite(strength) or abs(strength) > MAX_STRENGTH:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dhr.checks import check_choice, check_shape
-from dhr.errors import CheckpointError, ShapeError
+from dhr.errors import CheckpointError, ConfigError, ShapeError
 from dhr.models.ops import at_least_fp32, weighted_channel_sum
 
 __all__ = ["LPIPS", "alexnet_features", "vgg16_features", "squeezenet1_1_features", "LPIPS_CHANNELS"]
@@ -176,6 +176,8 @@ class LPIPS(nn.Module):
         """Builds LPIPS with backbone and linear weights resolved by :mod:`dhr.weights`."""
         from dhr import weights
 
+        if net not in _REGISTRY_NAMES:
+            raise ConfigError(f"LPIPS network {net!r} is unknown; choose one of {sorted(_REGISTRY_NAMES)}")
         bname, lname = _REGISTRY_NAMES[net]
         return cls(net, backbone=weights.resolve(bname, **kwargs), linear=weights.resolve(lname, **kwargs))
 

@@ -39,7 +39,8 @@ import torch
 from dhr.bundle.codec import as_stored
 from dhr.config import InvertConfig
 from dhr.embed.optimize import OptimConfig, latent_statistics
-from dhr.errors import ConfigError, ShapeError
+from dhr.engine import require_finite
+from dhr.errors import ConfigError, DivergedError, ShapeError
 from dhr.refinement.hybrid import RefineConfig, check_inputs, refine_dhr
 from dhr.segmentation.domain import SegmentConfig
 from dhr.types import DomainMask, Inversion
@@ -253,6 +254,11 @@ def run_reference(
     for i in range(b):
         inv = refined.get(i)
         losses: dict[str, list] = {}
+        if inv is not None and errors[i] is None:
+            try:
+                require_finite(inv, f"image {i}")
+            except DivergedError as e:
+                errors[i] = str(e)
         if inv is not None:
             losses = {k: list(v) for k, v in inv.losses.items()}
             losses["theta_updated"] = [s < ws_steps for s in range(len(losses["loss_in"]))]
