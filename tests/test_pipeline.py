@@ -61,6 +61,23 @@ def test_as_photo_sources(tmp_path):
         as_photo(pixels.astype(np.float32))
     with pytest.raises(ImageError):
         as_photo(42)
+    # In-memory images get the file loader's conversions and checks.
+    deep = np.zeros((4, 6), np.uint16)
+    deep[:, 3:] = 65535
+    sixteen = as_photo(Image.fromarray(deep))  # I;16: scaled to 8 bits, not saturated to white
+    assert sixteen.pixels[0, 0].tolist() == [0, 0, 0] and sixteen.pixels[0, 5].tolist() == [255, 255, 255]
+    assert any("I;16" in n for n in sixteen.notes)
+    unit = as_photo(Image.fromarray(np.full((4, 6), 0.5, np.float32)))  # F in 0..1: mid grey, not black
+    assert 126 <= int(unit.pixels[0, 0, 0]) <= 128
+    for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((0, 10, 3), np.uint8), Image.new("RGB", (0, 0))):
+        with pytest.raises(ImageError, match="empty"):
+            as_photo(empty)
+    with pytest.raises(ImageError, match="NaN or inf"):
+        as_photo(torch.full((3, 8, 8), float("nan")))
+    closed = Image.open(path)
+    closed.close()
+    with pytest.raises(ImageError, match="cannot read the PIL image"):
+        as_photo(closed)
 
 
 def test_invert_whole_image_result(setup):

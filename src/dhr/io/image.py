@@ -486,11 +486,20 @@ def as_photo(source: Source | Photo | Image.Image | np.ndarray | torch.Tensor) -
         return source
     if isinstance(source, (str, Path, bytes, bytearray, memoryview)):
         return load_image(source)
+    notes: list[str] = []
     if isinstance(source, Image.Image):
-        pixels = np.asarray(source.convert("RGB"), dtype=np.uint8)
+        try:  # the file loader's conversions: 16-bit and float modes scaled, alpha on white, CMYK, ...
+            rgb, _ = _to_rgb(source, notes)
+            pixels = np.asarray(rgb, dtype=np.uint8)
+        except ImageError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a closed image, an exotic mode: not a usable photo
+            raise ImageError(f"cannot read the PIL image ({type(e).__name__}: {e}); pass an open RGB image") from None
     elif isinstance(source, torch.Tensor):
         if source.ndim != 3 or source.shape[0] != 3 or not source.is_floating_point():
             raise ImageError(f"a tensor photo must be float (3, H, W) in [-1, 1], got {list(source.shape)} {source.dtype}")
+        if source.is_meta or not bool(torch.isfinite(source).all()):
+            raise ImageError("a tensor photo must hold finite values in [-1, 1]; this one holds NaN or inf (or no data)")
         pixels = tensor_to_uint8(source.detach().cpu())
     elif isinstance(source, np.ndarray):
         pixels = source
@@ -499,8 +508,10 @@ def as_photo(source: Source | Photo | Image.Image | np.ndarray | torch.Tensor) -
                          "(H, W, 3) uint8 array or (3, H, W) tensor in [-1, 1]")
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
         raise ImageError(f"a photo array must be (H, W, 3) uint8, got {pixels.shape} {pixels.dtype}")
+    if pixels.shape[0] < 1 or pixels.shape[1] < 1:
+        raise ImageError(f"the photo is empty ({pixels.shape[1]}x{pixels.shape[0]} pixels)")
     pixels = np.ascontiguousarray(pixels)
     digest = hashlib.sha256(pixels.tobytes()).hexdigest()
     pixels = pixels.copy()
     pixels.setflags(write=False)
-    return Photo(pixels=pixels, original_size=(pixels.shape[1], pixels.shape[0]), sha256=digest)
+    return Photo(pixels=pixels, original_size=(pixels.shape[1], pixels.shape[0]), sha256=digest, notes=tuple(notes))
