@@ -32,6 +32,7 @@ __all__ = [
     "clean_stale_temps",
     "output_files",
     "path_key",
+    "safe_stem",
     "verify_outputs",
     "write_text_atomic",
 ]
@@ -204,7 +205,9 @@ def _lock_fd(fd: int) -> None:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def _safe_stem(stem: str) -> str:
+def safe_stem(stem: str) -> str:
+    """``stem`` usable in a file name: control characters and slashes replaced, cut to 120 UTF-8 bytes
+    (room for the suffixes dhr appends, under the 255-byte name limit)."""
     stem = re.sub(r"[\x00-\x1f/\\]", "_", stem) or "image"
     raw = stem.encode("utf-8", "surrogateescape")
     if len(raw) > _STEM_MAX:
@@ -247,7 +250,7 @@ def assign_names(items: Sequence[str], claims: Mapping[str, str] | None = None) 
         else:
             pending.append((item, key))
     for item, key in pending:
-        base = _safe_stem(Path(item).stem)
+        base = safe_stem(Path(item).stem)
         name = base
         if name.casefold() in {n.casefold() for n in taken}:  # case-insensitive file systems too
             name = f"{base}-{hashlib.sha1(key.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"

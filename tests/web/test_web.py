@@ -503,3 +503,35 @@ def test_browser_several_photos_in_one_go(browser_app):
     for leak in ("/tmp", "Traceback", "0x"):
         assert leak not in status, leak
     page.close()
+
+
+def test_backend_hostile_arguments_get_plain_errors(env, tmp_path):
+    from dhr.errors import ConfigError
+
+    pipe, photo, _ = env
+    backend = WebBackend(pipe, tmp_path / "work")
+    for empty in ("", None, "\0"):
+        with pytest.raises(ImageError, match="Upload a photo first"):
+            backend.check(empty)
+    for face in ("x", float("nan"), -1, 1.5):
+        with pytest.raises(ConfigError, match="Face must be a whole number"):
+            backend.invert(str(photo), "encoder", face_index=face)
+    view = backend.invert(str(photo), "encoder", whole_image=True, face_index=0.0)  # gradio's Number gives floats
+    for strengths in (None, [], {"age": "x"}, {"age": None}, {"frown": 1.0}):
+        with pytest.raises(EditError):
+            backend.edit(view.result, strengths)
+        with pytest.raises(EditError):
+            backend.batch([str(photo)], strengths, "encoder")
+    one = backend.batch(str(photo), {"age": 1.0}, "encoder")  # one path, not its characters
+    assert one.status.startswith("1 of 1 photos") and len(one.gallery) == 1
+    with pytest.raises(ImageError, match="Upload one or more photos"):
+        backend.batch(5, {})
+    # An upload name as long as a file system allows still gives downloads (names are cut).
+    long = tmp_path / ("n" * 240 + ".png")
+    long.write_bytes(photo.read_bytes())
+    ed = backend.edit(backend.invert(str(long), "encoder", whole_image=True).result, {"age": 1.0})
+    assert all(Path(f).is_file() and len(Path(f).name.encode()) < 255 for f in ed.files)
+    assert backend.batch([str(long)], {"age": 1.0}, "encoder").status.startswith("1 of 1 photos")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="cannot be created"):
+        WebBackend(pipe, tmp_path / "afile")

@@ -123,7 +123,7 @@ def build_app(pipe: Pipeline, *, workdir: str | Path | None = None, methods: Seq
             progress((step, total), desc=stage)
 
         try:
-            view = backend.invert(path, method, whole, int(face or 0), progress=report, ood_mask=ood)
+            view = backend.invert(path, method, whole, face, progress=report, ood_mask=ood)
         except DHRError as e:
             logger.info("inversion refused: %s", e)
             return None, None, None, None, _error_status(str(e))

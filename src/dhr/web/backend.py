@@ -11,18 +11,20 @@ under the work folder, deleted when the tab closes, when the server stops, and o
 from __future__ import annotations
 
 import logging
+import math
 import re
 import shutil
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dhr.errors import DHRError
+from dhr.outputs import safe_stem
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -176,6 +178,19 @@ _CLI_ADVICE = re.compile(r"max_pixels|--[a-z]|pip install|\bPYTHONPATH\b|\bconfi
 _UNEXPECTED_PHOTO = "something went wrong on the server with this photo; try it again alone, or another photo."
 
 
+def _face_number(value: Any) -> int:
+    """The *Face* option as an int >= 0 (gradio's Number may give a float, None or text)."""
+    from dhr.errors import ConfigError
+
+    try:
+        number = float(value if value is not None else 0)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not (math.isfinite(number) and number >= 0 and number == int(number)):
+        raise ConfigError(f"Face must be a whole number, 0 or more (0 = the largest face), not {value!r:.20}.")
+    return int(number)
+
+
 def _unique_names(names: list[str]) -> list[str]:
     """File names whose stems are made unique in order: a second ``a.jpg`` (or ``a.png``) becomes ``a-2.jpg``."""
     seen: set[str] = set()
@@ -258,7 +273,11 @@ class WebBackend:
         self.pipe = pipe
         self._owns_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="dhr-web-"))
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"web work folder {self.workdir} cannot be created ({e.strerror or e}); choose "
+                              "another workdir") from None
         self._lock = threading.Lock()
         self._sessions: set[str] = set()
 
@@ -312,7 +331,7 @@ class WebBackend:
         from dhr.errors import ImageError
         from dhr.io.image import load_image
 
-        if path is None:
+        if path is None or not str(path) or "\x00" in str(path):
             raise ImageError(f"Upload a {what} first.")
         p = Path(str(path))
         err = self._pixel_limit_error(p, what) if p.is_file() else None
@@ -358,13 +377,14 @@ class WebBackend:
 
         from dhr.errors import FaceNotFoundError
 
+        face_index = _face_number(face_index)
         photo = self.load(path)
         mask_img = None
         if ood_mask:
             mask_img = PILImage.fromarray(self.load(ood_mask, what="mask").pixels).convert("L")
         names = {str(path): Path(str(path)).name}
         try:
-            inv = self.pipe.invert(photo, method=method, face_index=int(face_index), whole_image=bool(whole_image),
+            inv = self.pipe.invert(photo, method=method, face_index=face_index, whole_image=bool(whole_image),
                                    progress=progress, ood_mask=mask_img)[0]
         except FaceNotFoundError as e:
             message = plain_error(e, names=names)
@@ -414,19 +434,20 @@ class WebBackend:
 
         if inv is None:
             raise EditError("Press *Invert* first: there is no inverted photo to edit yet.")
-        active = {k: float(v) for k, v in strengths.items() if float(v) != 0.0}
+        active = self._active(strengths)
         res = self.pipe.edit(inv, active)
         folder = self.session_dir(session) / f"{time.time_ns():x}-{uuid.uuid4().hex[:6]}"
         folder.mkdir(parents=True, exist_ok=True)
         files = []
-        crop_path = folder / f"{inv.stem}_{res.name}_crop.png"
+        stem = safe_stem(inv.stem)  # an upload's name may be as long as a file system allows
+        crop_path = folder / f"{stem}_{res.name}_crop.png"
         res.crop.save(crop_path)
         files.append(str(crop_path))
         if res.pasted is not None:
-            pasted_path = folder / f"{inv.stem}_{res.name}.png"
+            pasted_path = folder / f"{stem}_{res.name}.png"
             res.pasted.save(pasted_path)
             files.insert(0, str(pasted_path))
-        st, js = self.pipe.save_bundle(inv, folder / inv.stem)
+        st, js = self.pipe.save_bundle(inv, folder / stem)
         files += [str(st), str(js)]
         self.enforce_cap(keep=folder)
         what = "no edit (all sliders at 0)" if not active else ", ".join(f"{k} {v:+g}" for k, v in active.items())
@@ -463,15 +484,18 @@ class WebBackend:
         from dhr.config import METHODS
         from dhr.errors import ImageError
 
+        if isinstance(paths, (str, Path)):  # one upload
+            paths = [paths]
+        if paths is not None and not isinstance(paths, (list, tuple)):
+            raise ImageError("Upload one or more photos first.")
         paths = [Path(str(p)) for p in (paths or []) if p]
         if not paths:
             raise ImageError("Upload one or more photos first.")
         if len(paths) > self.max_batch:
             raise ImageError(f"{len(paths)} photos uploaded; this page takes up to {self.max_batch} at a time. "
                              "Upload fewer and press the button again.")
-        active = {k: float(v) for k, v in strengths.items() if float(v) != 0.0}
         try:
-            self.pipe.validate_edits(active)
+            active = self._active(strengths)
             check_choice(method, METHODS, "method")
         except DHRError as e:
             raise type(e)(plain_error(e)) from None
@@ -529,17 +553,31 @@ class WebBackend:
                     written: list[Path]) -> tuple[Image.Image, str]:
         """Edits one inversion of :meth:`batch`, writes its files under ``folder/<name's stem>/``."""
         res = self.pipe.edit(inv, active)
-        sub = folder / Path(name).stem
+        sub = folder / safe_stem(Path(name).stem)
         sub.mkdir(parents=True, exist_ok=True)
-        files = [sub / f"{inv.stem}_{res.name}_crop.png"]
+        stem = safe_stem(inv.stem)
+        files = [sub / f"{stem}_{res.name}_crop.png"]
         res.crop.save(files[0])
         if res.pasted is not None:
-            files.insert(0, sub / f"{inv.stem}_{res.name}.png")
+            files.insert(0, sub / f"{stem}_{res.name}.png")
             res.pasted.save(files[0])
-        files += list(self.pipe.save_bundle(inv, sub / inv.stem))
+        files += list(self.pipe.save_bundle(inv, sub / stem))
         written += files
         caption = name + ("" if res.pasted is not None else " (face only)")
         return (res.pasted if res.pasted is not None else _upscale(res.crop)), caption
+
+    def _active(self, strengths: Any) -> dict[str, float]:
+        """The non-zero slider strengths, checked (names and numbers).
+
+        Raises:
+            EditError: Not a mapping, an unknown direction or a strength that is not a finite number.
+        """
+        from dhr.errors import EditError
+
+        if not isinstance(strengths, Mapping):
+            raise EditError(f"edit strengths must map direction names to numbers, got {type(strengths).__name__}")
+        checked = self.pipe.validate_edits(strengths)
+        return {k: v for k, v in checked.items() if v != 0.0}
 
     # -- cleanup --------------------------------------------------------------------------
 
