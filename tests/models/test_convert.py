@@ -469,6 +469,24 @@ def good_pt(tmp_path) -> tuple[Path, Generator]:
     return path, g
 
 
+def test_broken_weights_and_wrong_ranks_are_refused_at_conversion(good_pt, tmp_path):
+    from dhr.models.convert import convert
+
+    path, g = good_pt
+    ck = torch.load(path, weights_only=True)
+    key = next(k for k in ck["g_ema"] if k.endswith("conv.weight"))
+    ck["g_ema"][key] = torch.full_like(ck["g_ema"][key], float("nan"))
+    torch.save(ck, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match="hold NaN or infinite values"):
+        convert(tmp_path / "nan.pt", tmp_path / "out_nan")
+    assert not (tmp_path / "out_nan" / "model.json").exists()
+    ck = torch.load(path, weights_only=True)
+    ck["g_ema"]["style.1.weight"] = torch.zeros(8)  # 1-D: no style width to read
+    torch.save(ck, tmp_path / "rank.pt")
+    with pytest.raises(CheckpointError, match="wrong shape or type"):
+        convert(tmp_path / "rank.pt", tmp_path / "out_rank")
+
+
 def test_truncated_file(good_pt, tmp_path):
     path, _ = good_pt
     bad = tmp_path / "truncated.pt"
@@ -552,4 +570,7 @@ def test_cli_convert(good_pt, tmp_path):
     bad = tmp_path / "junk.pt"
     bad.write_bytes(b"not a checkpoint")
     res = runner.invoke(root, ["convert", str(bad), str(tmp_path / "x")])
-    assert res.exit_code == 1 and "junk.pt" in res.output
+    assert res.exit_code == 2 and "junk.pt" in res.output
+    (tmp_path / "afile").write_text("x")
+    res = runner.invoke(root, ["convert", str(path), str(tmp_path / "afile")])
+    assert res.exit_code == 2 and "is a file" in res.output, res.output

@@ -47,9 +47,9 @@ def convert_command(
     fp: Literal["float32", "float16"] = "float16" if dtype == "float16" else "float32"
     try:
         folder = convert(src, out, dtype=fp, directions=direction, name=name)
-    except DHRError as e:
+    except DHRError as e:  # a bad checkpoint, direction file or output folder: nothing was converted
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(code=1) from None
+        raise typer.Exit(code=2) from None
     typer.echo(f"wrote {folder / 'generator'} (sha256 {saved_model_sha256(folder / 'generator')[:16]})")
     if (folder / "encoder").is_dir():
         typer.echo(f"wrote {folder / 'encoder'}")

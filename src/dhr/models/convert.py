@@ -57,7 +57,7 @@ import torch
 from safetensors.torch import save_file
 
 from dhr.editing import DirectionSet, load_direction
-from dhr.errors import CheckpointError, DHRError
+from dhr.errors import CheckpointError, ConfigError, DHRError
 from dhr.fileio import sha256_file, to_jsonable, write_json_atomic
 from dhr.models.native import check_state_dict, save_pretrained
 from dhr.models.stylegan2 import Generator, GeneratorConfig
@@ -128,6 +128,9 @@ def rosinality_to_native(
         config = GeneratorConfig(resolution=resolution, style_dim=style_dim, n_mapping=n_mapping, **sched)
     except KeyError as e:
         raise CheckpointError(f"{source}: not a rosinality StyleGAN2 generator state dict (missing {e})") from None
+    except (IndexError, AttributeError, TypeError, ValueError) as e:  # a tensor of the wrong rank or a non-tensor
+        raise CheckpointError(f"{source}: not a rosinality StyleGAN2 generator state dict (a tensor has the wrong "
+                              f"shape or type: {type(e).__name__}: {e})") from None
 
     out: dict[str, torch.Tensor] = {}
 
@@ -461,10 +464,22 @@ def convert(path: str | os.PathLike, out_folder: str | os.PathLike, *,
             not fit the generator.
     """
     path, out = Path(path), Path(out_folder)
+    if not str(out_folder) or (out.exists() and not out.is_dir()):
+        raise ConfigError(f"output folder {str(out_folder)!r} is {'empty' if not str(out_folder) else 'a file'}; "
+                          "give the folder to write the model into")
     imported = import_checkpoint(path)
     dir_set = _load_directions(directions, imported.generator_config)
     source_sha = sha256_file(path)
     g = imported.build_generator()
+    broken = [k for k, v in g.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"{path}: {len(broken)} generator tensor(s) hold NaN or infinite values "
+                              f"({', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}); the checkpoint is "
+                              "broken (a diverged training run?): convert an earlier or the official checkpoint")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"output folder {out} cannot be created ({e.strerror or e}); choose another") from None
     meta = {"source": path.name, "source_sha256": source_sha, "source_format": imported.format,
             "notes": list(imported.notes)}
     save_pretrained(g, out / "generator", dtype=dtype, metadata=meta)
