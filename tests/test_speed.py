@@ -104,3 +104,20 @@ def test_bench_speed_refuses_a_timeout_that_is_not_positive():
                         (["--json", "/"], "is a folder")):
         r = CliRunner().invoke(app, ["bench-speed", *args])
         assert r.exit_code == 2 and words in r.output, (args, r.output)
+
+
+def test_failed_measurements_say_why_in_one_line(monkeypatch):
+    import subprocess
+
+    import dhr.speed as sp
+    from dhr.errors import DHRError
+
+    settings = sp.SpeedSettings(coarse_steps=1, refine_steps=1, weight_steps=1)
+    for code, stderr, words in ((-9, "", "killed by SIGKILL (out of memory?"),
+                                (1, "Traceback (most recent call last):\n  ...\ndhr.errors.ConfigError: fixture-64 "
+                                    "needs ../shared", "faces-64/fast: fixture-64 needs ../shared")):
+        monkeypatch.setattr(subprocess, "run", lambda *a, code=code, stderr=stderr, **k: subprocess.CompletedProcess(
+            a, code, "", stderr))
+        with pytest.raises(DHRError) as e:
+            sp._child("faces-64", "fast", settings, None)
+        assert words in str(e.value) and "Traceback" not in str(e.value)

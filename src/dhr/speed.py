@@ -357,7 +357,17 @@ def _child(case: str, path: str, settings: SpeedSettings, timeout: float | None)
     except subprocess.TimeoutExpired:
         raise DHRError(f"bench-speed: {case}/{path} ran past {timeout} s; use fewer steps") from None
     if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
+        lines = proc.stderr.strip().splitlines()
+        dhr_error = next((ln for ln in reversed(lines) if ln.startswith("dhr.errors.")), None)
+        if dhr_error is not None:  # the child refused the settings: its message, not its traceback
+            raise DHRError(f"bench-speed: {case}/{path}: {dhr_error.split(': ', 1)[-1]}")
+        if proc.returncode < 0:
+            import signal
+
+            name = signal.Signals(-proc.returncode).name if -proc.returncode in signal.valid_signals() else "a signal"
+            raise DHRError(f"bench-speed: the {case}/{path} measurement was killed by {name} (out of memory? use a "
+                           "smaller --batch or fewer --bench-threads)")
+        tail = "\n".join(lines[-8:])
         raise DHRError(f"bench-speed: the {case}/{path} measurement failed (exit {proc.returncode}):\n{tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

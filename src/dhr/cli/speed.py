@@ -69,6 +69,11 @@ def register(app: typer.Typer) -> None:
             raise usage_error(f"--batch {batch!r}: give integers, e.g. 1 or 1,2,4,8") from None
         case_list = [c.strip() for c in cases.split(",") if c.strip()]
         path_list = [p.strip() for p in paths.split(",") if p.strip()]
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise usage_error("--device cuda: no CUDA GPU is available to this torch build; use --device cpu")
         if not sizes or not case_list or not path_list:
             raise usage_error("--batch, --cases and --paths each need at least one value")
         if timeout is not None and not math.isfinite(timeout):
