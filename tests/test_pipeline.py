@@ -181,6 +181,20 @@ def test_a_diverged_inversion_or_render_is_an_error_not_a_result(setup, tmp_path
         pipe.edit(broken, age=1.0)
 
 
+def test_api_arguments_of_the_wrong_kind_are_dhr_errors(setup):
+    pipe, invs, photo, _ = setup
+    for bad in ("0", 1.0, True, -1):
+        with pytest.raises(ConfigError, match="face_index"):
+            pipe.align(photo, face_index=bad, whole_image=True)
+    assert len(pipe.align(photo, face_index=np.int64(0), whole_image=True)) == 1  # numpy integers are integers
+    for inv in (None, "photo.png"):
+        with pytest.raises(EditError, match="needs a PhotoInversion"):
+            pipe.edit(inv, age=1.0)
+    for edits in ([("age", 1.0)], "age"):
+        with pytest.raises(EditError, match="must map direction names"):
+            pipe.edit(invs[0], edits)
+
+
 def test_edit_renders_without_optimising(setup):
     pipe, invs, _, _ = setup
     inv = invs[0]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -323,7 +324,17 @@ class Pipeline:
         Raises:
             FaceNotFoundError: No usable face (and ``whole_image`` is False), or no face ``face_index``.
             ImageError: Unreadable photo.
+            ConfigError: ``face_index`` is not an integer >= 0.
         """
+        if face_index is not None:
+            try:  # ints and numpy integers; not bools, floats or strings
+                index = -1 if isinstance(face_index, bool) else operator.index(face_index)
+            except TypeError:
+                index = -1
+            if index < 0:
+                raise ConfigError(f"face_index={face_index!r:.40} must be an integer >= 0 (0 = the largest face) or "
+                                  "None (every face)")
+            face_index = index
         photo = as_photo(photo)
         template = self.template()
         try:
@@ -563,6 +574,9 @@ class Pipeline:
         return self._resolve_edits(edits, more)
 
     def _resolve_edits(self, edits: Mapping[str, float] | None, kwargs: Mapping[str, float]) -> dict[str, float]:
+        if edits is not None and not isinstance(edits, Mapping):
+            raise EditError(f"edits must map direction names to strengths, e.g. {{'age': 2}}; got "
+                            f"{type(edits).__name__}")
         strengths: dict[str, float] = {}
         for src in (edits or {}), kwargs:
             for name, value in src.items():
@@ -594,6 +608,8 @@ class Pipeline:
             ConfigError: Unknown paste mode.
             DivergedError: The render holds NaN or infinite values (a broken bundle or model).
         """
+        if not isinstance(inv, PhotoInversion):
+            raise EditError(f"edit needs a PhotoInversion (from invert or load_bundle), got {type(inv).__name__}")
         strengths = self._resolve_edits(edits, more)
         mode = self._paste_mode(paste_mode)
         G = self.generator
