@@ -64,6 +64,11 @@ def test_convert_writes_loadable_model_folder(tmp_path):
         torch.testing.assert_close(model.encoder(x), ref_enc(x), rtol=0, atol=1e-5)
         ws = torch.randn(1, g.num_ws, 32)
         torch.testing.assert_close(model.generator(ws), g(ws), rtol=0, atol=1e-5)
+    # dhr reference -g OUT (and load_generator) take the model folder as well as OUT/generator.
+    from dhr.models.checkpoint import load_generator
+
+    with torch.no_grad():
+        torch.testing.assert_close(load_generator(out)(ws), load_generator(out / "generator")(ws), rtol=0, atol=0)
 
 
 def test_encoder_embedding_uses_the_converted_encoder(tmp_path):

@@ -54,7 +54,8 @@ def load_generator(path: str | os.PathLike, *, verify: bool = True) -> Generator
     """Loads a :class:`~dhr.models.stylegan2.Generator` from a native folder or a foreign file.
 
     Args:
-        path: A native folder, or a rosinality / e4e / pSp ``.pt`` or NVIDIA ``.pkl`` file
+        path: A native folder, a model folder (``model.json``: its ``generator`` component, e.g. what
+            ``dhr convert`` writes), or a rosinality / e4e / pSp ``.pt`` or NVIDIA ``.pkl`` file
             (imported on the fly with :func:`dhr.models.convert.import_checkpoint`, which
             executes nothing from the file).
         verify: For native folders, check the recorded sha256.
@@ -66,6 +67,10 @@ def load_generator(path: str | os.PathLike, *, verify: bool = True) -> Generator
         CheckpointError: If the file is missing, corrupt, unsafe or of another architecture.
     """
     path = Path(path)
+    if path.is_dir() and not (path / "config.json").is_file() and (path / "model.json").is_file():
+        from dhr.models.zoo import load_model
+
+        return load_model(path).generator  # model.json must name one (load_model checks it)
     if path.is_dir():
         module = load_pretrained(path, expected_class="Generator", verify=verify)
         assert isinstance(module, Generator)
