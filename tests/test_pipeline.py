@@ -193,6 +193,15 @@ def test_api_arguments_of_the_wrong_kind_are_dhr_errors(setup):
     for edits in ([("age", 1.0)], "age"):
         with pytest.raises(EditError, match="must map direction names"):
             pipe.edit(invs[0], edits)
+    with pytest.raises(ConfigError, match="images must be a list"):
+        pipe.invert_many(str(photo))
+    with pytest.raises(ConfigError, match=r"aligned\[0\] must be a non-empty list of AlignedFace"):
+        pipe.invert_many([photo, photo], aligned=[[5], None])
+    from dhr.errors import CheckpointError
+
+    for stem in (None, "", "a\0b", "n" * 300):
+        with pytest.raises(CheckpointError, match="bundle"):
+            pipe.save_bundle(invs[0], stem)
 
 
 def test_edit_renders_without_optimising(setup):

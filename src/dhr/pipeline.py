@@ -442,8 +442,14 @@ class Pipeline:
             ConfigError: Unknown method (before any work). Bugs (``TypeError``, ``NameError``) surface.
         """
         config = self._config_for(method)
-        if aligned is not None and len(aligned) != len(images):
-            raise ConfigError(f"aligned has {len(aligned)} entries for {len(images)} images; give one list per image")
+        if isinstance(images, (str, Path)) or not isinstance(images, Sequence):
+            raise ConfigError(f"images must be a list of photos, got {type(images).__name__}")
+        if aligned is not None:
+            if not isinstance(aligned, Sequence) or len(aligned) != len(images):
+                raise ConfigError(f"aligned must hold one list of AlignedFace per image ({len(images)})")
+            for i, faces in enumerate(aligned):
+                if not isinstance(faces, Sequence) or not faces or not all(isinstance(a, AlignedFace) for a in faces):
+                    raise ConfigError(f"aligned[{i}] must be a non-empty list of AlignedFace (as align returns)")
         out: list[list[PhotoInversion] | Exception | None] = [None] * len(images)
         preps: list[tuple[int, _Prepared]] = []
         for i, image in enumerate(images):

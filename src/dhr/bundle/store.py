@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,16 @@ def state_dict_sha256(module: torch.nn.Module) -> str:
 
 
 def bundle_paths(stem: str | Path) -> tuple[Path, Path]:
-    """``(<stem>.safetensors, <stem>.json)``; a given ``.safetensors``/``.json`` suffix is stripped."""
+    """``(<stem>.safetensors, <stem>.json)``; a given ``.safetensors``/``.json`` suffix is stripped.
+
+    Raises:
+        CheckpointError: ``stem`` is not a path (None, empty, a NUL byte, a name over 255 bytes).
+    """
+    if not isinstance(stem, (str, os.PathLike)) or not str(stem) or "\x00" in str(stem):
+        raise CheckpointError(f"a bundle path must be a non-empty file path, got {stem!r:.60}")
+    if len(os.fsencode(Path(stem).name)) > 240:
+        raise CheckpointError(f"bundle name {Path(stem).name[:40]!r}... is too long for a file system (a "
+                              "bundle adds .safetensors to it); choose a shorter name")
     stem = Path(stem)
     if stem.suffix in (".safetensors", ".json"):
         stem = stem.with_suffix("")
