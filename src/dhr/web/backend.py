@@ -501,6 +501,7 @@ class WebBackend:
             raise type(e)(plain_error(e)) from None
         shown = _unique_names([p.name for p in paths])
         outcome: list[str | None] = [None] * len(paths)  # an error message per failed photo
+        notes: list[list[str]] = [[] for _ in paths]  # what alignment did (whole image, faces skipped)
         photos: list[tuple[int, object]] = []
         for i, p in enumerate(paths):
             try:
@@ -527,6 +528,7 @@ class WebBackend:
                     if isinstance(res, Exception):
                         raise res
                     gallery.append(self._batch_item(res[0], active, folder, shown[i], written))
+                    notes[i] = [plain_error(n, names=names) for n in res[0].notes[:1]]  # alignment's own
                 except DHRError as e:
                     outcome[i] = plain_error(e, names=names)
                 except Exception:  # noqa: BLE001 - this photo only; logged, plain words in the page
@@ -546,7 +548,8 @@ class WebBackend:
         ok = sum(o is None for o in outcome)
         lines = [f"{ok} of {len(paths)} photos inverted with `{method}` and edited: {what}."
                  + (" Download them all as one .zip below." if archive else "")]
-        lines += [f"- **{shown[i]}**: " + ("done." if o is None else o) for i, o in enumerate(outcome)]
+        lines += [f"- **{shown[i]}**: " + (" ".join(["done.", *(f"Note: {n}" for n in notes[i])]) if o is None else o)
+                  for i, o in enumerate(outcome)]
         return BatchView(gallery=gallery, archive=None if archive is None else str(archive), status="  \n".join(lines))
 
     def _batch_item(self, inv: PhotoInversion, active: dict[str, float], folder: Path, name: str,
